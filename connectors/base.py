@@ -1,0 +1,295 @@
+"""The contract between syncd and a mailing provider.
+
+syncd's engine talks to every provider through the `Connector` protocol below and plans from the
+`Capabilities` a connector declares, so nothing outside `connectors/` ever asks which provider it is
+talking to. This package imports nothing from `syncd`: connectors are usable (and tested) on their own.
+
+Error tree (what the caller does next decides the class)::
+
+    ConnectorError                      anything a connector raises on purpose
+    ├── RetriableError                  try the same request again after `delay`
+    │   ├── RateLimited                 429 / quota headers; waiting does not spend the retry budget
+    │   └── TransientError              5xx, timeouts, dropped connections
+    └── FatalError                      retrying the same request cannot help
+        ├── AuthError                   401/403 after a token refresh: credentials are wrong
+        ├── NotFound                    the group (or recipient) does not exist
+        ├── BatchRejected               the provider refused a whole batch because of some members
+        ├── UnsupportedOperation        the API has no endpoint for this (e.g. Bitcaster create/remove)
+        └── ProtocolError               the answer does not have the documented shape
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------------------------- values
+
+
+def email_key(email: str) -> str:
+    """The comparison key of an email: trimmed and case-folded (providers treat emails case-insensitively)."""
+    return email.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class PostalAddress:
+    """A postal address; only Stannp (printed mail) needs one."""
+
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    postcode: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A person as syncd wants them in a group. `email` keeps the source's spelling (trimmed)."""
+
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    address: PostalAddress | None = None
+
+    @property
+    def key(self) -> str:
+        return email_key(self.email)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteMember:
+    """A member as the provider reports it. `id` is the provider's recipient id where it has one."""
+
+    email: str | None
+    id: str | None = None
+
+    @property
+    def key(self) -> str:
+        # A member without an email (possible on Stannp) can never match a desired member; it still
+        # needs a stable key so that it can be listed, counted and removed.
+        return email_key(self.email) if self.email else f"id:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteGroup:
+    id: str
+    name: str
+    member_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReject:
+    """A member the provider refused. `permanent` rejects are remembered by syncd and not sent again until
+    the member's source data changes; the others are re-checked every pass (when that costs nothing)."""
+
+    email: str
+    reason: str
+    permanent: bool = True
+    code: str = "provider_rejected"  # a short, fixed category: metric label, never PII
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one add/remove/reset call achieved: keys of the members it changed or confirmed, and rejects."""
+
+    done: tuple[str, ...] = ()
+    rejected: tuple[MemberReject, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------- capabilities
+
+
+class MemberKeyKind(enum.StrEnum):
+    """How the API names a member in add/remove calls."""
+
+    EMAIL = "email"
+    ID = "id"
+
+
+class ResetKind(enum.StrEnum):
+    """How (and whether) a group's membership can be replaced wholesale."""
+
+    NONE = "none"
+    ATOMIC = "atomic"  # one call replaces every member (Communic8 `reset: true`)
+    NON_ATOMIC = "non_atomic"  # empty the group, then add: members are missing in between
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """Default request pacing for a provider: a token bucket plus a concurrency cap."""
+
+    rate: float  # requests per second, sustained
+    burst: int = 1  # requests that may go at once after a quiet spell
+    max_concurrency: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider's API can do, as data the planner reads."""
+
+    member_key: MemberKeyKind
+    max_add_batch: int  # members per add request, the API's own cap
+    max_remove_batch: int
+    can_create_group: bool
+    can_remove: bool
+    reset: ResetKind
+    pacing: Pacing
+    # A reset must fit in this many members to be one call; 0 = as many as the add batch.
+    max_reset_batch: int = 0
+    # Member fields the provider cannot do without ("address.line1", "first_name", ...); members lacking
+    # one are rejected before planning.
+    required_fields: frozenset[str] = field(default_factory=frozenset)
+    # Requests an add costs beyond the batches themselves, per new member (Giftronaut: a recipient create).
+    extra_requests_per_add: int = 0
+
+    @property
+    def reset_batch(self) -> int:
+        return self.max_reset_batch or self.max_add_batch
+
+    def with_batch_size(self, batch_size: int | None) -> Capabilities:
+        """Apply a configured `batch_size`, never above the API's own caps."""
+        if not batch_size:
+            return self
+        return replace(
+            self,
+            max_add_batch=min(batch_size, self.max_add_batch),
+            max_remove_batch=min(batch_size, self.max_remove_batch),
+            max_reset_batch=min(batch_size, self.reset_batch),
+        )
+
+
+# -------------------------------------------------------------------------------------------- protocol
+
+
+class RecipientCache(Protocol):
+    """Email-key -> provider recipient id, persisted by syncd so a steady-state pass resolves nothing."""
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]: ...
+
+    def all(self) -> dict[str, str]:
+        """Every cached email-key -> id of this provider (to map ids back to emails without a directory read)."""
+        ...
+
+    def put_many(self, ids: dict[str, str]) -> None: ...
+
+    def forget(self, keys: Sequence[str]) -> None: ...
+
+
+class NullRecipientCache:
+    """A cache that remembers nothing (used when a connector runs without syncd's state DB)."""
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def all(self) -> dict[str, str]:
+        return {}
+
+    def put_many(self, ids: dict[str, str]) -> None:
+        return None
+
+    def forget(self, keys: Sequence[str]) -> None:
+        return None
+
+
+class MemoryRecipientCache:
+    """A cache that lives as long as the object (tests, and connectors used without a state DB)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        return {k: self.ids[k] for k in keys if k in self.ids}
+
+    def all(self) -> dict[str, str]:
+        return dict(self.ids)
+
+    def put_many(self, ids: dict[str, str]) -> None:
+        self.ids.update(ids)
+
+    def forget(self, keys: Sequence[str]) -> None:
+        for k in keys:
+            self.ids.pop(k, None)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One configured provider account. All methods are async and go through `connectors.http`.
+
+    `add_members`, `remove_members` and `reset_members` take at most one batch (the capability limits);
+    they may send several requests to isolate bad members, and report those as rejects instead of failing
+    the batch. They are idempotent: adding a member already present or removing one already absent is a
+    success.
+    """
+
+    name: str
+    capabilities: Capabilities
+
+    async def find_group(self, *, group_id: str | None = None, name: str | None = None) -> RemoteGroup | None:
+        """The group with this id, else the one with exactly this name; None if there is none."""
+        ...
+
+    async def create_group(self, name: str) -> RemoteGroup: ...
+
+    async def read_members(self, group: RemoteGroup) -> Sequence[RemoteMember]: ...
+
+    async def add_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult: ...
+
+    async def remove_members(self, group: RemoteGroup, members: Sequence[RemoteMember]) -> BatchResult: ...
+
+    async def reset_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
+        """Replace the group's membership with exactly `contacts` (ResetKind ATOMIC or NON_ATOMIC)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+class ConnectorError(Exception):
+    """Base of every error a connector raises on purpose. Messages never contain secrets."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class RetriableError(ConnectorError):
+    def __init__(self, message: str, *, status: int | None = None, delay: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.delay = delay  # seconds the server asked us to wait (Retry-After), if it said
+
+
+class RateLimited(RetriableError):
+    pass
+
+
+class TransientError(RetriableError):
+    pass
+
+
+class FatalError(ConnectorError):
+    pass
+
+
+class AuthError(FatalError):
+    pass
+
+
+class NotFound(FatalError):
+    pass
+
+
+class BatchRejected(FatalError):
+    """The provider refused the whole batch because of (some of) its members."""
+
+
+class UnsupportedOperation(FatalError):
+    pass
+
+
+class ProtocolError(FatalError):
+    pass

@@ -1,0 +1,547 @@
+"""Communic8 recipient groups (internal-communications platform, one API host per customer instance).
+
+Why this module exists: Communic8 groups are one of the targets syncd keeps equal to the source of truth.
+Its API has three quirks that shape everything below:
+
+* Errors come back as **HTTP 200 with `{"success": false, "message": ...}`**, so every answer is checked
+  for `success` (`classify`), not just its status.
+* A member add names recipients by email, but **one unknown email fails the whole batch** ("Not all emails
+  founded as recipient in system") and there is **no API to create recipients**. So before sending, the
+  connector checks each email against what it knows exists (syncd's persisted recipient cache, else one
+  read of the recipient directory per connector instance), never sends an unknown email, and reports it as
+  a permanent reject (DESIGN: "unknown recipient"): syncd remembers it and does not pay for a directory read
+  to re-check it every pass, only when the member's source record changes. A recipient deleted after that
+  check is isolated by splitting the batch.
+* A group object carries **all its member ids inline** (`leads`): one GET reads a whole group. Ids are
+  mapped back to emails through the recipient cache, so a steady-state pass costs one request per group;
+  the directory is read only when a lead id is unknown.
+
+A connector instance is meant to live for one pass: it reads the recipient directory at most once.
+
+Wire shapes assumed where the docs are silent (PROVIDERS.md, "Wire shapes assumed"); check them against a
+real account:
+
+* recipient items are `{_id, email, firstName, lastName}`;
+* `GET /recipient` and `GET /recipientGroup` page with `limit` (capped at 100) and `skip`, and answer `total`;
+  `name` filters groups (possibly by partial match, so exact names are compared here);
+* member calls on an unknown group answer 200 `success:false "Object does not exist"`;
+* `successCount` is the number of members actually added/removed (with `reset`: the number given);
+* a missing or wrong bearer token answers HTTP 401;
+* the OAuth token endpoint is `<base_url>/oauth/token` (form `client_id`, `client_secret`) answering
+  `{access_token, token_type, expires_in}`.
+
+Unverified defaults (the docs say nothing): at most 1000 members per add/remove/reset request, and pacing
+of 10 requests/s with bursts of 5 and 4 requests in flight. Override them with `batch_size`, `rate_limit`,
+`burst` and `max_concurrency` once the real limits are known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from connectors.base import (
+    BatchRejected,
+    BatchResult,
+    Capabilities,
+    ConnectorError,
+    Contact,
+    FatalError,
+    MemberKeyKind,
+    MemberReject,
+    NotFound,
+    NullRecipientCache,
+    Pacing,
+    ProtocolError,
+    RecipientCache,
+    RemoteGroup,
+    RemoteMember,
+    ResetKind,
+    RetriableError,
+    email_key,
+)
+from connectors.http import (
+    ApiClient,
+    BearerAuth,
+    ClientCredentialsAuth,
+    RequestHooks,
+    RetryPolicy,
+    derive_url,
+    error_for_status,
+    make_client,
+    next_offset,
+    paginate,
+)
+from connectors.settings import BuildContext, ProviderSettings, check_token_url
+
+log = logging.getLogger("syncd.connectors.communic8")
+
+T = TypeVar("T")
+
+API_ROOT = "/int/v1"
+PAGE_SIZE = 100  # the largest page `limit` is assumed to allow (unverified)
+CREATE_ATTEMPTS = 3  # a group create that may or may not have landed is looked up by name, then re-sent
+
+NOT_A_RECIPIENT = "no Communic8 recipient with this email (Communic8 has no API to create recipients)"
+MSG_NO_OBJECT = "Object does not exist"
+MSG_UNKNOWN_EMAILS = "Not all emails founded as recipient in system"  # sic: the API's own spelling
+
+CAPABILITIES = Capabilities(
+    member_key=MemberKeyKind.EMAIL,
+    max_add_batch=1000,  # unverified: the docs give no limit
+    max_remove_batch=1000,  # unverified
+    can_create_group=True,
+    can_remove=True,
+    reset=ResetKind.ATOMIC,  # `reset: true` on the add call replaces the members in one request
+    pacing=Pacing(rate=10.0, burst=5, max_concurrency=4),  # unverified: a conservative guess
+)
+
+
+# -------------------------------------------------------------------------------------------- settings
+
+
+class Communic8Settings(ProviderSettings):
+    """A Communic8 instance. Authenticate with a static access key (`token`) or with OAuth client
+    credentials (`client_id` = the access key's id, `client_secret` = its value)."""
+
+    type: Literal["communic8"] = Field(description="Communic8 recipient groups.")
+    base_url: str = Field(
+        description="API root of your instance, `https://<instance>/int/v1`; https except on a loopback host."
+    )
+    token: SecretStr | None = Field(
+        None,
+        description="Access key from the Admin Console, sent as a Bearer token. Or use client_id + secret.",
+    )
+    client_id: str | None = Field(
+        None,
+        description="OAuth client credentials: the access key's id (with client_secret, instead of token).",
+    )
+    client_secret: SecretStr | None = Field(
+        None,
+        description="OAuth client credentials: the access key's value (with client_id, instead of token).",
+    )
+    token_url: str | None = Field(
+        None,
+        description="OAuth token endpoint. Default: `<base_url>/oauth/token`. Only with client_id/secret.",
+    )
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str | None) -> str | None:
+        return check_token_url(value)
+
+    @model_validator(mode="after")
+    def _one_auth_style(self) -> Self:
+        has_token = self.token is not None
+        has_id, has_secret = self.client_id is not None, self.client_secret is not None
+        if has_id != has_secret:
+            raise ValueError("client_id and client_secret go together")
+        if has_token == has_id:
+            raise ValueError("set either token, or client_id and client_secret (exactly one of the two)")
+        if has_token and self.token_url is not None:
+            raise ValueError("token_url applies only to client_id/client_secret authentication")
+        for key, secret in (("token", self.token), ("client_secret", self.client_secret)):
+            if secret is not None and not secret.get_secret_value().strip():
+                raise ValueError(f"{key} must not be empty")
+        if has_id and not (self.client_id or "").strip():
+            raise ValueError("client_id must not be empty")
+        return self
+
+    @property
+    def oauth_token_url(self) -> str:
+        return self.token_url or derive_url(self.base_url, API_ROOT, API_ROOT + "/oauth/token")
+
+
+# ------------------------------------------------------------------------------------- wire handling
+
+
+def _message(response: httpx.Response) -> str:
+    """The API's message for an answer, for error texts (bodies never echo credentials)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200]
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:200]
+    return ""
+
+
+def classify(response: httpx.Response) -> ConnectorError | None:
+    """Errors of the Communic8 API family: HTTP errors, and HTTP 200 answers with `success: false`."""
+    if response.status_code >= 400:
+        return error_for_status(response, _message(response))
+    try:
+        body = response.json()
+    except ValueError:
+        return None  # not JSON: the parser raises ProtocolError where it expected JSON
+    if not isinstance(body, dict) or body.get("success") is not False:
+        return None
+    message = str(body.get("message") or "success: false without a message")
+    where = f"{response.request.method} {response.request.url.path}"
+    if message == MSG_NO_OBJECT:
+        return NotFound(f"{where}: {message}", status=response.status_code)
+    if message.startswith("Not all emails founded"):
+        return BatchRejected(f"{where}: {message}", status=response.status_code)
+    return FatalError(f"{where}: {message}", status=response.status_code)
+
+
+def _data(body: Any, where: str) -> Any:
+    if not isinstance(body, dict) or body.get("success") is not True:
+        raise ProtocolError(f"{where}: expected an object with success: true")
+    return body.get("data")
+
+
+def _group(obj: Any, where: str) -> RemoteGroup:
+    if not isinstance(obj, dict) or not isinstance(obj.get("_id"), str):
+        raise ProtocolError(f"{where}: expected a recipient group object with an _id")
+    total = obj.get("leadsTotal")
+    return RemoteGroup(
+        id=obj["_id"], name=str(obj.get("name") or ""), member_count=total if isinstance(total, int) else None
+    )
+
+
+def _leads(obj: Any, where: str) -> list[str]:
+    leads = obj.get("leads") if isinstance(obj, dict) else None
+    if not isinstance(leads, list):
+        raise ProtocolError(f"{where}: recipient group without a leads list")
+    return list(dict.fromkeys(str(lead) for lead in leads))  # de-duplicated, order kept
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
+
+
+# ------------------------------------------------------------------------------------------ connector
+
+
+class Communic8Connector:
+    """One Communic8 instance, speaking its `/int/v1` API through `connectors.http.ApiClient`."""
+
+    def __init__(
+        self,
+        name: str,
+        client: httpx.AsyncClient,
+        *,
+        capabilities: Capabilities = CAPABILITIES,
+        pacing: Pacing | None = None,
+        retry: RetryPolicy | None = None,
+        hooks: RequestHooks | None = None,
+        cache: RecipientCache | None = None,
+    ) -> None:
+        self.name = name
+        self.capabilities = capabilities
+        self.api = ApiClient(
+            client,
+            provider=name,
+            classify=classify,
+            pacing=pacing or capabilities.pacing,
+            retry=retry,
+            hooks=hooks,
+        )
+        self.cache: RecipientCache = cache if cache is not None else NullRecipientCache()
+        # email-key -> recipient id of every recipient known to exist: the cache, until a directory read
+        # this pass replaces it with the authoritative list.
+        self._ids: dict[str, str] | None = None
+        self._by_id: dict[str, str] | None = None  # recipient id -> email (memo of the inverse of _ids)
+        self._spelling: dict[str, str] = {}  # recipient id -> email as the directory spells it
+        self._directory_read = False
+        self._directory_lock = asyncio.Lock()  # concurrent pairs share one directory read
+        # Leads seen by find_group, handed to the next read_members of that group (once), so binding a
+        # group and reading it costs one request. Any write to the group drops them.
+        self._handoff: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"Communic8Connector(name={self.name!r})"
+
+    # -- groups ------------------------------------------------------------------------------------
+    async def find_group(self, *, group_id: str | None = None, name: str | None = None) -> RemoteGroup | None:
+        if group_id is not None:
+            where = "GET /recipientGroup/{id}"
+            try:
+                obj = _data(await self.api.json("GET", _group_path(group_id)), where)
+            except NotFound:  # HTTP 404 "Not Found", or success:false "Object does not exist"
+                obj = None
+            if obj is not None:
+                group = _group(obj, where)
+                self._handoff[group.id] = _leads(obj, where)
+                return group
+        if name is None:
+            return None
+        return await self._find_by_name(name)
+
+    async def _find_by_name(self, name: str) -> RemoteGroup | None:
+        found: list[tuple[RemoteGroup, list[str]]] = []
+        where = "GET /recipientGroup"
+
+        async def fetch(skip: int) -> tuple[list[Any], int | None]:
+            body = await self.api.json("GET", "recipientGroup", params={"name": name, "limit": PAGE_SIZE, "skip": skip})
+            page = _data(body, where)
+            if not isinstance(page, list):
+                raise ProtocolError(f"{where}: data is not a list")
+            # The name filter may match partially (and ignore case): only an exact name is this group.
+            exact = [o for o in page if isinstance(o, dict) and o.get("name") == name]
+            found.extend((_group(o, where), _leads(o, where)) for o in exact)
+            total = body.get("total")
+            more = next_offset(skip, len(page), PAGE_SIZE, total if isinstance(total, int) else None)
+            return page, None if found else more
+
+        await paginate(fetch, 0)
+        if not found:
+            return None
+        if len(found) > 1:
+            log.debug("%s: %d groups are named alike; taking the first", self.name, len(found))
+        group, leads = found[0]
+        self._handoff[group.id] = leads
+        return group
+
+    async def create_group(self, name: str) -> RemoteGroup:
+        # POST /recipientGroup is not idempotent (names need not be unique). When an attempt may have
+        # landed but failed in transit, look the group up by name before sending it again.
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                body = await self.api.json("POST", "recipientGroup", json={"name": name}, idempotent=False)
+            except RetriableError:
+                found = await self.find_group(name=name)
+                if found is not None:
+                    return found
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                log.debug("%s: group create failed in transit and did not land; sending it again", self.name)
+                continue
+            obj = _data(body, "POST /recipientGroup")
+            group = _group(obj, "POST /recipientGroup")
+            self._handoff[group.id] = _leads(obj, "POST /recipientGroup")
+            return group
+        raise AssertionError("unreachable")
+
+    # -- members -----------------------------------------------------------------------------------
+    async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
+        leads = self._handoff.pop(group.id, None)
+        if leads is None:
+            where = "GET /recipientGroup/{id}"
+            leads = _leads(_data(await self.api.json("GET", _group_path(group.id)), where), where)
+        emails = self._emails_by_id()
+        if not self._directory_read and any(lead not in emails for lead in leads):
+            await self._read_directory()
+            emails = self._emails_by_id()
+        # A lead still unknown after a directory read has no email we can see: keep it, keyed by id.
+        return [RemoteMember(email=emails.get(lead), id=lead) for lead in leads]
+
+    async def add_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
+        self._handoff.pop(group.id, None)
+        done: list[str] = []
+        rejected: list[MemberReject] = []
+        for chunk in _chunks(contacts, self.capabilities.max_add_batch):
+            send, refused = await self._existing(chunk)
+            rejected += refused
+            if not send:
+                continue
+            try:
+                await self._post(group, send)
+                done += [c.key for c in send]
+                continue
+            except BatchRejected:
+                refused_as_is = True
+                if not self._directory_read:  # our knowledge came from the cache: refresh it once
+                    await self._read_directory()
+                    send, refused = self._partition(send)
+                    rejected += refused
+                    refused_as_is = not refused  # the same batch again would be refused again
+            # Someone deleted a recipient since we looked: halve the batch until the culprits stand alone.
+            ok, bad = await self._isolate(lambda part: self._post(group, part), send, refused=refused_as_is)
+            self._forget([c.key for c in bad])
+            done += [c.key for c in ok]
+            rejected += [MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient") for c in bad]
+        return BatchResult(tuple(done), tuple(rejected))
+
+    async def remove_members(self, group: RemoteGroup, members: Sequence[RemoteMember]) -> BatchResult:
+        self._handoff.pop(group.id, None)
+        size = self.capabilities.max_remove_batch
+        # Members read from the group carry their id; one known only by email is removed by email, in
+        # calls of its own (the two fields are mutually exclusive).
+        ids = [m.id for m in members if m.id]
+        emails = [m.email for m in members if not m.id and m.email]
+        for field, values in (("recipientIds", ids), ("recipientEmails", emails)):
+            for chunk in _chunks(values, size):
+                await self._remove(group, field, chunk)
+        return BatchResult(tuple(m.key for m in members if m.id or m.email))
+
+    async def _remove(self, group: RemoteGroup, field: str, values: Sequence[str]) -> None:
+        async def delete(part: Sequence[str]) -> None:
+            await self._send(group, "DELETE", {field: list(part)})
+
+        # An id or email Communic8 no longer knows fails the whole call: isolate it. A recipient that no
+        # longer exists is in no group, so it counts as removed.
+        _, vanished = await self._isolate(delete, values)
+        if vanished:
+            log.debug("%s: %d members to remove no longer exist as recipients", self.name, len(vanished))
+
+    async def reset_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
+        self._handoff.pop(group.id, None)
+        send, rejected = await self._existing(contacts)
+        if contacts and not send:
+            # None of the wanted people exist: replacing the members with nobody is never what was meant.
+            return BatchResult(rejected=tuple(rejected))
+        try:
+            await self._post(group, send, reset=True)
+        except BatchRejected:
+            if self._directory_read:
+                raise BatchRejected(
+                    f"reset of group {group.id} refused: a recipient was deleted during this pass; "
+                    "the group is unchanged"
+                ) from None
+            await self._read_directory()
+            send, refused = self._partition(send)
+            rejected += refused
+            if not send:
+                return BatchResult(rejected=tuple(rejected))
+            await self._post(group, send, reset=True)  # a reset cannot be split: a second refusal is final
+        return BatchResult(tuple(c.key for c in send), tuple(rejected))
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+
+    # -- requests ----------------------------------------------------------------------------------
+    async def _post(self, group: RemoteGroup, contacts: Sequence[Contact], *, reset: bool = False) -> None:
+        payload: dict[str, Any] = {"recipientEmails": [c.email for c in contacts]}
+        if reset:
+            payload["reset"] = True
+        await self._send(group, "POST", payload)
+
+    async def _send(self, group: RemoteGroup, method: str, payload: dict[str, Any]) -> None:
+        # Adding a member twice or removing an absent one is a no-op, so these calls are safe to retry.
+        path = _group_path(group.id) + "/recipients"
+        where = f"{method} /recipientGroup/{{id}}/recipients"
+        data = _data(await self.api.json(method, path, json=payload, idempotent=True), where)
+        if isinstance(data, dict) and data.get("errorCount"):
+            # Documented (with an errorLog of unknown shape) but never seen: some members failed inside a
+            # success. We cannot tell which, so the batch fails loudly instead of claiming them all done.
+            raise FatalError(f"{where}: the API reported errorCount {data['errorCount']}")
+
+    async def _isolate(
+        self, send: Callable[[Sequence[T]], Awaitable[None]], items: Sequence[T], *, refused: bool = False
+    ) -> tuple[list[T], list[T]]:
+        """Send `items`; when the batch is refused for some members, split it in halves until each refused
+        member stands alone. `refused`: this very batch was just refused, so start by splitting it.
+        Returns (sent, refused). Costs about 2·log2(n) requests per culprit."""
+        if not items:
+            return [], []
+        if not refused:
+            try:
+                await send(items)
+                return list(items), []
+            except BatchRejected:
+                pass
+        if len(items) == 1:
+            return [], list(items)
+        mid = len(items) // 2
+        ok_a, bad_a = await self._isolate(send, items[:mid])
+        ok_b, bad_b = await self._isolate(send, items[mid:])
+        return ok_a + ok_b, bad_a + bad_b
+
+    # -- which recipients exist ---------------------------------------------------------------------
+    def _known(self) -> dict[str, str]:
+        if self._ids is None:
+            self._ids = dict(self.cache.all())
+        return self._ids
+
+    def _emails_by_id(self) -> dict[str, str]:
+        if self._by_id is None:
+            self._by_id = {rid: key for key, rid in self._known().items()}
+            self._by_id.update(self._spelling)
+        return self._by_id
+
+    def _partition(self, contacts: Sequence[Contact]) -> tuple[list[Contact], list[MemberReject]]:
+        known = self._known()
+        send = [c for c in contacts if c.key in known]
+        rejected = [
+            MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient") for c in contacts if c.key not in known
+        ]
+        return send, rejected
+
+    async def _existing(self, contacts: Sequence[Contact]) -> tuple[list[Contact], list[MemberReject]]:
+        """Split contacts into those known to exist (sendable) and rejects, reading the directory (once)
+        when the cache does not vouch for all of them."""
+        known = self._known()
+        if not self._directory_read and any(c.key not in known for c in contacts):
+            await self._read_directory()
+        return self._partition(contacts)
+
+    def _forget(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        known = self._known()
+        for key in keys:
+            known.pop(key, None)
+        self._by_id = None
+        self.cache.forget(keys)
+
+    async def _read_directory(self) -> None:
+        """Read every recipient (`GET /recipient`, paged) once per connector instance; it replaces what
+        the cache said (entries of deleted recipients are forgotten) and is written back to the cache."""
+        async with self._directory_lock:
+            if self._directory_read:
+                return
+            where = "GET /recipient"
+
+            async def fetch(skip: int) -> tuple[list[Any], int | None]:
+                body = await self.api.json("GET", "recipient", params={"limit": PAGE_SIZE, "skip": skip})
+                page = _data(body, where)
+                if not isinstance(page, list):
+                    raise ProtocolError(f"{where}: data is not a list")
+                total = body.get("total")
+                return page, next_offset(skip, len(page), PAGE_SIZE, total if isinstance(total, int) else None)
+
+            ids: dict[str, str] = {}
+            spelling: dict[str, str] = {}
+            for item in await paginate(fetch, 0):
+                if not isinstance(item, dict) or not isinstance(item.get("_id"), str):
+                    raise ProtocolError(f"{where}: recipient without an _id")
+                email = item.get("email")
+                if isinstance(email, str) and email.strip():
+                    ids[email_key(email)] = item["_id"]
+                    spelling[item["_id"]] = email.strip()
+            stale = [key for key in self._known() if key not in ids]
+            if stale:
+                self.cache.forget(stale)
+            self.cache.put_many(ids)
+            self._ids, self._spelling, self._by_id = ids, spelling, None
+            self._directory_read = True
+            log.debug(
+                "%s: recipient directory read: %d recipients, %d stale cache entries",
+                self.name,
+                len(ids),
+                len(stale),
+            )
+
+
+def _group_path(group_id: str) -> str:
+    return "recipientGroup/" + quote(group_id, safe="")
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+def build(settings: Communic8Settings, ctx: BuildContext) -> Communic8Connector:
+    auth: httpx.Auth
+    if settings.token is not None:
+        auth = BearerAuth(settings.token)
+    else:
+        assert settings.client_id is not None and settings.client_secret is not None  # the validator says so
+        auth = ClientCredentialsAuth(settings.oauth_token_url, settings.client_id, settings.client_secret)
+    client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
+    return Communic8Connector(
+        settings.name,
+        client,
+        capabilities=CAPABILITIES.with_batch_size(settings.batch_size),
+        pacing=settings.pacing(CAPABILITIES.pacing),
+        retry=settings.retry.policy(),
+        hooks=ctx.hooks,
+        cache=ctx.cache,
+    )

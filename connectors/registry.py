@@ -1,0 +1,36 @@
+"""Every provider type syncd knows: its settings model and its connector factory.
+
+syncd's config loader builds its `providers` union from this table and the reconciler builds connectors
+through it, which is how the engine stays free of provider names.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectors import cleverreach, communic8
+from connectors.base import Connector
+from connectors.settings import BuildContext, ProviderSettings
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    type: str
+    settings: builtins.type[ProviderSettings]
+    build: Callable[[Any, BuildContext], Connector]
+
+
+PROVIDERS: dict[str, ProviderSpec] = {
+    spec.type: spec
+    for spec in (
+        ProviderSpec("communic8", communic8.Communic8Settings, communic8.build),
+        ProviderSpec("cleverreach", cleverreach.CleverReachSettings, cleverreach.build),
+    )
+}
+
+
+def build_connector(settings: ProviderSettings, ctx: BuildContext) -> Connector:
+    return PROVIDERS[settings.type].build(settings, ctx)

@@ -1,0 +1,363 @@
+"""A fake CleverReach REST v3 API, faithful to PROVIDERS.md and its "Wire shapes assumed" entry.
+
+Routes live under `/v3/...`, plus `POST /oauth/token.php` on the host root (client credentials, form fields
+or HTTP Basic for the client). Every `/v3` route wants a Bearer token (issued by the token endpoint or
+registered as a static one); `?token=` is accepted too, as CleverReach does.
+
+Behaviour that matters to syncd:
+
+- each group holds its own receivers `{id, email, activated, deactivated, registered, global_attributes}`;
+  a receiver is active when `deactivated == 0` and `activated > 0`;
+- reads are plain JSON lists, paged from 0, `pagesize` default 50 and silently capped at 5000, `type`
+  filters active/inactive; `POST /groups/{id}/get_receivers` is the same read as a POST;
+- upsert/upsertplus take at most 1000 receivers (else 400), match receivers by email case-insensitively,
+  and answer the resulting receivers; an entry that would create or (re)activate a blacklisted or bounced
+  address is silently left out of the answer and not stored; only upsertplus honours `deactivated > 0`;
+- `DELETE /groups/{id}/receivers/{pool_id}` (id or email) and `DELETE /groups/{id}/clear` answer `true`;
+- errors are `{"error": {"code", "message"}}`, except the token endpoint's OAuth shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.sandbox._core import HttpError, Request, Response, SandboxApp
+
+PAGE_CAP = 5000
+DEFAULT_PAGE_SIZE = 50
+MAX_UPSERT = 1000
+TOKEN_PATH = "/oauth/token.php"
+
+
+def _key(email: str) -> str:
+    return email.strip().lower()
+
+
+def _error(status: int, message: str) -> HttpError:
+    return HttpError(status, {"error": {"code": status, "message": message}})
+
+
+def _int(value: Any, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _error(400, f"Bad Request: {name} must be an integer") from None
+
+
+@dataclass
+class Receiver:
+    id: int
+    email: str
+    activated: int
+    deactivated: int
+    registered: int
+    firstname: str = ""
+    lastname: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.deactivated == 0 and self.activated > 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "activated": self.activated,
+            "deactivated": self.deactivated,
+            "registered": self.registered,
+            "global_attributes": {"firstname": self.firstname, "lastname": self.lastname},
+        }
+
+
+@dataclass
+class Group:
+    id: int
+    name: str
+    stamp: int
+    receivers: dict[str, Receiver] = field(default_factory=dict)  # by email key, in insertion order
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "locked": False,
+            "backup": True,
+            "receiver_info": "",
+            "stamp": self.stamp,
+            "last_mailing": 0,
+            "last_changed": self.stamp,
+        }
+
+
+class CleverReachSandbox(SandboxApp):
+    name = "cleverreach"
+
+    def __init__(
+        self,
+        *,
+        clients: dict[str, str] | None = None,
+        tokens: Iterable[str] = (),
+        token_ttl: int = 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.clients: dict[str, str] = dict(clients or {})  # OAuth client id -> secret
+        self.static_tokens: set[str] = set(tokens)
+        self.issued: dict[str, float] = {}  # access token -> expiry (unix time)
+        self.token_ttl = token_ttl
+        self.clock = clock
+        self.groups: dict[int, Group] = {}
+        self.blacklisted: dict[str, int] = {}  # email key -> stamp
+        self.bounced: dict[str, int] = {}
+        self._next_group = 1001
+        self._next_receiver = 50001
+
+        self.add_route("POST", TOKEN_PATH, self._token)
+        self.add_route("GET", "/v3/groups", self._list_groups)
+        self.add_route("POST", "/v3/groups", self._create_group, mutating=True)
+        self.add_route("GET", "/v3/groups/{gid}", self._get_group)
+        self.add_route("DELETE", "/v3/groups/{gid}", self._delete_group, mutating=True)
+        self.add_route("GET", "/v3/groups/{gid}/receivers", self._read)
+        self.add_route("POST", "/v3/groups/{gid}/get_receivers", self._read)  # a read, sent as POST
+        self.add_route("POST", "/v3/groups/{gid}/receivers/upsert", self._upsert, mutating=True)
+        self.add_route("POST", "/v3/groups/{gid}/receivers/upsertplus", self._upsertplus, mutating=True)
+        self.add_route("DELETE", "/v3/groups/{gid}/receivers/{pool_id}", self._delete_receiver, mutating=True)
+        self.add_route("DELETE", "/v3/groups/{gid}/clear", self._clear, mutating=True)
+        self.add_route("GET", "/v3/receivers/blacklist", self._list_blacklist)
+        self.add_route("GET", "/v3/blacklist", self._list_blacklist)
+        self.add_route("GET", "/v3/receivers/bounced", self._list_bounced)
+
+    # -- test helpers -------------------------------------------------------------------------------
+    def add_client(self, client_id: str, secret: str) -> None:
+        with self.lock:
+            self.clients[client_id] = secret
+
+    def add_token(self, token: str) -> None:
+        """Register a static v3 token (as one copied from the CleverReach UI)."""
+        with self.lock:
+            self.static_tokens.add(token)
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued OAuth token before its expiry (static tokens stay valid)."""
+        with self.lock:
+            self.issued.clear()
+
+    def add_group(self, name: str, emails: Iterable[str] = ()) -> int:
+        with self.lock:
+            group = self._new_group(name)
+            now = self._now()
+            for email in emails:
+                self._new_receiver(group, email, activated=now, deactivated=0)
+            return group.id
+
+    def blacklist(self, email: str) -> None:
+        with self.lock:
+            self.blacklisted[_key(email)] = self._now()
+
+    def bounce(self, email: str) -> None:
+        with self.lock:
+            self.bounced[_key(email)] = self._now()
+
+    def receivers(self, group_id: int | str) -> list[dict[str, Any]]:
+        """Every receiver of the group, active or not."""
+        with self.lock:
+            return [r.as_json() for r in self.groups[int(group_id)].receivers.values()]
+
+    def active_emails(self, group_id: int | str) -> set[str]:
+        with self.lock:
+            return {key for key, r in self.groups[int(group_id)].receivers.items() if r.active}
+
+    @property
+    def token_requests(self) -> int:
+        return self.count(path=f"^{TOKEN_PATH}$")
+
+    # -- auth ---------------------------------------------------------------------------------------
+    def authenticate(self, request: Request) -> Response | None:
+        if request.path == TOKEN_PATH:
+            return None  # the token endpoint authenticates the client itself
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else request.query.get("token", "")
+        if not token:
+            return _error(401, "Unauthorized: no access token").response
+        expiry = self.issued.get(token)
+        if token in self.static_tokens or (expiry is not None and self._now() < expiry):
+            return None
+        return _error(401, "Unauthorized: invalid or expired access token").response
+
+    def _token(self, request: Request) -> Response:
+        form = request.form()
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+            except ValueError:
+                client_id = secret = ""
+        if form.get("grant_type") != "client_credentials":
+            body = {
+                "error": "unsupported_grant_type",
+                "error_description": "only client_credentials is supported",
+            }
+            return Response(400, body)
+        if not client_id or not secrets.compare_digest(self.clients.get(client_id, "\0"), secret):
+            return Response(401, {"error": "invalid_client", "error_description": "The client credentials are invalid"})
+        token = secrets.token_urlsafe(24)
+        self.issued[token] = self._now() + self.token_ttl
+        return Response(
+            200, {"access_token": token, "token_type": "bearer", "expires_in": self.token_ttl, "scope": "oa"}
+        )
+
+    # -- groups -------------------------------------------------------------------------------------
+    def _list_groups(self, request: Request) -> list[dict[str, Any]]:
+        return [g.as_json() for g in self.groups.values()]
+
+    def _create_group(self, request: Request) -> dict[str, Any]:
+        body = request.json()
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise _error(400, "Bad Request: name is required")
+        return self._new_group(name).as_json()
+
+    def _get_group(self, request: Request) -> dict[str, Any]:
+        return self._group(request).as_json()
+
+    def _delete_group(self, request: Request) -> bool:
+        del self.groups[self._group(request).id]
+        return True
+
+    # -- receivers ----------------------------------------------------------------------------------
+    def _read(self, request: Request) -> list[dict[str, Any]]:
+        group = self._group(request)
+        params: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and isinstance(body := request.json(), dict):
+            params.update(body)
+        page = _int(params.get("page"), "page", 0)
+        size = min(_int(params.get("pagesize"), "pagesize", DEFAULT_PAGE_SIZE), PAGE_CAP)
+        kind = params.get("type") or "all"
+        if page < 0 or size < 1 or kind not in ("all", "active", "inactive"):
+            raise _error(400, "Bad Request: invalid page, pagesize or type")
+        rows = sorted(group.receivers.values(), key=lambda r: r.id)
+        if kind != "all":
+            rows = [r for r in rows if r.active == (kind == "active")]
+        if isinstance(id_list := params.get("id_list"), list):
+            ids = {_int(i, "id_list", 0) for i in id_list}
+            rows = [r for r in rows if r.id in ids]
+        if isinstance(email_list := params.get("email_list"), list):
+            keys = {_key(str(e)) for e in email_list}
+            rows = [r for r in rows if _key(r.email) in keys]
+        return [r.as_json() for r in rows[page * size : (page + 1) * size]]
+
+    def _upsert(self, request: Request) -> list[dict[str, Any]]:
+        return self._write(request, plus=False)
+
+    def _upsertplus(self, request: Request) -> list[dict[str, Any]]:
+        return self._write(request, plus=True)
+
+    def _write(self, request: Request, *, plus: bool) -> list[dict[str, Any]]:
+        group = self._group(request)
+        body = request.json()
+        entries = [body] if isinstance(body, dict) else body
+        if not isinstance(entries, list):
+            raise _error(400, "Bad Request: expected a receiver or a list of receivers")
+        if len(entries) > MAX_UPSERT:
+            raise _error(400, f"Bad Request: at most {MAX_UPSERT} receivers per call")
+        for entry in entries:
+            email = entry.get("email") if isinstance(entry, dict) else None
+            if not isinstance(email, str) or "@" not in email:
+                raise _error(400, "Bad Request: every receiver needs a valid email")
+        now = self._now()
+        answer: list[dict[str, Any]] = []
+        for entry in entries:
+            receiver = self._apply(group, entry, plus=plus, now=now)
+            if receiver is not None:
+                answer.append(receiver.as_json())
+        return answer
+
+    def _apply(self, group: Group, entry: dict[str, Any], *, plus: bool, now: int) -> Receiver | None:
+        key = _key(entry["email"])
+        existing = group.receivers.get(key)
+        deactivate = plus and _int(entry.get("deactivated"), "deactivated", 0) > 0
+        suppressed = key in self.blacklisted or key in self.bounced
+        if suppressed and not (deactivate and existing is not None):
+            return None  # silently refused: never (re)subscribe a suppressed address
+        if existing is None:
+            activated = _int(entry.get("activated"), "activated", 0 if deactivate else now)
+            receiver = self._new_receiver(group, entry["email"].strip(), activated=activated, deactivated=0)
+        else:
+            receiver = existing
+            if "activated" in entry:
+                receiver.activated = _int(entry["activated"], "activated", now)
+        if deactivate:
+            receiver.deactivated = _int(entry["deactivated"], "deactivated", now)
+        elif "deactivated" in entry and _int(entry["deactivated"], "deactivated", 0) == 0:
+            receiver.deactivated = 0  # reactivation
+            receiver.activated = receiver.activated or now
+        attributes = entry.get("global_attributes")
+        if isinstance(attributes, dict):
+            receiver.firstname = str(attributes.get("firstname", receiver.firstname))
+            receiver.lastname = str(attributes.get("lastname", receiver.lastname))
+        return receiver
+
+    def _delete_receiver(self, request: Request) -> bool:
+        group = self._group(request)
+        ref = request.params["pool_id"]
+        if ref.isdigit():  # a pool_id; CleverReach also accepts the receiver's email here
+            key = next((k for k, r in group.receivers.items() if str(r.id) == ref), None)
+        else:
+            key = _key(ref)
+        if key is None or key not in group.receivers:
+            raise _error(404, "Not Found: invalid receiver")
+        del group.receivers[key]
+        return True
+
+    def _clear(self, request: Request) -> bool:
+        self._group(request).receivers.clear()
+        return True
+
+    def _list_blacklist(self, request: Request) -> list[dict[str, Any]]:
+        return [{"email": e, "comment": "", "stamp": s} for e, s in self.blacklisted.items()]
+
+    def _list_bounced(self, request: Request) -> list[dict[str, Any]]:
+        # paginated since 2024/11 (changelog)
+        page = _int(request.query.get("page"), "page", 0)
+        size = min(_int(request.query.get("pagesize"), "pagesize", DEFAULT_PAGE_SIZE), PAGE_CAP)
+        rows = [{"email": e, "stamp": s} for e, s in self.bounced.items()]
+        return rows[page * size : (page + 1) * size]
+
+    # -- internals ----------------------------------------------------------------------------------
+    def not_found(self, request: Request) -> Response:
+        return _error(404, f"Not Found: no route {request.method} {request.path}").response
+
+    def rate_limited(self, retry_after: float) -> Response:
+        response = _error(429, "Too Many Requests").response
+        response.headers["Retry-After"] = str(max(1, round(retry_after + 0.49)))
+        return response
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _group(self, request: Request) -> Group:
+        gid = request.params["gid"]
+        group = self.groups.get(int(gid)) if gid.isdigit() else None
+        if group is None:
+            raise _error(404, "Not Found: invalid group")
+        return group
+
+    def _new_group(self, name: str) -> Group:
+        group = Group(self._next_group, name, self._now())
+        self._next_group += 1
+        self.groups[group.id] = group
+        return group
+
+    def _new_receiver(self, group: Group, email: str, *, activated: int, deactivated: int) -> Receiver:
+        receiver = Receiver(self._next_receiver, email, activated, deactivated, registered=self._now())
+        self._next_receiver += 1
+        group.receivers[_key(email)] = receiver
+        return receiver

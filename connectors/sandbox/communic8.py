@@ -1,0 +1,263 @@
+"""A fake Communic8 instance (`/int/v1`), faithful to PROVIDERS.md and the API excerpt, quirks included.
+
+* Errors are HTTP 200 `{"success": false, "message": ...}`, except: a missing/wrong bearer token is
+  HTTP 401 "Unauthorized", an unknown group on `GET /recipientGroup/:id` is HTTP 404 "Not Found" (plain
+  text), and so is any unknown route (there is no recipient-create endpoint: `POST /recipient` is 404).
+* Member calls are all-or-nothing: one unknown email or id answers "Not all emails founded as recipient in
+  system" and changes nothing. `recipientIds` and `recipientEmails` are mutually exclusive; emails match
+  case-insensitively. `reset: true` replaces the group's members.
+* Listings page with `limit` (default 20, capped at 100) and `skip` and answer `total`; the group listing's
+  `name` filter matches partially and ignores case.
+
+Assumptions where the docs are silent (the "Wire shapes assumed" of PROVIDERS.md, plus): `leads` of a new
+group must name existing recipients; a malformed id is treated like an unknown one; deleting a recipient
+(a test helper: the API has no such call either) removes it from every group.
+
+Credentials: Communic8 access keys have an id and a value. The value works as a static Bearer token; the
+pair works as OAuth client credentials (`client_id` = id, `client_secret` = value) at `POST /oauth/token`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.sandbox._core import Request, Response, SandboxApp
+
+ROOT = "/int/v1"
+DEFAULT_KEYS = {"c8-sandbox-key-id": "c8-sandbox-access-key"}
+NO_OBJECT = "Object does not exist"
+UNKNOWN_RECIPIENTS = "Not all emails founded as recipient in system"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _page(request: Request) -> tuple[int, int]:
+    """limit (default 20, at most 100) and skip of a listing; garbage reads as the default."""
+    query = request.query
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 20
+    try:
+        skip = max(0, int(query.get("skip", "0")))
+    except ValueError:
+        skip = 0
+    return (min(limit, 100) if limit > 0 else 20), skip
+
+
+def _fail(message: str) -> dict[str, Any]:
+    return {"success": False, "message": message}
+
+
+class Communic8Sandbox(SandboxApp):
+    name = "communic8"
+
+    def __init__(self, *, keys: dict[str, str] | None = None, token_ttl: float = 3600.0) -> None:
+        super().__init__()
+        self.keys: dict[str, str] = dict(DEFAULT_KEYS if keys is None else keys)  # access key id -> value
+        self.token_ttl = token_ttl
+        self.tokens: dict[str, float] = {}  # OAuth access token -> monotonic expiry
+        self.recipients: dict[str, dict[str, Any]] = {}  # _id -> recipient object
+        self.groups: dict[str, dict[str, Any]] = {}  # _id -> group object (insertion order = listing order)
+        self._by_email: dict[str, str] = {}  # lower-cased email -> recipient _id (email is the unique key)
+        # Mongo ObjectId-like: 4 bytes of time, 5 random bytes, a 3-byte counter.
+        self._machine = os.urandom(5).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(2), "big"))
+        self.owner_id = self._new_id()
+        for method, path, handler, mutating in (
+            ("POST", "/oauth/token", self._token, False),  # no data changes: a dry run may fetch a token
+            ("GET", "/recipientGroup", self._list_groups, False),
+            ("POST", "/recipientGroup", self._create_group, True),
+            ("GET", "/recipientGroup/{id}", self._get_group, False),
+            ("DELETE", "/recipientGroup/{id}", self._delete_group, True),
+            ("POST", "/recipientGroup/{id}/recipients", self._add_members, True),
+            ("DELETE", "/recipientGroup/{id}/recipients", self._remove_members, True),
+            ("GET", "/recipient", self._list_recipients, False),
+        ):
+            self.add_route(method, ROOT + path, handler, mutating=mutating)
+
+    # -- test helpers (plain methods, not HTTP) -------------------------------------------------------
+    def add_recipient(self, email: str, first: str = "", last: str = "") -> str:
+        """Create a recipient (or return the id of the one with this email, matched case-insensitively)."""
+        with self.lock:
+            existing = self._recipient_id(email)
+            if existing is not None:
+                return existing
+            rid = self._new_id()
+            self.recipients[rid] = {"_id": rid, "email": email.strip(), "firstName": first, "lastName": last}
+            self._by_email[email.strip().lower()] = rid
+            return rid
+
+    def delete_recipient(self, email: str) -> None:
+        """Delete a recipient account-wide (from every group too), as an admin would in the console."""
+        with self.lock:
+            rid = self._recipient_id(email)
+            if rid is None:
+                return
+            del self.recipients[rid]
+            del self._by_email[email.strip().lower()]
+            for group in self.groups.values():
+                if rid in group["leads"]:
+                    self._set_leads(group, [lead for lead in group["leads"] if lead != rid])
+
+    def add_group(self, name: str, emails: list[str] | tuple[str, ...] = ()) -> str:
+        """Create a group with these members (recipients are created for unknown emails)."""
+        with self.lock:
+            leads = list(dict.fromkeys(self.add_recipient(e) for e in emails))
+            return str(self._new_group(name, leads)["_id"])
+
+    def group_emails(self, group_id: str) -> set[str]:
+        with self.lock:
+            leads = self.groups[group_id]["leads"]
+            return {self.recipients[rid]["email"] for rid in leads if rid in self.recipients}
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every OAuth access token issued so far (static access keys keep working)."""
+        with self.lock:
+            self.tokens.clear()
+
+    # -- SandboxApp hooks ---------------------------------------------------------------------------
+    def authenticate(self, request: Request) -> Response | None:
+        if request.path == ROOT + "/oauth/token":
+            return None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            if token in self.keys.values():
+                return None
+            expiry = self.tokens.get(token)
+            if expiry is not None and time.monotonic() < expiry:
+                return None
+        return Response(401, "Unauthorized")  # Express-style plain text
+
+    def not_found(self, request: Request) -> Response:
+        return Response(404, "Not Found")
+
+    def rate_limited(self, retry_after: float) -> Response:
+        # express-rate-limit's default answer
+        seconds = max(1, round(retry_after + 0.49))
+        return Response(429, "Too many requests, please try again later.", {"Retry-After": str(seconds)})
+
+    # -- routes -------------------------------------------------------------------------------------
+    def _token(self, request: Request) -> Response:
+        form = request.form()
+        grant = form.get("grant_type", "client_credentials")
+        if grant != "client_credentials":
+            return Response(400, {"error": "unsupported_grant_type"})
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        if not client_id or self.keys.get(client_id) != secret or not secret:
+            return Response(401, {"error": "invalid_client", "error_description": "Client authentication failed"})
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = time.monotonic() + self.token_ttl
+        return Response(200, {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_ttl)})
+
+    def _list_groups(self, request: Request) -> dict[str, Any]:
+        limit, skip = _page(request)
+        groups = list(self.groups.values())
+        name = request.query.get("name")
+        if name:
+            groups = [g for g in groups if name.lower() in g["name"].lower()]
+        if request.query.get("own", "").lower() == "true":
+            groups = [g for g in groups if g["ownerId"] == self.owner_id]
+        return {"success": True, "data": [dict(g) for g in groups[skip : skip + limit]], "total": len(groups)}
+
+    def _create_group(self, request: Request) -> dict[str, Any]:
+        body = request.json()
+        body = body if isinstance(body, dict) else {}
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            return _fail("pb_c_list validation failed: name: Path `name` is required.")
+        leads = body.get("leads") or []
+        if not isinstance(leads, list) or any(lead not in self.recipients for lead in leads):
+            return _fail(UNKNOWN_RECIPIENTS)
+        return {"success": True, "data": dict(self._new_group(name, list(dict.fromkeys(leads))))}
+
+    def _get_group(self, request: Request) -> Response | dict[str, Any]:
+        group = self.groups.get(request.params["id"])
+        if group is None:
+            return Response(404, "Not Found")
+        return {"success": True, "data": dict(group)}
+
+    def _delete_group(self, request: Request) -> dict[str, Any]:
+        group = self.groups.pop(request.params["id"], None)
+        if group is None:
+            return _fail(NO_OBJECT)
+        return {"success": True, "data": group}
+
+    def _add_members(self, request: Request) -> dict[str, Any]:
+        return self._members(request, add=True)
+
+    def _remove_members(self, request: Request) -> dict[str, Any]:
+        return self._members(request, add=False)
+
+    def _members(self, request: Request, *, add: bool) -> dict[str, Any]:
+        group = self.groups.get(request.params["id"])
+        if group is None:
+            return _fail(NO_OBJECT)
+        body = request.json()
+        body = body if isinstance(body, dict) else {}
+        ids, emails = body.get("recipientIds"), body.get("recipientEmails")
+        if ids is not None and emails is not None:
+            return _fail("recipientIds and recipientEmails are mutually exclusive")
+        given = ids if ids is not None else emails
+        if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
+            return _fail("recipientIds or recipientEmails (a string array) is required")
+        if ids is not None:
+            resolved = [v if v in self.recipients else None for v in given]
+        else:
+            resolved = [self._recipient_id(e) for e in given]
+        if any(rid is None for rid in resolved):
+            return _fail(UNKNOWN_RECIPIENTS)  # all or nothing: one unknown recipient changes nothing
+        wanted = [rid for rid in dict.fromkeys(resolved) if rid is not None]
+        leads: list[str] = group["leads"]
+        if add and body.get("reset") is True:
+            self._set_leads(group, wanted)
+            changed = len(wanted)
+        elif add:
+            present = set(leads)  # a set: a list scan per member would make big groups quadratic
+            new = [rid for rid in wanted if rid not in present]
+            self._set_leads(group, leads + new)
+            changed = len(new)
+        else:
+            gone = set(wanted) & set(leads)
+            self._set_leads(group, [lead for lead in leads if lead not in gone])
+            changed = len(gone)
+        return {"success": True, "data": {"successCount": changed, "errorCount": 0, "errorLog": []}}
+
+    def _list_recipients(self, request: Request) -> dict[str, Any]:
+        limit, skip = _page(request)
+        page = itertools.islice(self.recipients.values(), skip, skip + limit)  # no copy of the whole directory
+        return {"success": True, "data": [dict(r) for r in page], "total": len(self.recipients)}
+
+    # -- state --------------------------------------------------------------------------------------
+    def _new_id(self) -> str:
+        return f"{int(time.time()):08x}{self._machine}{next(self._counter) % 0x1000000:06x}"
+
+    def _recipient_id(self, email: str) -> str | None:
+        return self._by_email.get(email.strip().lower())
+
+    def _new_group(self, name: str, leads: list[str]) -> dict[str, Any]:
+        gid, stamp = self._new_id(), _now()
+        group = {
+            "_id": gid,
+            "name": name,
+            "exclusive": True,
+            "leads": leads,
+            "leadsTotal": len(leads),
+            "ownerId": self.owner_id,
+            "mDate": stamp,
+            "aDate": stamp,
+            "__v": 0,
+        }
+        self.groups[gid] = group
+        return group
+
+    def _set_leads(self, group: dict[str, Any], leads: list[str]) -> None:
+        if leads != group["leads"]:
+            group.update(leads=leads, leadsTotal=len(leads), mDate=_now(), __v=group["__v"] + 1)

@@ -1,0 +1,265 @@
+"""The values syncd passes around: members, desired groups, ops, plans and results.
+
+All frozen, so the planner can be a pure function of them and a plan can be saved, compared and replayed.
+Kinds, statuses and policies are string enums so config, logs, database rows and JSON read the same.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from connectors.base import Contact, MemberReject, PostalAddress, RemoteMember, email_key
+
+# A desired member is exactly what a connector is handed to write: one type, no conversions.
+Member = Contact
+Address = PostalAddress
+
+__all__ = [
+    "Address",
+    "DesiredGroup",
+    "KnownReject",
+    "Member",
+    "MemberReject",
+    "Op",
+    "OpKind",
+    "PairResult",
+    "PairStatus",
+    "Plan",
+    "Reject",
+    "RejectCode",
+    "RemoteMember",
+    "RemovalPolicy",
+    "RunReport",
+    "Strategy",
+    "Target",
+    "email_key",
+    "fingerprint",
+]
+
+
+class RemovalPolicy(enum.StrEnum):
+    MIRROR = "mirror"  # remove every member not desired
+    OWNED = "owned"  # remove only members syncd itself added
+    ADD_ONLY = "add_only"  # never remove
+
+
+class Strategy(enum.StrEnum):
+    INCREMENTAL = "incremental"
+    RESET = "reset"
+
+
+class PairStatus(enum.StrEnum):
+    IN_SYNC = "in_sync"  # nothing to do
+    APPLIED = "applied"  # changes sent, group now as desired (rejects aside)
+    PENDING = "pending"  # dry run: changes would be sent
+    BLOCKED = "blocked"  # removal guard held removals back
+    FAILED = "failed"  # nothing could be done (source, binding, auth, every op failed)
+    PARTIAL = "partial"  # some ops failed, or the API cannot make the group fully equal
+
+
+class OpKind(enum.StrEnum):
+    CREATE_GROUP = "create_group"
+    ADD = "add"
+    REMOVE = "remove"
+    RESET = "reset"
+
+
+class RejectCode(enum.StrEnum):
+    """Why a member was not written, as a category (the reason text may name the member)."""
+
+    INVALID_EMAIL = "invalid_email"
+    DUPLICATE = "duplicate"
+    MISSING_FIELDS = "missing_fields"
+    REMEMBERED = "remembered"  # a permanent reject from an earlier pass, member unchanged since
+    PROVIDER = "provider_rejected"
+
+
+class LedgerOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    WOULD = "would"  # dry run
+    REJECTED = "rejected"
+    BLOCKED = "blocked"  # removal held back by the guard
+    UNSUPPORTED = "unsupported"  # the API cannot remove
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A desired member that is not (or could not be) written, and why."""
+
+    email: str
+    reason: str
+    code: RejectCode | str = "rejected"  # the category: a metric label, so never PII
+
+    def as_dict(self) -> dict[str, str]:
+        return {"email": self.email, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class KnownReject:
+    """A permanent reject remembered in the state DB: skipped until the member's source data changes."""
+
+    fingerprint: str
+    reason: str
+
+
+def fingerprint(member: Member) -> str:
+    """A digest of everything syncd would send for a member; a changed source record changes it."""
+    data = json.dumps(asdict(member), sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A provider a group goes to, optionally pinned to a provider group id."""
+
+    provider: str
+    group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredGroup:
+    """A group as the source of truth wants it. `members` are admitted (valid, unique); `rejected` are not."""
+
+    name: str
+    members: tuple[Member, ...]
+    targets: tuple[Target, ...]
+    source: str = "yaml"
+    rejected: tuple[Reject, ...] = ()
+    removal_policy: RemovalPolicy | None = None  # None: mirror for groups syncd created, owned for adopted
+    max_removals: int | None = None  # None: the global safety settings
+    max_removal_ratio: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One API call's worth of change. It can say what it does, so dry run and real run log the same way."""
+
+    kind: OpKind
+    group: str
+    provider: str
+    contacts: tuple[Member, ...] = ()  # add / reset
+    members: tuple[RemoteMember, ...] = ()  # remove
+
+    @property
+    def size(self) -> int:
+        return len(self.members) if self.kind is OpKind.REMOVE else len(self.contacts)
+
+    def describe(self, *, verbose: bool = False) -> str:
+        """ "add 3 members to 'US Sales' on c8". Emails only when verbose (never at INFO: they are PII)."""
+        where = f"{self.group!r} on {self.provider}"
+        n = self.size
+        noun = "member" if n == 1 else "members"
+        if self.kind is OpKind.CREATE_GROUP:
+            text = f"create group {where}"
+        elif self.kind is OpKind.ADD:
+            text = f"add {n} {noun} to {where}"
+        elif self.kind is OpKind.REMOVE:
+            text = f"remove {n} {noun} from {where}"
+        else:
+            text = f"reset {where} to exactly {n} {noun}"
+        if verbose and n:
+            emails = [c.email for c in self.contacts] or [m.email or f"id:{m.id}" for m in self.members]
+            text += ": " + ", ".join(emails)
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What it takes to make one provider group equal to one desired group."""
+
+    group: str
+    provider: str
+    strategy: Strategy
+    ops: tuple[Op, ...]
+    desired: int  # admitted desired members
+    actual: int | None  # members before; None when the group does not exist yet
+    to_add: tuple[Member, ...] = ()
+    to_remove: tuple[RemoteMember, ...] = ()
+    rejected: tuple[Reject, ...] = ()
+    held_back: tuple[RemoteMember, ...] = ()  # removals the guard blocked
+    unsupported: tuple[RemoteMember, ...] = ()  # removals the API cannot make
+    kept: int = 0  # undesired members left alone by the removal policy
+    guard: str | None = None  # why removals were held back
+    cost: int = 0  # write requests the ops take (a connector may need more, e.g. to create recipients)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.ops)
+
+
+@dataclass(frozen=True, slots=True)
+class PairResult:
+    """The outcome of one (group, provider) pair in one pass; its `as_dict` is the `--output json` entry."""
+
+    group: str
+    provider: str
+    strategy: Strategy
+    status: PairStatus
+    desired: int
+    actual_before: int
+    add: int
+    remove: int
+    unsupported_remove: int = 0
+    rejected: tuple[Reject, ...] = ()
+    requests: dict[str, int] = field(default_factory=lambda: {"read": 0, "write": 0})
+    error: str | None = None
+    guard: str | None = None
+    held_back: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "group": self.group,
+            "provider": self.provider,
+            "strategy": str(self.strategy),
+            "status": str(self.status),
+            "desired": self.desired,
+            "actual_before": self.actual_before,
+            "add": self.add,
+            "remove": self.remove,
+            "unsupported_remove": self.unsupported_remove,
+            "rejected": [r.as_dict() for r in self.rejected],
+            "requests": dict(self.requests),
+        }
+        if self.error:
+            out["error"] = self.error
+        if self.guard:
+            out["blocked_reason"] = self.guard
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    run_id: str
+    dry_run: bool
+    pairs: tuple[PairResult, ...]
+    errors: tuple[str, ...] = ()  # failures outside any pair (a source that could not be read)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(
+            p.status in (PairStatus.IN_SYNC, PairStatus.APPLIED, PairStatus.PENDING) for p in self.pairs
+        )
+
+    @property
+    def changed(self) -> bool:
+        return any(p.add or p.remove for p in self.pairs)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "pairs": [p.as_dict() for p in self.pairs],
+        }
+        if self.errors:
+            out["errors"] = list(self.errors)
+        return out
+
+
+def member_emails(members: Sequence[Member]) -> list[str]:
+    return [m.email for m in members]

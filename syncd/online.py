@@ -1,0 +1,62 @@
+"""`syncd validate --online`: do the credentials work, and does every target group exist (or can it be made)?
+
+It only reads: no group is created, no member touched.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from connectors.base import ConnectorError
+from connectors.registry import build_connector
+from connectors.settings import BuildContext
+from syncd.config import Config
+from syncd.state import Store
+
+
+async def check_online(config: Config, out: TextIO) -> int:
+    """Print one line per provider and per (group, provider) pair; return how many problems were found."""
+    problems = 0
+    store = Store.open(config.state.url)
+    try:
+        for settings in config.providers:
+            connector = build_connector(settings, BuildContext())
+            try:
+                pairs = [(g, t) for g in config.groups for t in config.targets_of(g) if t.provider == settings.name]
+                try:
+                    await connector.find_group(name="syncd credentials check")
+                except ConnectorError as exc:
+                    problems += 1
+                    print(f"{settings.name}: cannot use the API: {exc}", file=out)
+                    continue
+                print(f"{settings.name}: credentials ok", file=out)
+                for group, target in pairs:
+                    binding = store.binding(group.name, settings.name)
+                    gid = target.group_id or (binding.remote_id if binding else None)
+                    try:
+                        remote = await connector.find_group(group_id=gid) if gid else None
+                        if remote is None and not target.group_id:
+                            remote = await connector.find_group(name=group.name)
+                    except ConnectorError as exc:
+                        problems += 1
+                        print(f"  {group.name!r}: lookup failed: {exc}", file=out)
+                        continue
+                    if remote is not None:
+                        print(f"  {group.name!r}: bound to {remote.name!r} (id {remote.id})", file=out)
+                    elif target.group_id:
+                        problems += 1
+                        print(f"  {group.name!r}: no group with id {target.group_id!r}", file=out)
+                    elif connector.capabilities.can_create_group:
+                        print(f"  {group.name!r}: does not exist yet; the first run creates it", file=out)
+                    else:
+                        problems += 1
+                        print(
+                            f"  {group.name!r}: does not exist and {settings.name} cannot create groups: "
+                            "create it there first",
+                            file=out,
+                        )
+            finally:
+                await connector.aclose()
+    finally:
+        store.close()
+    return problems

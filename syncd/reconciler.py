@@ -1,0 +1,368 @@
+"""One reconciliation pass: read sources → bind and read provider groups → plan → apply → record.
+
+Pairs run concurrently; each provider's pacing (inside its connector) keeps them within its rate limit.
+A pair's trouble stays that pair's: a failing provider, a missing group or a bug fails the pair, records
+why, and lets the others finish. A source that cannot be read changes nothing for its groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from connectors.base import Connector, ConnectorError, NotFound, RemoteGroup, RemoteMember
+from connectors.http import RequestTally, count_requests
+from connectors.registry import build_connector
+from connectors.settings import BuildContext, ProviderSettings
+from syncd.applying import Applied, Applier
+from syncd.config import Config
+from syncd.errors import SourceError, SyncdError
+from syncd.metrics import Metrics
+from syncd.model import (
+    DesiredGroup,
+    KnownReject,
+    PairResult,
+    PairStatus,
+    Plan,
+    RemovalPolicy,
+    RunReport,
+    Strategy,
+    Target,
+    fingerprint,
+)
+from syncd.planning import Guard, plan
+from syncd.sources import Source
+from syncd.sources.yaml import YamlSource
+from syncd.state import Binding, Store, StoredReject
+
+log = logging.getLogger("syncd.reconciler")
+
+REMOVE_REASONS = {
+    RemovalPolicy.MIRROR: "not in source (removal_policy mirror)",
+    RemovalPolicy.OWNED: "added by syncd, no longer in source (removal_policy owned)",
+    RemovalPolicy.ADD_ONLY: "not in source",
+}
+
+
+class BindError(SyncdError):
+    """The pair's provider group cannot be found (or created): the pair fails, the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    dry_run: bool = False
+    groups: frozenset[str] = frozenset()  # only these groups (case-insensitive); empty = all
+    providers: frozenset[str] = frozenset()  # only these providers; empty = all
+    allow_mass_removal: bool = False
+    trigger: str = "cli"
+
+
+@dataclass
+class _Pair:
+    group: DesiredGroup
+    target: Target
+    connector: Connector
+    known_rejects: dict[str, KnownReject]
+    tally: RequestTally = field(default_factory=RequestTally)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        metrics: Metrics | None = None,
+        *,
+        sources: Sequence[Source] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.sources: Sequence[Source] = sources if sources is not None else [YamlSource(config)]
+        self.transport = transport  # tests: one transport serving every sandbox
+
+    # -- the pass -------------------------------------------------------------------------------------
+    async def run(self, options: PassOptions = PassOptions()) -> RunReport:
+        started = time.monotonic()
+        selection = {"groups": sorted(options.groups), "providers": sorted(options.providers)}
+        run_id = self.store.start_run(dry_run=options.dry_run, trigger=options.trigger, selection=selection)
+        groups, errors = await self._read_sources()
+        wanted = {g.lower() for g in options.groups}
+        groups = [g for g in groups if not wanted or g.name.lower() in wanted]
+        providers = [p for p in self.config.providers if not options.providers or p.name in options.providers]
+        connectors = {p.name: self._connector(p) for p in providers if any(self._targets(g, p.name) for g in groups)}
+        try:
+            known = {name: self.store.known_rejects(name) for name in connectors}
+            pairs = [
+                _Pair(g, t, connectors[t.provider], known[t.provider])
+                for g in groups
+                for t in g.targets
+                if t.provider in connectors
+            ]
+            results = await asyncio.gather(*(self._run_pair(pair, options, run_id) for pair in pairs))
+        finally:
+            for connector in connectors.values():
+                await connector.aclose()
+        report = RunReport(run_id=run_id, dry_run=options.dry_run, pairs=tuple(results), errors=tuple(errors))
+        outcome = self._outcome(report)
+        self.store.finish_run(run_id, outcome=outcome, errors=errors)
+        self.metrics.observe_run(outcome, time.monotonic() - started)
+        log.info(
+            "pass %s %s: %d pairs, outcome %s",
+            run_id[:8],
+            "(dry run)" if options.dry_run else "",
+            len(results),
+            outcome,
+        )
+        return report
+
+    @staticmethod
+    def _outcome(report: RunReport) -> str:
+        if report.ok:
+            return "success"
+        if not report.errors and all(
+            p.status in (PairStatus.IN_SYNC, PairStatus.APPLIED, PairStatus.PENDING, PairStatus.BLOCKED)
+            for p in report.pairs
+        ):
+            return "blocked"
+        return "failure"
+
+    @staticmethod
+    def _targets(group: DesiredGroup, provider: str) -> list[Target]:
+        return [t for t in group.targets if t.provider == provider]
+
+    async def _read_sources(self) -> tuple[list[DesiredGroup], list[str]]:
+        groups: list[DesiredGroup] = []
+        errors: list[str] = []
+        for source in self.sources:
+            try:
+                groups += await source.read()
+            except SourceError as exc:
+                log.error("%s; its groups are left untouched this pass", exc)
+                errors.append(str(exc))
+        return groups, errors
+
+    def _connector(self, settings: ProviderSettings) -> Connector:
+        ctx = BuildContext(
+            transport=self.transport, hooks=self.metrics, cache=self.store.recipient_cache(settings.name)
+        )
+        return build_connector(settings, ctx)
+
+    # -- one pair -------------------------------------------------------------------------------------
+    async def _run_pair(self, pair: _Pair, options: PassOptions, run_id: str) -> PairResult:
+        group, provider = pair.group, pair.target.provider
+        with count_requests(pair.tally):
+            try:
+                remote, actual, created_by_syncd = await self._read(pair, options)
+                policy = group.removal_policy or (
+                    RemovalPolicy.MIRROR if created_by_syncd or remote is None else RemovalPolicy.OWNED
+                )
+                the_plan = plan(
+                    group=group.name,
+                    provider=provider,
+                    desired=group.members,
+                    actual=actual,
+                    capabilities=pair.connector.capabilities,
+                    policy=policy,
+                    guard=self._guard(group, options),
+                    owned=self.store.owned(group.name, provider) if policy is RemovalPolicy.OWNED else frozenset(),
+                    known_rejects=pair.known_rejects,
+                    allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
+                )
+                applied = await Applier(pair.connector, dry_run=options.dry_run).apply(
+                    the_plan, remote, remove_reason=REMOVE_REASONS[policy]
+                )
+            except (ConnectorError, SyncdError) as exc:
+                return self._failed(pair, run_id, str(exc))
+            except Exception as exc:  # a bug must not take the other pairs down with it
+                log.exception("pair %r → %s crashed", group.name, provider)
+                return self._failed(pair, run_id, f"internal error: {type(exc).__name__}: {exc}")
+        if remote is None and applied.group is not None and not options.dry_run:
+            created_by_syncd = True
+        return self._finish(pair, run_id, options, the_plan, applied, created_by_syncd)
+
+    def _guard(self, group: DesiredGroup, options: PassOptions) -> Guard:
+        safety = self.config.safety
+        return Guard(
+            max_removals=group.max_removals if group.max_removals is not None else safety.max_removals,
+            max_removal_ratio=(
+                group.max_removal_ratio if group.max_removal_ratio is not None else safety.max_removal_ratio
+            ),
+            allow_mass_removal=options.allow_mass_removal,
+        )
+
+    async def _read(
+        self, pair: _Pair, options: PassOptions
+    ) -> tuple[RemoteGroup | None, list[RemoteMember] | None, bool]:
+        """The bound provider group, its members, and whether syncd created it (None, None: it does not exist
+        yet and will be created). A stored binding is trusted without a look-up: the member read proves the
+        group is still there, so a steady-state pass costs one read. A binding, once made, is followed by id,
+        so a rename on either side creates no duplicate."""
+        binding = self.store.binding(pair.group.name, pair.target.provider)
+        if binding is not None and not pair.target.group_id:
+            remote = RemoteGroup(binding.remote_id, binding.remote_name)
+            try:
+                return remote, list(await pair.connector.read_members(remote)), binding.created_by_syncd
+            except NotFound:
+                log.warning(
+                    "group %r: the %s group %s it was bound to is gone; looking it up by name",
+                    pair.group.name,
+                    pair.target.provider,
+                    binding.remote_id,
+                )
+        found, created = await self._bind(pair, binding, options)
+        if found is None:
+            return None, None, created
+        return found, list(await pair.connector.read_members(found)), created
+
+    async def _bind(
+        self, pair: _Pair, binding: Binding | None, options: PassOptions
+    ) -> tuple[RemoteGroup | None, bool]:
+        connector, name, provider = pair.connector, pair.group.name, pair.target.provider
+        if pair.target.group_id:
+            remote = await connector.find_group(group_id=pair.target.group_id)
+            if remote is None:
+                raise BindError(f"{provider} has no group with id {pair.target.group_id!r} (from the group's target)")
+            created = binding is not None and binding.remote_id == remote.id and binding.created_by_syncd
+            self._save_binding(name, provider, remote, created, options)
+            return remote, created
+        remote = await connector.find_group(name=name)
+        if remote is not None:
+            self._save_binding(name, provider, remote, False, options)
+            return remote, False
+        if not connector.capabilities.can_create_group:
+            raise BindError(
+                f"{provider} has no group named {name!r} and its API cannot create groups: "
+                f"create it in {provider}, then run again (or set group_id in the group's target)"
+            )
+        return None, True
+
+    def _save_binding(
+        self, group: str, provider: str, remote: RemoteGroup, created: bool, options: PassOptions
+    ) -> None:
+        if not options.dry_run:
+            self.store.save_binding(Binding(group, provider, remote.id, remote.name, created))
+
+    # -- recording ------------------------------------------------------------------------------------
+    def _failed(self, pair: _Pair, run_id: str, message: str) -> PairResult:
+        log.error("group %r → %s failed: %s", pair.group.name, pair.target.provider, message)
+        result = PairResult(
+            group=pair.group.name,
+            provider=pair.target.provider,
+            strategy=Strategy.INCREMENTAL,
+            status=PairStatus.FAILED,
+            desired=len(pair.group.members),
+            actual_before=0,
+            add=0,
+            remove=0,
+            rejected=pair.group.rejected,
+            requests=pair.tally.as_dict(),
+            error=message,
+        )
+        self.store.record_pair(run_id, result, remote_group_id=None)
+        self.metrics.observe_pair(result, dry_run=False, now=time.time(), pending_add=0, pending_remove=0)
+        return result
+
+    def _finish(
+        self,
+        pair: _Pair,
+        run_id: str,
+        options: PassOptions,
+        p: Plan,
+        applied: Applied,
+        created_by_syncd: bool,
+    ) -> PairResult:
+        group, provider, dry = pair.group, pair.target.provider, options.dry_run
+        if dry:
+            added, removed = len(p.to_add), len(p.to_remove)
+            pending_add, pending_remove = added, removed
+        else:
+            added, removed = len(applied.added), len(applied.removed)
+            pending_add = max(0, len(p.to_add) - added - len(applied.rejected))
+            pending_remove = len(p.to_remove) - removed
+        pending_remove += len(p.held_back) + len(p.unsupported)
+
+        if applied.failures:
+            status = (
+                PairStatus.PARTIAL if (added or removed or (p.actual is None and applied.group)) else PairStatus.FAILED
+            )
+        elif p.guard:
+            status = PairStatus.BLOCKED
+        elif p.unsupported:
+            status = PairStatus.PARTIAL
+        elif dry:
+            status = PairStatus.PENDING if p.has_changes else PairStatus.IN_SYNC
+        else:  # ops whose members were all refused changed nothing: that is as in sync as the group can be
+            status = (
+                PairStatus.APPLIED
+                if (added or removed or (applied.group is not None and p.actual is None))
+                else PairStatus.IN_SYNC
+            )
+
+        result = PairResult(
+            group=group.name,
+            provider=provider,
+            strategy=p.strategy,
+            status=status,
+            desired=p.desired,
+            actual_before=p.actual or 0,
+            add=added,
+            remove=removed,
+            unsupported_remove=len(p.unsupported),
+            rejected=group.rejected + p.rejected + tuple(applied.rejected),
+            requests=pair.tally.as_dict(),
+            error="; ".join(applied.failures) or None,
+            guard=p.guard,
+            held_back=len(p.held_back),
+        )
+        remote_id = applied.group.id if applied.group else None
+        store = self.store
+        store.record_pair(run_id, result, remote_group_id=remote_id)
+        store.record_ledger(run_id, applied.ledger)
+        if not dry:
+            if applied.group is not None and p.actual is None:
+                store.save_binding(
+                    Binding(group.name, provider, applied.group.id, applied.group.name, created_by_syncd)
+                )
+            if applied.added:
+                store.mark_owned(group.name, provider, [m.key for m in applied.added])
+                store.clear_rejects(provider, [m.key for m in applied.added if m.key in pair.known_rejects])
+            if applied.removed:
+                store.unmark_owned(group.name, provider, [m.key for m in applied.removed])
+            if applied.permanent:
+                store.save_rejects(
+                    provider, [StoredReject(m.email, fingerprint(m), r.reason) for m, r in applied.permanent]
+                )
+        self.metrics.observe_pair(
+            result, dry_run=dry, now=time.time(), pending_add=pending_add, pending_remove=pending_remove
+        )
+        self._log(result, p)
+        return result
+
+    @staticmethod
+    def _log(r: PairResult, p: Plan) -> None:
+        parts = [f"{r.strategy}", f"+{r.add}", f"-{r.remove}"]
+        if r.rejected:
+            parts.append(f"{len(r.rejected)} rejected")
+        if r.unsupported_remove:
+            parts.append(f"{r.unsupported_remove} removals unsupported by the API")
+        level = (
+            logging.WARNING if r.status in (PairStatus.BLOCKED, PairStatus.PARTIAL, PairStatus.FAILED) else logging.INFO
+        )
+        log.log(
+            level,
+            "group %r → %s: %s, %s (%d read, %d write requests)%s",
+            r.group,
+            r.provider,
+            " ".join(parts),
+            r.status,
+            r.requests["read"],
+            r.requests["write"],
+            f"; removals held back: {p.guard}" if p.guard else "",
+        )

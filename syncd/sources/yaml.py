@@ -1,0 +1,33 @@
+"""The inline `groups:` of the config file as a source of desired groups."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from syncd.config import Config
+from syncd.model import DesiredGroup, Target
+from syncd.planning import admit
+
+
+class YamlSource:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.name = f"yaml:{config.path.name}"
+
+    async def read(self) -> Sequence[DesiredGroup]:
+        groups = []
+        for spec in self.config.groups:
+            members, rejected = admit(m.to_contact() for m in spec.members)
+            groups.append(
+                DesiredGroup(
+                    name=spec.name,
+                    members=members,
+                    rejected=rejected,
+                    targets=tuple(Target(t.provider, t.group_id) for t in self.config.targets_of(spec)),
+                    source=self.name,
+                    removal_policy=spec.removal_policy,
+                    max_removals=spec.max_removals,
+                    max_removal_ratio=spec.max_removal_ratio,
+                )
+            )
+        return groups

@@ -1,0 +1,32 @@
+"""syncd's state DB: what it did (runs, pair results, the per-member ledger) and what it must remember
+between passes (bindings, owned members, recipient ids, permanent rejects, leases). See `Store`."""
+
+from syncd.state.migrate import head_revision
+from syncd.state.records import (
+    Binding,
+    LedgerEntry,
+    LedgerRow,
+    PairRow,
+    RejectRow,
+    RunOutcome,
+    RunRow,
+    RunTrigger,
+    StoredReject,
+)
+from syncd.state.store import StateRecipientCache, Store, mask_url
+
+__all__ = [
+    "Binding",
+    "LedgerEntry",
+    "LedgerRow",
+    "PairRow",
+    "RejectRow",
+    "RunOutcome",
+    "RunRow",
+    "RunTrigger",
+    "StateRecipientCache",
+    "Store",
+    "StoredReject",
+    "head_revision",
+    "mask_url",
+]

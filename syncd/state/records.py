@@ -1,0 +1,140 @@
+"""The values that go into and come out of the state DB, as frozen dataclasses (no ORM objects leak out).
+
+Kinds and outcomes are the string enums of `syncd.model`; the DB stores their string values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from syncd.model import LedgerOutcome, OpKind, PairStatus, RemovalPolicy, Strategy
+
+__all__ = [
+    "Binding",
+    "LedgerEntry",
+    "LedgerRow",
+    "PairRow",
+    "RejectRow",
+    "RunOutcome",
+    "RunRow",
+    "RunTrigger",
+    "StoredReject",
+]
+
+
+class RunOutcome(enum.StrEnum):
+    RUNNING = "running"  # started, not finished (or the process died: see finished_at)
+    SUCCESS = "success"  # every pair reconciled
+    FAILURE = "failure"  # some error (config, source, provider)
+    BLOCKED = "blocked"  # no error, but the removal guard held a pair back
+    INTERRUPTED = "interrupted"  # SIGTERM / Ctrl-C before the end
+
+
+class RunTrigger(enum.StrEnum):
+    """What started a run. Any short string is stored; these are the ones syncd uses."""
+
+    CLI = "cli"  # `syncd run`
+    SERVE = "serve"  # the scheduler of `syncd serve`
+    APPLY = "apply"  # `syncd apply plan.json`
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One member change (or non-change) to record: who, where, what, what came of it, and why."""
+
+    group: str
+    provider: str
+    email: str  # as the source (or provider) spells it; matched case-insensitively
+    op: OpKind  # ADD or REMOVE
+    outcome: LedgerOutcome
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A ledger entry as read back, newest first, for `syncd history`."""
+
+    at: datetime
+    run_id: str
+    group: str
+    provider: str
+    email: str
+    op: OpKind
+    outcome: LedgerOutcome
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A desired group bound to one provider group. `created_by_syncd` decides the default removal policy."""
+
+    group: str
+    provider: str
+    remote_id: str
+    remote_name: str
+    created_by_syncd: bool
+    bound_at: datetime | None = None  # set by the store: when bound to this remote_id
+    updated_at: datetime | None = None  # set by the store: last saved
+
+    @property
+    def default_policy(self) -> RemovalPolicy:
+        """mirror for groups syncd created, owned for groups it adopted."""
+        return RemovalPolicy.MIRROR if self.created_by_syncd else RemovalPolicy.OWNED
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReject:
+    """A permanent reject to remember: skipped until the member's fingerprint (source data) changes."""
+
+    email: str
+    fingerprint: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRow:
+    provider: str
+    email: str
+    fingerprint: str
+    reason: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: str
+    started_at: datetime
+    finished_at: datetime | None
+    dry_run: bool
+    trigger: str
+    outcome: RunOutcome
+    errors: tuple[str, ...]
+    selection: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PairRow:
+    """A recorded `PairResult` (counts only; the members are in the ledger)."""
+
+    run_id: str
+    recorded_at: datetime
+    group: str
+    provider: str
+    remote_group_id: str | None
+    strategy: Strategy
+    status: PairStatus
+    desired: int
+    actual_before: int
+    added: int
+    removed: int
+    unsupported_remove: int
+    held_back: int
+    rejected: int
+    read_requests: int
+    write_requests: int
+    error: str | None
+    blocked_reason: str | None

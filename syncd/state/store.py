@@ -1,0 +1,740 @@
+"""The state DB behind one small API: runs, pair results, the member ledger, bindings, caches and leases.
+
+Everything syncd remembers between passes goes through `Store`, so the rest of the code never writes SQL and
+the answer to "who was removed from which list, when, and why" is always one `history()` call away.
+
+Sync SQLAlchemy 2 Core on one Engine; every method is one short transaction. SQLite (the default: a file,
+WAL, a busy timeout, write transactions that take the write lock up front) and PostgreSQL through psycopg 3
+(several replicas may share it: pairs are leased). Database errors come out as `StateError`; the URL in any
+message is masked, and SQL parameters (member emails) are never put in exception messages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from connectors.base import email_key
+from syncd.errors import StateError
+from syncd.model import KnownReject, LedgerOutcome, OpKind, PairResult, PairStatus, Strategy
+from syncd.state import migrate
+from syncd.state.records import (
+    Binding,
+    LedgerEntry,
+    LedgerRow,
+    PairRow,
+    RejectRow,
+    RunOutcome,
+    RunRow,
+    StoredReject,
+)
+from syncd.state.tables import (
+    UTCDateTime,
+    bindings,
+    leases,
+    ledger,
+    owned_members,
+    pair_results,
+    recipient_ids,
+    rejects,
+    runs,
+)
+
+__all__ = ["StateRecipientCache", "Store", "mask_url"]
+
+# Keys per IN (...) list / per statement: far below SQLite's and PostgreSQL's parameter limits.
+IN_CHUNK = 500
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
+
+_T = TypeVar("_T")
+_Insert = sqlite.Insert | postgresql.Insert
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password replaced by ***; what may appear in messages, logs and reprs."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except Exception:
+        return "<unparsable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _chunks(items: Sequence[_T], size: int = IN_CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _unique(keys: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(keys))
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        # The parser's message repeats the whole string, password included: say nothing of it.
+        raise StateError(
+            "state.url is not a valid database URL (expected sqlite:///path/to/syncd.db or "
+            "postgresql+psycopg://user:password@host/db)"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")  # the driver syncd ships with
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StateError(f"state DB {mask_url(parsed)}: unsupported database (use sqlite or postgresql+psycopg)")
+    return parsed
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook emit BEGIN itself (pysqlite's implicit transactions skip DDL and reads).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer (and vice versa)
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    # Write transactions take the write lock up front (waiting up to busy_timeout for it) instead of
+    # failing with SQLITE_BUSY when a deferred read would have to be upgraded to a write.
+    mode = conn.get_execution_options().get("syncd_sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _create_engine(url: URL) -> sa.Engine:
+    kwargs: dict[str, Any] = {"hide_parameters": True}
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+            # One shared connection, or every pooled connection would see its own empty database.
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+
+
+class Store:
+    """syncd's state DB. Open with `Store.open(url)`, which also upgrades the schema; close when done."""
+
+    def __init__(self, engine: sa.Engine, url: URL) -> None:
+        self._engine = engine
+        self._url = url
+        self._dialect = engine.dialect.name
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect, upgrade the schema to head; StateError (URL masked) if unreachable or not upgradable."""
+        parsed = _parse_url(url)
+        try:
+            engine = _create_engine(parsed)
+        except ImportError as exc:
+            raise StateError(
+                f"state DB {mask_url(parsed)}: the database driver is not installed ({exc.name}); "
+                "for PostgreSQL install syncd[postgres]"
+            ) from None
+        store = cls(engine, parsed)
+        try:
+            with store._tx("cannot open it", write=True) as conn:
+                migrate.upgrade(conn)
+        except StateError:
+            engine.dispose()
+            raise
+        except Exception as exc:  # alembic's own errors
+            engine.dispose()
+            raise StateError(store._describe(exc, "cannot upgrade the schema")) from None
+        return store
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password masked."""
+        return mask_url(self._url)
+
+    @property
+    def dialect(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self._dialect
+
+    def ping(self) -> None:
+        """Raise StateError unless the database answers (for /readyz)."""
+        with self._tx("not reachable") as conn:
+            conn.execute(sa.select(sa.literal(1)))
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (equal to `migrate.head_revision()` once opened)."""
+        with self._tx("schema_revision") as conn:
+            return migrate.current_revision(conn)
+
+    # ------------------------------------------------------------------------------------------- runs
+
+    def start_run(self, *, dry_run: bool, trigger: str, selection: dict[str, Any] | None = None) -> str:
+        """Record a run as `running`; returns its id (uuid4 hex)."""
+        if not trigger or len(trigger) > 32:
+            raise ValueError(f"run trigger must be a short name, got {trigger!r}")
+        run_id = uuid.uuid4().hex
+        with self._tx("start_run", write=True) as conn:
+            conn.execute(
+                runs.insert().values(
+                    id=run_id,
+                    started_at=utcnow(),
+                    dry_run=dry_run,
+                    trigger=str(trigger),
+                    outcome=str(RunOutcome.RUNNING),
+                    errors=[],
+                    selection=selection,
+                )
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, *, outcome: str, errors: Sequence[str] = ()) -> None:
+        """Close a run with its outcome (a `RunOutcome` value) and the errors outside any pair."""
+        final = RunOutcome(outcome)
+        with self._tx("finish_run", write=True) as conn:
+            done = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(finished_at=utcnow(), outcome=str(final), errors=[str(e) for e in errors])
+            )
+            if done.rowcount != 1:
+                raise StateError(f"finish_run: no run {run_id!r} in the state DB")
+
+    def run(self, run_id: str) -> RunRow | None:
+        with self._tx("run") as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return _run_row(row) if row is not None else None
+
+    def runs(self, limit: int | None = 20) -> list[RunRow]:
+        """The latest runs, newest first."""
+        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self._tx("runs") as conn:
+            return [_run_row(row) for row in conn.execute(query)]
+
+    def record_pair(self, run_id: str, result: PairResult, *, remote_group_id: str | None) -> None:
+        """Record one pair's outcome in a run (recording the same pair again replaces it)."""
+        values = {
+            "run_id": run_id,
+            "recorded_at": utcnow(),
+            "group_name": result.group,
+            "provider": result.provider,
+            "remote_group_id": remote_group_id,
+            "strategy": str(result.strategy),
+            "status": str(result.status),
+            "desired": result.desired,
+            "actual_before": result.actual_before,
+            "added": result.add,
+            "removed": result.remove,
+            "unsupported_remove": result.unsupported_remove,
+            "held_back": result.held_back,
+            "rejected": len(result.rejected),
+            "read_requests": int(result.requests.get("read", 0)),
+            "write_requests": int(result.requests.get("write", 0)),
+            "error": result.error,
+            "blocked_reason": result.guard,
+        }
+        with self._tx("record_pair", write=True) as conn:
+            conn.execute(
+                pair_results.delete().where(
+                    pair_results.c.run_id == run_id,
+                    pair_results.c.group_name == result.group,
+                    pair_results.c.provider == result.provider,
+                )
+            )
+            conn.execute(pair_results.insert().values(**values))
+
+    def pairs(self, run_id: str) -> list[PairRow]:
+        """The pair results of a run, in the order they were recorded."""
+        query = sa.select(pair_results).where(pair_results.c.run_id == run_id).order_by(pair_results.c.id)
+        with self._tx("pairs") as conn:
+            return [_pair_row(row) for row in conn.execute(query)]
+
+    def last_success(self, group: str, provider: str) -> datetime | None:
+        """When the pair was last reconciled by a real (not dry) run: status in_sync or applied."""
+        query = (
+            sa.select(sa.func.max(pair_results.c.recorded_at))
+            .join(runs, runs.c.id == pair_results.c.run_id)
+            .where(
+                pair_results.c.group_name == group,
+                pair_results.c.provider == provider,
+                pair_results.c.status.in_([str(PairStatus.IN_SYNC), str(PairStatus.APPLIED)]),
+                runs.c.dry_run.is_(False),
+            )
+        )
+        with self._tx("last_success") as conn:
+            value = conn.execute(query).scalar()
+        assert value is None or isinstance(value, datetime)
+        return value
+
+    # ----------------------------------------------------------------------------------------- ledger
+
+    def record_ledger(self, run_id: str, entries: Sequence[LedgerEntry]) -> None:
+        """Append member entries to the ledger in one bulk insert; they share one timestamp."""
+        if not entries:
+            return
+        rows = []
+        for entry in entries:
+            op = OpKind(entry.op)
+            if op not in (OpKind.ADD, OpKind.REMOVE):
+                raise ValueError(f"ledger op must be add or remove, got {op!s}")
+            outcome = LedgerOutcome(entry.outcome)
+            rows.append(
+                (
+                    entry.group,
+                    entry.provider,
+                    entry.email,
+                    email_key(entry.email),
+                    str(op),
+                    str(outcome),
+                    entry.reason,
+                )
+            )
+        with self._tx("record_ledger", write=True) as conn:
+            # One timestamp for the batch, converted once; no per-row SQLAlchemy work (50,000 rows: < 1 s).
+            process = ledger.c.at.type.bind_processor(conn.dialect)
+            at = utcnow()
+            head = (run_id, process(at) if process else at)
+            _bulk_insert(conn, ledger, _LEDGER_COLUMNS, [head + row for row in rows])
+
+    def history(
+        self,
+        *,
+        group: str | None = None,
+        provider: str | None = None,
+        member: str | None = None,
+        run_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[LedgerRow]:
+        """Ledger entries, newest first. `member` is matched trimmed and case-insensitively."""
+        query = sa.select(
+            ledger.c.at,
+            ledger.c.run_id,
+            ledger.c.group_name,
+            ledger.c.provider,
+            ledger.c.email,
+            ledger.c.op,
+            ledger.c.outcome,
+            ledger.c.reason,
+        ).order_by(ledger.c.at.desc(), ledger.c.id.desc())
+        if group is not None:
+            query = query.where(ledger.c.group_name == group)
+        if provider is not None:
+            query = query.where(ledger.c.provider == provider)
+        if member is not None:
+            query = query.where(ledger.c.email_key == email_key(member))
+        if run_id is not None:
+            query = query.where(ledger.c.run_id == run_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._tx("history") as conn:
+            return [
+                LedgerRow(
+                    at=row.at,
+                    run_id=row.run_id,
+                    group=row.group_name,
+                    provider=row.provider,
+                    email=row.email,
+                    op=OpKind(row.op),
+                    outcome=LedgerOutcome(row.outcome),
+                    reason=row.reason,
+                )
+                for row in conn.execute(query)
+            ]
+
+    # --------------------------------------------------------------------------------------- bindings
+
+    def binding(self, group: str, provider: str) -> Binding | None:
+        query = sa.select(bindings).where(bindings.c.group_name == group, bindings.c.provider == provider)
+        with self._tx("binding") as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return Binding(
+            group=row.group_name,
+            provider=row.provider,
+            remote_id=row.remote_id,
+            remote_name=row.remote_name,
+            created_by_syncd=row.created_by_syncd,
+            bound_at=row.bound_at,
+            updated_at=row.updated_at,
+        )
+
+    def save_binding(self, binding: Binding) -> None:
+        """Create or update a binding. Binding the pair to a different remote group forgets the members
+        syncd had added to the old one (they say nothing about the new group)."""
+        now = utcnow()
+        with self._tx("save_binding", write=True) as conn:
+            where = (bindings.c.group_name == binding.group, bindings.c.provider == binding.provider)
+            old = conn.execute(sa.select(bindings.c.remote_id, bindings.c.bound_at).where(*where)).first()
+            bound_at = now
+            if old is not None:
+                if old.remote_id == binding.remote_id:
+                    bound_at = old.bound_at
+                else:
+                    conn.execute(
+                        owned_members.delete().where(
+                            owned_members.c.group_name == binding.group,
+                            owned_members.c.provider == binding.provider,
+                        )
+                    )
+            stmt = self._insert(bindings).values(
+                group_name=binding.group,
+                provider=binding.provider,
+                remote_id=binding.remote_id,
+                remote_name=binding.remote_name,
+                created_by_syncd=binding.created_by_syncd,
+                bound_at=bound_at,
+                updated_at=now,
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["group_name", "provider"],
+                    set_={
+                        name: stmt.excluded[name]
+                        for name in ("remote_id", "remote_name", "created_by_syncd", "bound_at", "updated_at")
+                    },
+                )
+            )
+
+    def forget_binding(self, group: str, provider: str) -> None:
+        """Drop a binding, and with it the record of which members syncd added to that group."""
+        with self._tx("forget_binding", write=True) as conn:
+            conn.execute(bindings.delete().where(bindings.c.group_name == group, bindings.c.provider == provider))
+            conn.execute(
+                owned_members.delete().where(owned_members.c.group_name == group, owned_members.c.provider == provider)
+            )
+
+    # ---------------------------------------------------------------------------------- owned members
+
+    def owned(self, group: str, provider: str) -> frozenset[str]:
+        """Email keys of the members syncd itself added to the pair's group (what `owned` may remove)."""
+        query = sa.select(owned_members.c.email_key).where(
+            owned_members.c.group_name == group, owned_members.c.provider == provider
+        )
+        with self._tx("owned") as conn:
+            return frozenset(conn.execute(query).scalars())
+
+    def mark_owned(self, group: str, provider: str, keys: Iterable[str]) -> None:
+        """Remember that syncd added these members (email keys); already-owned keys keep their added_at."""
+        unique = _unique(keys)
+        if not unique:
+            return
+        now = utcnow()
+        rows = [{"group_name": group, "provider": provider, "email_key": key, "added_at": now} for key in unique]
+        stmt = self._insert(owned_members).on_conflict_do_nothing(
+            index_elements=["group_name", "provider", "email_key"]
+        )
+        with self._tx("mark_owned", write=True) as conn:
+            conn.execute(stmt, rows)
+
+    def unmark_owned(self, group: str, provider: str, keys: Iterable[str]) -> None:
+        unique = _unique(keys)
+        with self._tx("unmark_owned", write=True) as conn:
+            for chunk in _chunks(unique):
+                conn.execute(
+                    owned_members.delete().where(
+                        owned_members.c.group_name == group,
+                        owned_members.c.provider == provider,
+                        self._one_of(owned_members.c.email_key, chunk),
+                    )
+                )
+
+    # ---------------------------------------------------------------------------------------- rejects
+
+    def known_rejects(self, provider: str) -> dict[str, KnownReject]:
+        """Permanent rejects of a provider by email key."""
+        query = sa.select(rejects.c.email_key, rejects.c.fingerprint, rejects.c.reason).where(
+            rejects.c.provider == provider
+        )
+        with self._tx("known_rejects") as conn:
+            return {row.email_key: KnownReject(row.fingerprint, row.reason) for row in conn.execute(query)}
+
+    def reject_rows(self, provider: str | None = None) -> list[RejectRow]:
+        """Known rejects with when they were first and last seen, oldest first."""
+        query = sa.select(rejects).order_by(rejects.c.first_seen, rejects.c.provider, rejects.c.email_key)
+        if provider is not None:
+            query = query.where(rejects.c.provider == provider)
+        with self._tx("reject_rows") as conn:
+            return [
+                RejectRow(
+                    provider=row.provider,
+                    email=row.email,
+                    fingerprint=row.fingerprint,
+                    reason=row.reason,
+                    first_seen=row.first_seen,
+                    last_seen=row.last_seen,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def save_rejects(self, provider: str, rejected: Sequence[StoredReject]) -> None:
+        """Upsert permanent rejects: a member seen again keeps first_seen, gets the new fingerprint/reason."""
+        if not rejected:
+            return
+        now = utcnow()
+        by_key = {email_key(r.email): r for r in rejected}  # the last word on a member wins
+        rows = [
+            {
+                "provider": provider,
+                "email_key": key,
+                "email": r.email,
+                "fingerprint": r.fingerprint,
+                "reason": r.reason,
+                "first_seen": now,
+                "last_seen": now,
+            }
+            for key, r in by_key.items()
+        ]
+        stmt = self._insert(rejects)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["email_key", "provider"],
+            set_={name: stmt.excluded[name] for name in ("email", "fingerprint", "reason", "last_seen")},
+        )
+        with self._tx("save_rejects", write=True) as conn:
+            conn.execute(stmt, rows)
+
+    def clear_rejects(self, provider: str, keys: Iterable[str]) -> None:
+        """Forget rejects (by email key), e.g. once the member went through."""
+        unique = _unique(keys)
+        with self._tx("clear_rejects", write=True) as conn:
+            for chunk in _chunks(unique):
+                conn.execute(
+                    rejects.delete().where(rejects.c.provider == provider, self._one_of(rejects.c.email_key, chunk))
+                )
+
+    # ------------------------------------------------------------------------------ recipient ids
+
+    def recipient_cache(self, provider: str) -> StateRecipientCache:
+        """The provider's email-key -> recipient-id cache, as a `connectors.base.RecipientCache`."""
+        return StateRecipientCache(self, provider)
+
+    # ----------------------------------------------------------------------------------------- leases
+
+    def acquire_lease(self, group: str, provider: str, holder: str, ttl: float | timedelta) -> bool:
+        """Take (or renew) the pair's lease for `ttl`; False while another holder's lease is unexpired.
+
+        One atomic statement (INSERT … ON CONFLICT DO UPDATE … WHERE expired or ours RETURNING), so two
+        replicas racing for a pair cannot both win. On PostgreSQL expiry is measured on the database's
+        clock, so replicas with skewed clocks agree.
+        """
+        span = ttl if isinstance(ttl, timedelta) else timedelta(seconds=ttl)
+        if span <= timedelta(0):
+            raise ValueError("lease ttl must be positive")
+        now: sa.ColumnElement[datetime]
+        expires: sa.ColumnElement[datetime]
+        if self._dialect == "postgresql":
+            now = sa.func.now()
+            expires = now + sa.literal(span, sa.Interval())
+        else:
+            clock = utcnow()
+            now = sa.literal(clock, UTCDateTime())
+            expires = sa.literal(clock + span, UTCDateTime())
+        stmt = self._insert(leases).values(group_name=group, provider=provider, holder=holder, expires_at=expires)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["group_name", "provider"],
+            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
+            where=sa.or_(leases.c.expires_at < now, leases.c.holder == holder),
+        )
+        with self._tx("acquire_lease", write=True) as conn:
+            return conn.execute(stmt.returning(leases.c.holder)).first() is not None
+
+    def release_lease(self, group: str, provider: str, holder: str) -> None:
+        """Give the pair's lease up, if `holder` still has it."""
+        with self._tx("release_lease", write=True) as conn:
+            conn.execute(
+                leases.delete().where(
+                    leases.c.group_name == group, leases.c.provider == provider, leases.c.holder == holder
+                )
+            )
+
+    def release_leases(self, holder: str) -> int:
+        """Give up every lease of `holder` (on shutdown); returns how many there were."""
+        with self._tx("release_leases", write=True) as conn:
+            return conn.execute(leases.delete().where(leases.c.holder == holder)).rowcount
+
+    # -------------------------------------------------------------------------------------- internals
+
+    def _insert(self, table: sa.Table) -> _Insert:
+        """INSERT with the dialect's ON CONFLICT support (same API on SQLite and PostgreSQL)."""
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _one_of(self, column: sa.ColumnElement[str], values: Sequence[str]) -> sa.ColumnElement[bool]:
+        """`column IN (values)`; on PostgreSQL `= ANY(array)`: one parameter, parsed and planned once."""
+        if self._dialect == "postgresql":
+            return column == sa.any_(sa.literal(list(values), postgresql.ARRAY(sa.String())))
+        return column.in_(values)
+
+    @contextmanager
+    def _tx(self, what: str, *, write: bool = False) -> Iterator[sa.Connection]:
+        """One short transaction; database errors become StateError."""
+        try:
+            with self._engine.connect() as conn:
+                if write and self._dialect == "sqlite":
+                    conn.execution_options(syncd_sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        except (sa.exc.SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as exc:
+            raise StateError(self._describe(exc, what)) from exc
+
+    def _describe(self, exc: BaseException, what: str) -> str:
+        original = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+        lines = str(original).strip().splitlines()
+        # The first line only: PostgreSQL's DETAIL lines can quote row values (member emails).
+        reason = lines[0] if lines else type(original).__name__
+        password = self._url.password
+        if password:
+            reason = reason.replace(str(password), "***")
+        return f"state DB {self.url}: {what}: {reason}"
+
+
+_LEDGER_COLUMNS = ("run_id", "at", "group_name", "provider", "email", "email_key", "op", "outcome", "reason")
+
+
+def _bulk_insert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT many rows of database-ready values, without SQLAlchemy's per-row work: COPY on PostgreSQL,
+    one executemany on SQLite. The values must need no type processing (strings, numbers, processed dates)."""
+    quote = conn.dialect.identifier_preparer.quote
+    target = conn.dialect.identifier_preparer.format_table(table)
+    names = ", ".join(quote(column) for column in columns)
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f"INSERT INTO {target} ({names}) VALUES ({marks})", rows)
+
+
+class StateRecipientCache:
+    """`connectors.base.RecipientCache` for one provider, persisted in the `recipient_ids` table."""
+
+    def __init__(self, store: Store, provider: str) -> None:
+        self._store = store
+        self.provider = provider
+
+    def __repr__(self) -> str:
+        return f"StateRecipientCache({self.provider!r})"
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        unique = _unique(keys)
+        if not unique:
+            return found
+        with self._store._tx("recipient_cache.get_many") as conn:
+            for chunk in _chunks(unique):
+                query = sa.select(recipient_ids.c.email_key, recipient_ids.c.remote_id).where(
+                    recipient_ids.c.provider == self.provider,
+                    self._store._one_of(recipient_ids.c.email_key, chunk),
+                )
+                found.update({row.email_key: row.remote_id for row in conn.execute(query)})
+        return found
+
+    def all(self) -> dict[str, str]:
+        query = sa.select(recipient_ids.c.email_key, recipient_ids.c.remote_id).where(
+            recipient_ids.c.provider == self.provider
+        )
+        with self._store._tx("recipient_cache.all") as conn:
+            return {row.email_key: row.remote_id for row in conn.execute(query)}
+
+    def put_many(self, ids: dict[str, str]) -> None:
+        if not ids:
+            return
+        now = utcnow()
+        rows = [
+            {"provider": self.provider, "email_key": key, "remote_id": str(remote_id), "updated_at": now}
+            for key, remote_id in ids.items()
+        ]
+        stmt = self._store._insert(recipient_ids)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["email_key", "provider"],
+            set_={"remote_id": stmt.excluded.remote_id, "updated_at": stmt.excluded.updated_at},
+        )
+        with self._store._tx("recipient_cache.put_many", write=True) as conn:
+            conn.execute(stmt, rows)
+
+    def forget(self, keys: Sequence[str]) -> None:
+        unique = _unique(keys)
+        with self._store._tx("recipient_cache.forget", write=True) as conn:
+            for chunk in _chunks(unique):
+                conn.execute(
+                    recipient_ids.delete().where(
+                        recipient_ids.c.provider == self.provider,
+                        self._store._one_of(recipient_ids.c.email_key, chunk),
+                    )
+                )
+
+
+# ---------------------------------------------------------------------------------------- row mapping
+
+
+def _run_row(row: sa.Row[Any]) -> RunRow:
+    return RunRow(
+        id=row.id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        dry_run=row.dry_run,
+        trigger=row.trigger,
+        outcome=RunOutcome(row.outcome),
+        errors=tuple(row.errors or ()),
+        selection=row.selection,
+    )
+
+
+def _pair_row(row: sa.Row[Any]) -> PairRow:
+    return PairRow(
+        run_id=row.run_id,
+        recorded_at=row.recorded_at,
+        group=row.group_name,
+        provider=row.provider,
+        remote_group_id=row.remote_group_id,
+        strategy=Strategy(row.strategy),
+        status=PairStatus(row.status),
+        desired=row.desired,
+        actual_before=row.actual_before,
+        added=row.added,
+        removed=row.removed,
+        unsupported_remove=row.unsupported_remove,
+        held_back=row.held_back,
+        rejected=row.rejected,
+        read_requests=row.read_requests,
+        write_requests=row.write_requests,
+        error=row.error,
+        blocked_reason=row.blocked_reason,
+    )

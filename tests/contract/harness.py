@@ -1,0 +1,73 @@
+"""What the shared contract suite needs to know about one provider and its sandbox.
+
+Each provider has a `harness_<type>.py` beside this file defining `HARNESS`, an instance of a `Harness`
+subclass. The suite in `test_contract.py` runs every test against every harness; the harness is the only
+provider-specific code, and it talks to the sandbox's state directly (the ground truth), never through
+the connector under test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from connectors.base import Connector, Contact
+from connectors.sandbox._core import SandboxApp
+from connectors.settings import BuildContext
+
+BASE = "http://127.0.0.1"  # loopback: plain http allowed; the transport never opens a socket
+
+
+class Harness:
+    type: str = ""
+    # The most members one read page returns; None when member reads are not paginated.
+    page_cap: int | None = None
+
+    def sandbox(self) -> SandboxApp:
+        raise NotImplementedError
+
+    def settings(self, **overrides: Any) -> Any:
+        """Provider settings pointing at the sandbox, with unlimited pacing and zero backoff."""
+        raise NotImplementedError
+
+    def connector(
+        self,
+        sandbox: SandboxApp,
+        *,
+        bad_credentials: bool = False,
+        ctx: BuildContext | None = None,
+        **overrides: Any,
+    ) -> Connector:
+        raise NotImplementedError
+
+    def transport(self, sandbox: SandboxApp) -> httpx.AsyncBaseTransport:
+        return httpx.ASGITransport(app=sandbox)
+
+    def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
+        """Create a group straight in the sandbox's state, with these members; return its id."""
+        raise NotImplementedError
+
+    def seed_people(self, sandbox: SandboxApp, emails: Sequence[str]) -> None:
+        """Make these people known to the provider, where it only accepts people it already knows."""
+
+    def members(self, sandbox: SandboxApp, group_id: str) -> set[str]:
+        """The group's member emails, lower-cased, from the sandbox's state."""
+        raise NotImplementedError
+
+    def contact(self, email: str) -> Contact:
+        """A contact this provider accepts (Stannp needs a postal address)."""
+        return Contact(email=email, first_name="Test", last_name="Person")
+
+    def bad_contacts(self, sandbox: SandboxApp) -> list[Contact]:
+        """Contacts the provider refuses at add time (not invalid emails: syncd never sends those)."""
+        return []
+
+    def expire_tokens(self, sandbox: SandboxApp) -> bool:
+        """Revoke every issued OAuth token; False when the API uses static keys."""
+        return False
+
+    def read_requests(self, members: int) -> int | None:
+        """Requests `read_members` costs for a group of this size on a fresh connector, when known."""
+        return None

@@ -1,0 +1,80 @@
+"""The contract suite's view of CleverReach: the connector built with OAuth client credentials (so a token
+can expire mid-run) against `CleverReachSandbox`, whose state is read directly as the ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from connectors.base import Connector, Contact
+from connectors.cleverreach import CleverReachSettings, build
+from connectors.sandbox._core import SandboxApp
+from connectors.sandbox.cleverreach import PAGE_CAP, CleverReachSandbox
+from connectors.settings import BuildContext, RetrySettings
+from tests.contract.harness import BASE, Harness
+
+CLIENT_ID = "syncd-contract"
+CLIENT_SECRET = "contract-client-secret"  # a test value, not a credential
+BLOCKED = "blocked.address@example.com"
+
+
+def _sandbox(sandbox: SandboxApp) -> CleverReachSandbox:
+    assert isinstance(sandbox, CleverReachSandbox)
+    return sandbox
+
+
+class CleverReachHarness(Harness):
+    type = "cleverreach"
+    page_cap = PAGE_CAP
+
+    def sandbox(self) -> CleverReachSandbox:
+        return CleverReachSandbox(clients={CLIENT_ID: CLIENT_SECRET})
+
+    def settings(self, **overrides: Any) -> CleverReachSettings:
+        values: dict[str, Any] = {
+            "name": "cr",
+            "base_url": f"{BASE}/v3",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "rate_limit": 1e6,
+            "retry": RetrySettings.model_validate({"backoff_base": 0}),
+        }
+        values.update(overrides)
+        return CleverReachSettings(**values)
+
+    def connector(
+        self,
+        sandbox: SandboxApp,
+        *,
+        bad_credentials: bool = False,
+        ctx: BuildContext | None = None,
+        **overrides: Any,
+    ) -> Connector:
+        if bad_credentials:
+            overrides["client_secret"] = "not-the-secret"
+        ctx = ctx or BuildContext()
+        if ctx.transport is None:
+            ctx = dataclasses.replace(ctx, transport=self.transport(sandbox))
+        return build(self.settings(**overrides), ctx)
+
+    def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
+        return str(_sandbox(sandbox).add_group(name, emails))
+
+    def members(self, sandbox: SandboxApp, group_id: str) -> set[str]:
+        return _sandbox(sandbox).active_emails(group_id)
+
+    def bad_contacts(self, sandbox: SandboxApp) -> list[Contact]:
+        _sandbox(sandbox).blacklist(BLOCKED)
+        return [self.contact(BLOCKED)]
+
+    def expire_tokens(self, sandbox: SandboxApp) -> bool:
+        _sandbox(sandbox).revoke_tokens()
+        return True
+
+    def read_requests(self, members: int) -> int | None:
+        # pages of 5000 from page 0; the first short (possibly empty) page ends the read
+        return members // PAGE_CAP + 1
+
+
+HARNESS = CleverReachHarness()

@@ -1,0 +1,300 @@
+"""One contract every connector keeps, run against each provider's sandbox over HTTP (singer-sdk style).
+
+A test that does not apply to a provider (no remove endpoint, no reset) checks that the connector says so
+in its Capabilities and refuses cleanly, instead of being skipped silently.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.base import (
+    AuthError,
+    Connector,
+    ResetKind,
+    UnsupportedOperation,
+)
+from connectors.http import RequestTally, count_requests
+from connectors.sandbox._core import Fault
+from tests.contract.harness import Harness
+
+
+def emails(n: int, prefix: str = "member") -> list[str]:
+    return [f"{prefix}{i:05d}@example.com" for i in range(n)]
+
+
+async def close(connector: Connector) -> None:
+    await connector.aclose()
+
+
+async def test_find_group_by_name_and_id(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    gid = harness.seed_group(sandbox, "Contract Find")
+    harness.seed_group(sandbox, "Contract Find Plus")  # a partial-name match must not be taken for it
+    c = harness.connector(sandbox)
+    try:
+        by_name = await c.find_group(name="Contract Find")
+        assert by_name is not None and by_name.id == gid and by_name.name == "Contract Find"
+        by_id = await c.find_group(group_id=gid)
+        assert by_id is not None and by_id.id == gid
+        assert await c.find_group(name="No Such Group") is None
+    finally:
+        await close(c)
+
+
+async def test_create_group(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    c = harness.connector(sandbox)
+    try:
+        if not c.capabilities.can_create_group:
+            with pytest.raises(UnsupportedOperation):
+                await c.create_group("Contract Created")
+            assert sandbox.mutating_count == 0
+            return
+        group = await c.create_group("Contract Created")
+        assert group.name == "Contract Created"
+        assert sandbox.mutating_count == 1
+        found = await c.find_group(name="Contract Created")
+        assert found is not None and found.id == group.id
+        assert harness.members(sandbox, group.id) == set()
+    finally:
+        await close(c)
+
+
+async def test_add_then_read(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    people = emails(5)
+    harness.seed_people(sandbox, people)
+    gid = harness.seed_group(sandbox, "Contract Add")
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        result = await c.add_members(group, [harness.contact(e) for e in people])
+        assert sorted(result.done) == sorted(people) and not result.rejected
+        assert harness.members(sandbox, gid) == set(people)
+        read = await c.read_members(group)
+        assert sorted(m.key for m in read) == sorted(people)
+    finally:
+        await close(c)
+
+
+async def test_add_keeps_spelling_and_matches_case_insensitively(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    harness.seed_people(sandbox, ["Mixed.Case@Example.com"])
+    gid = harness.seed_group(sandbox, "Contract Case")
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        result = await c.add_members(group, [harness.contact("Mixed.Case@Example.com")])
+        assert not result.rejected
+        read = await c.read_members(group)
+        assert [m.key for m in read] == ["mixed.case@example.com"]
+    finally:
+        await close(c)
+
+
+async def test_remove(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    people = emails(4)
+    gid = harness.seed_group(sandbox, "Contract Remove", people)
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        members = {m.key: m for m in await c.read_members(group)}
+        gone = [members[people[0]], members[people[1]]]
+        if not c.capabilities.can_remove:
+            with pytest.raises(UnsupportedOperation):
+                await c.remove_members(group, gone)
+            assert sandbox.mutating_count == 0
+            return
+        result = await c.remove_members(group, gone)
+        assert sorted(result.done) == sorted(people[:2])
+        assert harness.members(sandbox, gid) == set(people[2:])
+    finally:
+        await close(c)
+
+
+async def test_reset(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    before, after = emails(3, "old"), emails(3, "new")
+    harness.seed_people(sandbox, after)
+    gid = harness.seed_group(sandbox, "Contract Reset", before + after[:1])
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        if c.capabilities.reset is ResetKind.NONE:
+            with pytest.raises(UnsupportedOperation):
+                await c.reset_members(group, [harness.contact(e) for e in after])
+            assert sandbox.mutating_count == 0
+            return
+        sandbox.clear_log()
+        await c.reset_members(group, [harness.contact(e) for e in after])
+        assert harness.members(sandbox, gid) == set(after)
+        if c.capabilities.reset is ResetKind.ATOMIC:
+            assert sandbox.mutating_count == 1
+    finally:
+        await close(c)
+
+
+async def test_idempotent_add_and_remove(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    people = emails(3)
+    harness.seed_people(sandbox, people)
+    gid = harness.seed_group(sandbox, "Contract Idem", people[:1])
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        first = await c.add_members(group, [harness.contact(e) for e in people])
+        second = await c.add_members(group, [harness.contact(e) for e in people])
+        assert not first.rejected and not second.rejected
+        assert harness.members(sandbox, gid) == set(people)
+        if c.capabilities.can_remove:
+            members = {m.key: m for m in await c.read_members(group)}
+            target = [members[people[2]]]
+            await c.remove_members(group, target)
+            again = await c.remove_members(group, target)  # already gone: still a success
+            assert not again.rejected
+            assert harness.members(sandbox, gid) == set(people[:2])
+    finally:
+        await close(c)
+
+
+async def test_one_full_batch_is_one_write(harness: Harness) -> None:
+    """An add of exactly `max_add_batch` known people costs exactly one mutating request per batch."""
+    sandbox = harness.sandbox()
+    c0 = harness.connector(sandbox)
+    caps = c0.capabilities
+    await c0.aclose()
+    size = min(caps.max_add_batch, 1000)
+    people = emails(size)
+    harness.seed_people(sandbox, people)
+    gid = harness.seed_group(sandbox, "Contract Batch")
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        await c.read_members(group)  # warm any directory the connector reads first
+        sandbox.clear_log()
+        result = await c.add_members(group, [harness.contact(e) for e in people])
+        assert len(result.done) == size
+        assert sandbox.mutating_count == 1
+    finally:
+        await close(c)
+
+
+async def test_batch_size_setting_is_capped(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    c = harness.connector(sandbox, batch_size=10**9)
+    small = harness.connector(sandbox, batch_size=1)
+    try:
+        default = harness.connector(sandbox)
+        assert c.capabilities.max_add_batch == default.capabilities.max_add_batch
+        assert small.capabilities.max_add_batch == 1 and small.capabilities.max_remove_batch == 1
+        await default.aclose()
+    finally:
+        await close(c)
+        await close(small)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_pagination_at_the_cap(harness: Harness, extra: int) -> None:
+    if harness.page_cap is None:
+        pytest.skip(f"{harness.type} reads a group's members in one unpaginated request (documented)")
+    n = harness.page_cap + extra
+    sandbox = harness.sandbox()
+    people = emails(n)
+    gid = harness.seed_group(sandbox, "Contract Pages", people)
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        sandbox.clear_log()
+        with count_requests() as tally:
+            read = await c.read_members(group)
+        keys = [m.key for m in read]
+        assert len(keys) == len(set(keys)) == n
+        assert set(keys) == set(people)
+        expected = harness.read_requests(n)
+        if expected is not None:
+            assert tally.read == expected == sandbox.count()
+    finally:
+        await close(c)
+
+
+async def test_rejects_do_not_sink_the_batch(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    good = emails(6)
+    harness.seed_people(sandbox, good)
+    bad = harness.bad_contacts(sandbox)
+    if not bad:
+        pytest.skip(f"{harness.type} accepts any valid email")
+    gid = harness.seed_group(sandbox, "Contract Rejects")
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        await c.read_members(group)
+        batch = [harness.contact(e) for e in good[:3]] + bad + [harness.contact(e) for e in good[3:]]
+        result = await c.add_members(group, batch)
+        assert sorted(r.email.lower() for r in result.rejected) == sorted(b.email.lower() for b in bad)
+        assert all(r.reason for r in result.rejected)
+        assert harness.members(sandbox, gid) == set(good)
+    finally:
+        await close(c)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retries_survive_rate_limits_and_server_errors(harness: Harness, status: int) -> None:
+    sandbox = harness.sandbox()
+    people = emails(2)
+    harness.seed_people(sandbox, people)
+    gid = harness.seed_group(sandbox, "Contract Retry")
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        await c.read_members(group)
+        sandbox.inject(Fault(status=status, retry_after=0, times=2))
+        result = await c.add_members(group, [harness.contact(e) for e in people])
+        assert sorted(result.done) == people
+        assert harness.members(sandbox, gid) == set(people)
+        assert sum(1 for r in sandbox.requests if r.status == status) == 2
+    finally:
+        await close(c)
+
+
+async def test_bad_credentials_are_fatal(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    harness.seed_group(sandbox, "Contract Auth")
+    c = harness.connector(sandbox, bad_credentials=True)
+    try:
+        with pytest.raises(AuthError):
+            await c.find_group(name="Contract Auth")
+        assert sandbox.mutating_count == 0
+    finally:
+        await close(c)
+
+
+async def test_token_expiring_mid_run_is_refreshed(harness: Harness) -> None:
+    sandbox = harness.sandbox()
+    people = emails(2)
+    harness.seed_people(sandbox, people)
+    gid = harness.seed_group(sandbox, "Contract Token")
+    c = harness.connector(sandbox)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None
+        if not harness.expire_tokens(sandbox):
+            pytest.skip(f"{harness.type} uses a static key")
+        tally = RequestTally()
+        with count_requests(tally):
+            result = await c.add_members(group, [harness.contact(e) for e in people])
+        assert not result.rejected
+        assert harness.members(sandbox, gid) == set(people)
+    finally:
+        await close(c)

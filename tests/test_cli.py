@@ -1,0 +1,208 @@
+"""`syncd` as a user runs it: a subprocess, a config file, sandboxes on a real loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from connectors.sandbox.server import ServerThread
+from tests.e2e import World, emails, provider_entries
+
+
+def syncd(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SYNCD_LOG_FORMAT": "json", **(env or {})}
+    full_env.pop("SYNCD_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[World, str]]:
+    world = World(tmp_path)
+    with ServerThread(world.app) as server:
+        yield world, server.url
+
+
+def write(world: World, url: str, groups: list[dict[str, Any]], **top: Any) -> Path:
+    return world.write_config(groups, providers=provider_entries(url), **top)
+
+
+def test_dry_run_json_then_apply_then_quiet(served: tuple[World, str]) -> None:
+    world, url = served
+    world.people(emails(3))
+    path = write(world, url, [{"name": "Team", "members": emails(3)}])
+
+    dry = syncd("run", "--config", str(path), "--dry-run", "--output", "json", "--detailed-exitcode")
+    assert dry.returncode == 2, dry.stderr
+    out = json.loads(dry.stdout)
+    assert set(out) == {"dry_run", "run_id", "pairs"} and out["dry_run"] is True
+    first = out["pairs"][0]
+    assert set(first) == {
+        "group",
+        "provider",
+        "strategy",
+        "status",
+        "desired",
+        "actual_before",
+        "add",
+        "remove",
+        "unsupported_remove",
+        "rejected",
+        "requests",
+    }
+    assert (first["group"], first["status"], first["add"], first["strategy"]) == ("Team", "pending", 3, "incremental")
+    assert set(first["requests"]) == {"read", "write"} and first["requests"]["write"] == 0
+    assert world.mutating() == 0
+
+    applied = syncd("run", "--config", str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert "applied" in applied.stdout and "6 member changes made" in applied.stdout
+
+    again = syncd("run", "--config", str(path), "--detailed-exitcode", "-o", "json")
+    assert again.returncode == 0
+    assert all(p["status"] == "in_sync" and p["requests"]["write"] == 0 for p in json.loads(again.stdout)["pairs"])
+
+    history = syncd("history", "--config", str(path), "--member", emails(1)[0].upper(), "-o", "json")
+    rows = json.loads(history.stdout)
+    assert {(r["provider"], r["op"], r["outcome"]) for r in rows} == {
+        ("c8", "add", "applied"),
+        ("cr", "add", "applied"),
+    }
+
+
+def test_guard_trip_exits_1_and_sends_no_removal(served: tuple[World, str]) -> None:
+    world, url = served
+    world.people(emails(4))
+    path = write(world, url, [{"name": "Team", "members": emails(4), "targets": ["c8"]}])
+    assert syncd("run", "--config", str(path)).returncode == 0
+    world.clear_logs()
+    path = write(world, url, [{"name": "Team", "members": [], "targets": ["c8"]}])
+    result = syncd("run", "--config", str(path))
+    assert result.returncode == 1
+    assert "blocked" in result.stdout and "would remove all 4 members" in result.stdout
+    assert world.c8.mutating_count == 0
+    assert syncd("run", "--config", str(path), "--allow-mass-removal").returncode == 0
+    assert world.c8.count(method="DELETE") == 1
+
+
+BAD_CONFIGS: list[tuple[str, str, str]] = [
+    # (yaml, expected "line: key", expected message fragment)
+    ("providers: [\n  {name: c8\n", ":3:", "YAML"),
+    ("safety:\n  max_removals: many\n", ":2: safety.max_removals:", "integer"),
+    ("safety:\n  max_removal: 3\n", ":2: safety.max_removal:", "unknown key"),
+    (
+        "providers:\n  - name: x\n    type: mailchimp\n    base_url: https://x.example\n",
+        ":3: providers[0].type:",
+        "mailchimp",
+    ),
+    (
+        "providers:\n  - {name: c8, type: communic8, base_url: 'https://c8.example/int/v1', token: t}\n"
+        "groups:\n  - name: G\n    targets: [c8, bc]\n",
+        ":5: groups[0].targets[1]",
+        "bc",
+    ),
+    (
+        "providers:\n  - name: c8\n    type: communic8\n    base_url: https://c8.example/int/v1\n"
+        "    token: ${SYNCD_TEST_UNSET_TOKEN}\n",
+        ":5: providers[0].token:",
+        "SYNCD_TEST_UNSET_TOKEN",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "where", "fragment"), BAD_CONFIGS)
+@pytest.mark.parametrize("command", [["run"], ["run", "--dry-run"], ["validate"]])
+def test_bad_config_is_one_line_naming_file_line_and_key(
+    served: tuple[World, str], tmp_path: Path, text: str, where: str, fragment: str, command: list[str]
+) -> None:
+    world, _ = served
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = syncd(*command, "--config", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"syncd: config error: {path}{where}"), lines[0]
+    assert fragment in lines[0]
+    assert world.c8.count() == world.cr.count() == 0  # nothing contacted
+
+
+def test_secrets_never_reach_output_or_logs(served: tuple[World, str]) -> None:
+    world, url = served
+    world.people(["a@example.com"])
+    world.cr.clients.clear()  # refuse our OAuth client: errors must still not echo the secret
+    path = write(world, url, [{"name": "T", "members": ["a@example.com"]}])
+    result = syncd("run", "--config", str(path), "--log-level", "debug", "-o", "json")
+    assert result.returncode == 1
+    for secret in ("e2e-secret", world.c8.keys[next(iter(world.c8.keys))]):
+        assert secret not in result.stdout and secret not in result.stderr
+
+
+def test_info_logs_name_no_member(served: tuple[World, str]) -> None:
+    world, url = served
+    world.people(["Private.Person@example.com"])
+    path = write(world, url, [{"name": "T", "members": ["Private.Person@example.com"]}])
+    result = syncd("run", "--config", str(path), "--log-format", "json")
+    assert result.returncode == 0
+    assert "private.person" not in result.stderr.lower()
+    assert [json.loads(line)["level"] for line in result.stderr.splitlines()]  # JSON lines off a terminal
+
+
+def test_validate_offline_and_online(served: tuple[World, str]) -> None:
+    world, url = served
+    world.cr.add_group("Exists", [])
+    path = write(world, url, [{"name": "Exists", "targets": ["cr"]}, {"name": "New", "targets": ["c8"]}])
+    offline = syncd("validate", "--config", str(path))
+    assert offline.returncode == 0 and "2 providers, 2 groups" in offline.stdout
+    assert world.c8.count() == world.cr.count() == 0
+    online = syncd("validate", "--online", "--config", str(path))
+    assert online.returncode == 0, online.stdout + online.stderr
+    assert "credentials ok" in online.stdout and "'New': does not exist yet" in online.stdout
+    assert world.mutating() == 0
+
+
+def test_config_from_environment_variable(served: tuple[World, str]) -> None:
+    world, url = served
+    path = write(world, url, [])
+    result = syncd("validate", env={"SYNCD_CONFIG": str(path)})
+    assert result.returncode == 1  # the helper strips SYNCD_CONFIG: proves the default is ./syncd.yaml
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "validate"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYNCD_CONFIG": str(path)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_group_selection_is_an_error_before_any_request(served: tuple[World, str]) -> None:
+    world, url = served
+    path = write(world, url, [{"name": "A"}])
+    result = syncd("run", "--config", str(path), "--group", "Nope")
+    assert result.returncode == 1 and "no group named 'Nope'" in result.stderr
+    assert world.c8.count() == world.cr.count() == 0
+
+
+def test_example_config_validates(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    env = {"COMMUNIC8_TOKEN": "x", "CLEVERREACH_CLIENT_ID": "id", "CLEVERREACH_CLIENT_SECRET": "s"}
+    text = yaml.safe_load(example.read_text())
+    assert text["providers"]
+    result = syncd("validate", "--config", str(example), env=env)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,513 @@
+"""Communic8-specific behaviour, over HTTP against the bundled sandbox (no patching of our own code)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from connectors.base import (
+    AuthError,
+    BatchRejected,
+    Contact,
+    FatalError,
+    MemoryRecipientCache,
+    NotFound,
+    RemoteGroup,
+    RemoteMember,
+)
+from connectors.communic8 import NOT_A_RECIPIENT, Communic8Connector, Communic8Settings, build, classify
+from connectors.http import count_requests
+from connectors.sandbox._core import Fault, Mount, Request, Response
+from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox
+from connectors.settings import BuildContext
+
+BASE = "http://127.0.0.1/int/v1"
+KEY_ID, KEY = next(iter(DEFAULT_KEYS.items()))
+RECIPIENTS = "/int/v1/recipient$"
+MEMBERS = "/recipients$"
+
+
+def settings(**overrides: Any) -> Communic8Settings:
+    values: dict[str, Any] = {
+        "name": "c8",
+        "type": "communic8",
+        "base_url": BASE,
+        "token": KEY,
+        "rate_limit": 1e6,
+        "retry": {"backoff_base": 0},
+    }
+    values.update(overrides)
+    return Communic8Settings.model_validate({k: v for k, v in values.items() if v is not None})
+
+
+def connect(
+    sandbox: Communic8Sandbox, cache: MemoryRecipientCache | None = None, app: Any = None, **overrides: Any
+) -> Communic8Connector:
+    ctx = BuildContext(transport=httpx.ASGITransport(app=app or sandbox), cache=cache or MemoryRecipientCache())
+    return build(settings(**overrides), ctx)
+
+
+def people(n: int, prefix: str = "p") -> list[str]:
+    return [f"{prefix}{i:04d}@example.com" for i in range(n)]
+
+
+def contacts(emails: list[str]) -> list[Contact]:
+    return [Contact(email=e) for e in emails]
+
+
+def warm_cache(sandbox: Communic8Sandbox) -> MemoryRecipientCache:
+    """A cache that knows every recipient, as syncd's state DB does after a first pass."""
+    cache = MemoryRecipientCache()
+    cache.put_many({r["email"].lower(): rid for rid, r in sandbox.recipients.items()})
+    return cache
+
+
+def bodies(sandbox: Communic8Sandbox) -> list[bytes]:
+    return [r.body for r in sandbox.requests]
+
+
+# ------------------------------------------------------------------------------------ success: false
+
+
+def _response(status: int, body: Any) -> httpx.Response:
+    request = httpx.Request("POST", BASE + "/recipientGroup/abc/recipients")
+    if isinstance(body, str):
+        return httpx.Response(status, text=body, request=request)
+    return httpx.Response(status, json=body, request=request)
+
+
+def test_classify_checks_success_even_on_http_200() -> None:
+    assert classify(_response(200, {"success": True, "data": {}})) is None
+    assert isinstance(classify(_response(200, {"success": False, "message": "Object does not exist"})), NotFound)
+    rejected = classify(_response(200, {"success": False, "message": "Not all emails founded as recipient in system"}))
+    assert isinstance(rejected, BatchRejected)
+    other = classify(_response(200, {"success": False, "message": "pb_c_list validation failed"}))
+    assert type(other) is FatalError and "pb_c_list" in other.message
+    assert isinstance(classify(_response(404, "Not Found")), NotFound)
+    assert isinstance(classify(_response(401, "Unauthorized")), AuthError)
+    # An HTTP error status wins over a success:false body (a 429 stays retriable).
+    limited = classify(_response(429, {"success": False, "message": "slow down"}))
+    assert limited is not None and limited.__class__.__name__ == "RateLimited"
+
+
+async def test_success_false_answers_raise() -> None:
+    sandbox = Communic8Sandbox()
+    c = connect(sandbox)
+    try:
+        with pytest.raises(FatalError, match="name: Path `name` is required"):
+            await c.create_group("")  # the API validates; we do not pre-empt it
+        ghost = RemoteGroup(id="0" * 24, name="Ghost")
+        sandbox.add_recipient("a@example.com")
+        with pytest.raises(NotFound, match="Object does not exist"):
+            await c.add_members(ghost, contacts(["a@example.com"]))
+        with pytest.raises(NotFound):
+            await c.read_members(ghost)  # GET /recipientGroup/:id answers HTTP 404 "Not Found"
+        assert await c.find_group(group_id="0" * 24) is None
+    finally:
+        await c.aclose()
+
+
+# ------------------------------------------------------------------------------------- adding members
+
+
+async def test_add_with_warm_cache_is_one_post() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(5)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        with count_requests() as tally:
+            result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert sorted(result.done) == emails and not result.rejected
+        assert sandbox.count() == 1 == sandbox.count(method="POST", path=MEMBERS)
+        assert tally.as_dict() == {"read": 0, "write": 1}
+        assert json.loads(sandbox.requests[0].body) == {"recipientEmails": emails}
+        assert sandbox.group_emails(gid) == set(emails)
+    finally:
+        await c.aclose()
+
+
+async def test_unknown_email_is_rejected_without_being_sent() -> None:
+    sandbox = Communic8Sandbox()
+    known = people(250)  # 3 directory pages of 100
+    for e in known:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    cache = MemoryRecipientCache()
+    c = connect(sandbox, cache=cache)
+    unknown = "Nobody.Here@example.com"
+    batch = contacts([*known[:2], unknown, *known[2:4]])
+    try:
+        with count_requests() as tally:
+            result = await c.add_members(RemoteGroup(gid, "G"), batch)
+        assert sorted(result.done) == sorted(known[:4])
+        assert [(r.email, r.reason, r.permanent) for r in result.rejected] == [(unknown, NOT_A_RECIPIENT, True)]
+        assert sandbox.count(method="GET", path=RECIPIENTS) == 3
+        assert sandbox.count(method="POST", path=MEMBERS) == 1
+        assert sandbox.count() == 4
+        assert tally.as_dict() == {"read": 3, "write": 1}
+        assert not any(b"nobody.here" in b.lower() for b in bodies(sandbox))
+        assert sandbox.group_emails(gid) == set(known[:4])
+        assert cache.all() == {e: sandbox._by_email[e] for e in known}  # the directory was written back
+
+        # The directory is read once per connector: the next unknown email costs no request at all.
+        sandbox.clear_log()
+        again = await c.add_members(RemoteGroup(gid, "G"), contacts([unknown]))
+        assert not again.done and len(again.rejected) == 1
+        assert sandbox.count() == 0
+    finally:
+        await c.aclose()
+
+
+async def test_recipient_deleted_after_directory_read_is_isolated_by_splitting() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(8)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    cache = MemoryRecipientCache()
+    c = connect(sandbox, cache=cache)
+    try:
+        await c.add_members(RemoteGroup(gid, "G"), [])  # nothing to add: no request
+        assert sandbox.count() == 0
+        await c.read_members(RemoteGroup(gid, "G"))  # empty group: one GET, no directory read needed
+        await c.add_members(RemoteGroup(gid, "G"), contacts(emails[:1]))  # unknown to the cache: directory read
+        sandbox.delete_recipient(emails[5])
+        sandbox.clear_log()
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert sorted(result.done) == sorted(set(emails) - {emails[5]})
+        assert [r.email for r in result.rejected] == [emails[5]]
+        # 8 refused -> 4 ok + 4 refused -> 2 ok + 2 refused -> 1 ok + 1 refused: 7 POSTs, no re-read.
+        assert sandbox.count(method="POST", path=MEMBERS) == 7
+        assert sandbox.count(method="GET") == 0
+        assert sandbox.group_emails(gid) == set(emails) - {emails[5]}
+        assert emails[5] not in cache.all()
+    finally:
+        await c.aclose()
+
+
+async def test_stale_cache_entry_triggers_one_directory_read_not_a_split() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(4)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    cache = warm_cache(sandbox)
+    sandbox.delete_recipient(emails[1])  # the cache still vouches for it
+    c = connect(sandbox, cache=cache)
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert [r.email for r in result.rejected] == [emails[1]]
+        assert sandbox.count(method="POST", path=MEMBERS) == 2  # refused, then the filtered batch
+        assert sandbox.count(method="GET", path=RECIPIENTS) == 1
+        assert emails[1] not in cache.all()
+    finally:
+        await c.aclose()
+
+
+# ------------------------------------------------------------------------------------ reading members
+
+
+async def test_steady_state_read_is_one_request() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(150)
+    gid = sandbox.add_group("G", emails)
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        with count_requests() as tally:
+            members = await c.read_members(RemoteGroup(gid, "G"))
+        assert sorted(m.key for m in members) == emails
+        assert all(m.id for m in members)
+        assert sandbox.count() == 1 and tally.read == 1
+        # Binding by id and then reading costs one request too: find_group hands the leads over.
+        sandbox.clear_log()
+        group = await c.find_group(group_id=gid)
+        assert group is not None and group.member_count == 150
+        assert len(await c.read_members(group)) == 150
+        assert sandbox.count() == 1
+    finally:
+        await c.aclose()
+
+
+async def test_cold_read_pairs_share_one_directory_read() -> None:
+    sandbox = Communic8Sandbox()
+    a = sandbox.add_group("A", people(120, "a"))
+    b = sandbox.add_group("B", people(30, "b"))
+    c = connect(sandbox)
+    try:
+        read_a, read_b = await asyncio.gather(c.read_members(RemoteGroup(a, "A")), c.read_members(RemoteGroup(b, "B")))
+        assert sorted(m.key for m in read_a) == people(120, "a")
+        assert sorted(m.key for m in read_b) == people(30, "b")
+        assert sandbox.count(path=RECIPIENTS) == 2  # 150 recipients: 2 pages, read once for both groups
+        assert sandbox.count() == 4
+    finally:
+        await c.aclose()
+
+
+async def test_lead_without_a_known_recipient_is_kept_by_id() -> None:
+    sandbox = Communic8Sandbox()
+    gid = sandbox.add_group("G", ["x@example.com"])
+    sandbox.groups[gid]["leads"] = [*sandbox.groups[gid]["leads"], "f" * 24]  # a dangling id
+    c = connect(sandbox)
+    try:
+        members = await c.read_members(RemoteGroup(gid, "G"))
+        assert sorted(m.key for m in members) == [f"id:{'f' * 24}", "x@example.com"]
+        assert RemoteMember(email=None, id="f" * 24) in members
+    finally:
+        await c.aclose()
+
+
+# ---------------------------------------------------------------------------------- groups by name
+
+
+async def test_find_by_name_pages_and_compares_exactly() -> None:
+    sandbox = Communic8Sandbox()
+    for i in range(120):
+        sandbox.add_group(f"Team 1 / {i}")  # all match the (partial) name filter for "Team 1"
+    target = sandbox.add_group("Team 1")
+    sandbox.add_group("team 1")  # differs in case only: not it
+    c = connect(sandbox)
+    try:
+        found = await c.find_group(name="Team 1")
+        assert found is not None and found.id == target and found.name == "Team 1"
+        assert [r.query.endswith("skip=100") for r in sandbox.requests] == [False, True]  # two pages
+        sandbox.clear_log()
+        found = await c.find_group(name="Team 1 / 5")
+        assert found is not None and sandbox.count() == 1  # found on the first page: no further read
+        sandbox.clear_log()
+        assert await c.find_group(name="team") is None  # partial and case-insensitive matches are not it
+        assert sandbox.count() == 2  # 122 groups match the filter: paged to the end (total), then stop
+    finally:
+        await c.aclose()
+
+
+class LandsThenFails(Communic8Sandbox):
+    """The first group create is processed, but its answer is lost (a 502 from a proxy)."""
+
+    lost = 0
+
+    async def handle(self, request: Request) -> Response:
+        response = await super().handle(request)
+        if request.method == "POST" and request.path.endswith("/recipientGroup") and not self.lost:
+            self.lost += 1
+            return Response(502, "Bad Gateway")
+        return response
+
+
+async def test_create_that_landed_is_not_sent_twice() -> None:
+    sandbox = LandsThenFails()
+    c = connect(sandbox)
+    try:
+        group = await c.create_group("New")
+        assert [g["name"] for g in sandbox.groups.values()] == ["New"]
+        assert group.id == next(iter(sandbox.groups))
+        assert sandbox.count(method="POST") == 1 and sandbox.count(method="GET") == 1
+    finally:
+        await c.aclose()
+
+
+async def test_create_that_did_not_land_is_sent_again() -> None:
+    sandbox = Communic8Sandbox()
+    sandbox.inject(Fault(status=503, method="POST", path="/recipientGroup$"))
+    c = connect(sandbox)
+    try:
+        group = await c.create_group("New")
+        assert [g["name"] for g in sandbox.groups.values()] == ["New"] and group.name == "New"
+        assert sandbox.count(method="POST") == 2 and sandbox.count(method="GET") == 1
+    finally:
+        await c.aclose()
+
+
+# -------------------------------------------------------------------------------- reset and remove
+
+
+async def test_reset_is_one_mutating_request() -> None:
+    sandbox = Communic8Sandbox()
+    old, new = people(3, "old"), people(3, "new")
+    for e in new:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G", old + new[:1])
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.reset_members(RemoteGroup(gid, "G"), contacts([*new, "ghost@example.com"]))
+        assert sorted(result.done) == new and [r.email for r in result.rejected] == ["ghost@example.com"]
+        assert sandbox.mutating_count == 1 and sandbox.count() == 2  # plus one directory page (cold for ghost)
+        assert json.loads(sandbox.requests[-1].body) == {"recipientEmails": new, "reset": True}
+        assert sandbox.group_emails(gid) == set(new)
+        # Nobody we want exists: the group is not wiped.
+        sandbox.clear_log()
+        nobody = await c.reset_members(RemoteGroup(gid, "G"), contacts(["ghost@example.com"]))
+        assert not nobody.done and len(nobody.rejected) == 1
+        assert sandbox.count() == 0 and sandbox.group_emails(gid) == set(new)
+    finally:
+        await c.aclose()
+
+
+async def test_remove_sends_a_json_body_and_is_idempotent() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(4)
+    gid = sandbox.add_group("G", emails)
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    group = RemoteGroup(gid, "G")
+    try:
+        members = {m.key: m for m in await c.read_members(group)}
+        sandbox.clear_log()
+        by_email = RemoteMember(email=emails[3].upper())  # no id: removed by email, in a call of its own
+        result = await c.remove_members(group, [members[emails[0]], members[emails[1]], by_email])
+        assert sorted(result.done) == sorted([emails[0], emails[1], emails[3]])
+        assert sandbox.count(method="DELETE", path=MEMBERS) == 2 == sandbox.mutating_count
+        first, second = (json.loads(r.body) for r in sandbox.requests)
+        assert first == {"recipientIds": [members[emails[0]].id, members[emails[1]].id]}
+        assert second == {"recipientEmails": [emails[3].upper()]}
+        assert sandbox.group_emails(gid) == {emails[2]}
+        again = await c.remove_members(group, [members[emails[0]]])
+        assert again.done == (emails[0],) and not again.rejected
+    finally:
+        await c.aclose()
+
+
+async def test_remove_of_a_deleted_recipient_still_removes_the_rest() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(4)
+    gid = sandbox.add_group("G", emails)
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    group = RemoteGroup(gid, "G")
+    try:
+        members = [m for m in await c.read_members(group) if m.key != emails[3]]
+        sandbox.delete_recipient(emails[0])  # gone from the system (and so from the group)
+        result = await c.remove_members(group, members)
+        assert sorted(result.done) == emails[:3] and not result.rejected
+        assert sandbox.group_emails(gid) == {emails[3]}
+    finally:
+        await c.aclose()
+
+
+# ------------------------------------------------------------------------------------------- auth
+
+
+async def test_oauth_token_is_refreshed_once_on_401() -> None:
+    sandbox = Communic8Sandbox()
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
+    try:
+        assert await c.find_group(group_id=gid) is not None
+        assert sandbox.count(path="/oauth/token$") == 1
+        await c.find_group(group_id=gid)
+        assert sandbox.count(path="/oauth/token$") == 1  # the token is reused
+        sandbox.revoke_tokens()
+        sandbox.clear_log()
+        with count_requests() as tally:
+            assert await c.find_group(group_id=gid) is not None
+        assert [(r.method, r.status) for r in sandbox.requests] == [
+            ("GET", 401),
+            ("POST", 200),
+            ("GET", 200),
+        ]
+        assert tally.as_dict() == {"read": 1, "write": 0}  # token requests are not the pair's requests
+    finally:
+        await c.aclose()
+
+
+async def test_oauth_through_a_mounted_sandbox_derives_the_token_url() -> None:
+    sandbox = Communic8Sandbox()
+    sandbox.add_group("G")
+    app = Mount({"communic8": sandbox})
+    base = "http://127.0.0.1/communic8/int/v1"
+    c = connect(sandbox, app=app, base_url=base, token=None, client_id=KEY_ID, client_secret=KEY)
+    try:
+        assert await c.find_group(name="G") is not None
+        assert sandbox.count(path="^/int/v1/oauth/token$") == 1
+    finally:
+        await c.aclose()
+
+
+async def test_static_bad_token_is_an_auth_error_without_the_token() -> None:
+    sandbox = Communic8Sandbox()
+    c = connect(sandbox, token="wrong-token-value")
+    try:
+        with pytest.raises(AuthError) as caught:
+            await c.find_group(name="G")
+        assert caught.value.status == 401 and "wrong-token-value" not in str(caught.value)
+        assert sandbox.count() == 1  # a static key is not retried
+    finally:
+        await c.aclose()
+
+
+async def test_wrong_client_secret_is_an_auth_error() -> None:
+    sandbox = Communic8Sandbox()
+    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret="not-it")
+    try:
+        with pytest.raises(AuthError):
+            await c.find_group(name="G")
+        assert sandbox.count(path="/recipientGroup") == 0
+    finally:
+        await c.aclose()
+
+
+async def test_no_email_or_secret_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(3)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
+    caplog.set_level(logging.DEBUG, logger="syncd")
+    try:
+        await c.add_members(RemoteGroup(gid, "G"), contacts([*emails, "ghost@example.com"]))
+        await c.read_members(RemoteGroup(gid, "G"))
+    finally:
+        await c.aclose()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "@example.com" not in text and KEY not in text
+    assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("syncd.connectors"))
+
+
+# --------------------------------------------------------------------------------------- settings
+
+
+def test_settings_take_exactly_one_auth_style() -> None:
+    static = settings()
+    assert static.token is not None and static.client_id is None
+    oauth = settings(token=None, client_id="id", client_secret="s3cret", base_url="https://acme.example/int/v1")
+    assert oauth.oauth_token_url == "https://acme.example/int/v1/oauth/token"
+    explicit = settings(token=None, client_id="id", client_secret="s", token_url="https://sso.example/token")
+    assert explicit.oauth_token_url == "https://sso.example/token"
+    for bad in (
+        {"token": None},  # neither
+        {"client_id": "id", "client_secret": "s"},  # both
+        {"token": None, "client_id": "id"},  # half of the pair
+        {"token": ""},
+        {"token_url": "https://sso.example/token"},  # only meaningful with client credentials
+        {"base_url": "http://acme.example/int/v1"},  # plain http off loopback
+        {"token": None, "client_id": "i", "client_secret": "s", "token_url": "http://sso.example/t"},
+        {"type": "stannp"},
+        {"surprise": 1},
+    ):
+        with pytest.raises(ValidationError):
+            settings(**bad)
+    with pytest.raises(ValidationError):
+        Communic8Settings.model_validate({"name": "c8", "type": "communic8", "token": "t"})  # base_url required
+
+
+def test_secrets_never_show() -> None:
+    for s in (settings(token="tok-123456"), settings(token=None, client_id="id", client_secret="sec-123456")):
+        for text in (repr(s), str(s), s.model_dump_json()):
+            assert "tok-123456" not in text and "sec-123456" not in text
+    c = connect(Communic8Sandbox(), token=None, client_id="id", client_secret="sec-123456")
+    assert "sec-123456" not in repr(c) and "sec-123456" not in repr(c.api.client.auth)
+
+
+def test_capabilities_and_batch_size() -> None:
+    c = connect(Communic8Sandbox(), batch_size=250)
+    assert c.capabilities.max_add_batch == 250 == c.capabilities.max_remove_batch
+    assert c.capabilities.reset.value == "atomic" and c.capabilities.member_key.value == "email"
+    for f in Communic8Settings.model_fields.values():
+        assert f.description, "every settings key is documented"

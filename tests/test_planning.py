@@ -1,0 +1,339 @@
+"""The planner is pure: tables of inputs and the plan they must give, no fixtures, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from connectors.base import Capabilities, MemberKeyKind, Pacing, PostalAddress, ResetKind
+from syncd.model import KnownReject, Member, OpKind, RemoteMember, RemovalPolicy, Strategy, fingerprint
+from syncd.planning import Guard, admit, email_problem, plan
+
+CAPS = Capabilities(
+    member_key=MemberKeyKind.EMAIL,
+    max_add_batch=10,
+    max_remove_batch=10,
+    can_create_group=True,
+    can_remove=True,
+    reset=ResetKind.NONE,
+    pacing=Pacing(rate=10),
+)
+ATOMIC = replace(CAPS, reset=ResetKind.ATOMIC, max_reset_batch=100)
+NON_ATOMIC = replace(CAPS, reset=ResetKind.NON_ATOMIC)
+NO_REMOVE = replace(CAPS, can_remove=False)
+POSTAL = replace(CAPS, required_fields=frozenset({"address.line1", "address.postcode", "address.country"}))
+OPEN = Guard(max_removals=10**9, max_removal_ratio=1.0, allow_mass_removal=True)
+
+
+def members(*emails: str) -> tuple[Member, ...]:
+    return tuple(Member(email=e) for e in emails)
+
+
+def remote(*emails: str) -> tuple[RemoteMember, ...]:
+    return tuple(RemoteMember(email=e, id=f"id-{e}") for e in emails)
+
+
+def many(n: int, prefix: str = "m") -> list[str]:
+    return [f"{prefix}{i}@x.com" for i in range(n)]
+
+
+def run(desired, actual, caps=CAPS, policy=RemovalPolicy.MIRROR, guard=OPEN, **kw):  # type: ignore[no-untyped-def]
+    return plan(
+        group="G",
+        provider="p",
+        desired=members(*desired),
+        actual=None if actual is None else remote(*actual),
+        capabilities=caps,
+        policy=policy,
+        guard=guard,
+        **kw,
+    )
+
+
+# ------------------------------------------------------------------------------------------ admission
+
+
+@pytest.mark.parametrize(
+    ("email", "problem"),
+    [
+        ("alice@example.com", None),
+        ("a.b+tag@sub.example.co.uk", None),
+        ("O'Brien@example.ie", None),
+        ("", "empty email"),
+        ("alice", "needs exactly one '@'"),
+        ("a@@example.com", "needs exactly one '@'"),
+        ("@example.com", "invalid part before '@'"),
+        ("a..b@example.com", "invalid part before '@'"),
+        (".a@example.com", "invalid part before '@'"),
+        ("alice@localhost", "invalid domain"),
+        ("alice@exa_mple.com", "invalid domain"),
+        ("alice@-example.com", "invalid domain"),
+        ("alice@1.2.3.4", "invalid domain"),
+        ("al ice@example.com", "whitespace"),
+        ("jürgen@example.de", "non-ASCII"),
+        ("a" * 65 + "@example.com", "invalid part before '@'"),
+        ("a@" + "b" * 250 + ".com", "longer than 254"),
+    ],
+)
+def test_email_problem(email: str, problem: str | None) -> None:
+    found = email_problem(email)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+@pytest.mark.parametrize(
+    ("raw", "admitted", "rejected"),
+    [
+        (["a@x.com", "b@x.com"], ["a@x.com", "b@x.com"], []),
+        (["  Alice@X.com "], ["Alice@X.com"], []),  # trimmed, spelling kept
+        (["Alice@X.com", "alice@x.COM"], ["Alice@X.com"], [("alice@x.COM", "duplicate of Alice@X.com")]),
+        (["bad", "a@x.com", ""], ["a@x.com"], [("bad", "exactly one '@'"), ("", "empty email")]),
+    ],
+)
+def test_admit(raw: list[str], admitted: list[str], rejected: list[tuple[str, str]]) -> None:
+    ok, rejects = admit(members(*raw))
+    assert [m.email for m in ok] == admitted
+    assert [r.email for r in rejects] == [e for e, _ in rejected]
+    for r, (_, reason) in zip(rejects, rejected, strict=True):
+        assert reason in r.reason
+
+
+# ------------------------------------------------------------------------------------------- the diff
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual", "add", "remove", "ops"),
+    [
+        ([], [], [], [], []),
+        (["a@x.com"], ["a@x.com"], [], [], []),
+        (["A@X.com"], ["a@x.com"], [], [], []),  # case-insensitive: nothing to do
+        (["a@x.com", "b@x.com"], ["a@x.com"], ["b@x.com"], [], [OpKind.ADD]),
+        (["a@x.com"], ["a@x.com", "b@x.com"], [], ["b@x.com"], [OpKind.REMOVE]),
+        (
+            ["a@x.com", "c@x.com"],
+            ["a@x.com", "b@x.com"],
+            ["c@x.com"],
+            ["b@x.com"],
+            [OpKind.ADD, OpKind.REMOVE],
+        ),
+        (many(25), [], many(25), [], [OpKind.ADD] * 3),  # batches of 10
+        (many(10), [], many(10), [], [OpKind.ADD]),  # exactly one full batch
+        ([], many(11), [], many(11), [OpKind.REMOVE] * 2),
+    ],
+)
+def test_diff_and_batches(
+    desired: list[str], actual: list[str], add: list[str], remove: list[str], ops: list[OpKind]
+) -> None:
+    p = run(desired, actual)
+    assert [m.email for m in p.to_add] == add
+    assert [m.email for m in p.to_remove] == remove
+    assert [op.kind for op in p.ops] == ops
+    assert p.strategy is Strategy.INCREMENTAL
+    assert sum(op.size for op in p.ops if op.kind is OpKind.ADD) == len(add)
+    assert all(op.size <= 10 for op in p.ops)
+
+
+def test_original_spelling_is_what_gets_written() -> None:
+    p = run(["Bob.Stone@Example.COM"], [])
+    assert [c.email for op in p.ops for c in op.contacts] == ["Bob.Stone@Example.COM"]
+
+
+def test_missing_group_is_created_first() -> None:
+    p = run(["a@x.com"], None)
+    assert [op.kind for op in p.ops] == [OpKind.CREATE_GROUP, OpKind.ADD]
+    assert p.actual is None
+
+
+def test_adds_go_before_removes() -> None:
+    p = run(many(3, "new"), many(3, "old"))
+    kinds = [op.kind for op in p.ops]
+    assert kinds.index(OpKind.ADD) < kinds.index(OpKind.REMOVE)
+
+
+# ----------------------------------------------------------------------------------------- the reset
+
+
+@pytest.mark.parametrize(
+    ("caps", "desired", "actual", "allow_non_atomic", "strategy", "cost"),
+    [
+        # 30 removes + 0 adds = 3 requests incrementally; an atomic reset is 1.
+        (ATOMIC, many(5), many(5) + many(30, "old"), False, Strategy.RESET, 1),
+        # one remove: incremental (1 request) is not beaten by a reset (1): ties stay incremental
+        (ATOMIC, many(5), many(5) + ["old@x.com"], False, Strategy.INCREMENTAL, 1),
+        # only adds: a reset never helps
+        (ATOMIC, many(30), [], False, Strategy.INCREMENTAL, 3),
+        # desired larger than one reset call: not atomic any more, so never chosen
+        (
+            replace(ATOMIC, max_reset_batch=4),
+            many(5),
+            many(5) + many(30, "old"),
+            False,
+            Strategy.INCREMENTAL,
+            3,
+        ),
+        # non-atomic reset only when allowed: purge + ceil(5/10) = 2 < 3
+        (NON_ATOMIC, many(5), many(5) + many(30, "old"), False, Strategy.INCREMENTAL, 3),
+        (NON_ATOMIC, many(5), many(5) + many(30, "old"), True, Strategy.RESET, 2),
+        # no reset capability at all
+        (CAPS, many(5), many(5) + many(30, "old"), True, Strategy.INCREMENTAL, 3),
+    ],
+)
+def test_reset_chosen_by_cost(
+    caps: Capabilities,
+    desired: list[str],
+    actual: list[str],
+    allow_non_atomic: bool,
+    strategy: Strategy,
+    cost: int,
+) -> None:
+    p = run(desired, actual, caps=caps, allow_non_atomic_reset=allow_non_atomic)
+    assert p.strategy is strategy
+    assert p.cost == cost
+    if strategy is Strategy.RESET:
+        (op,) = p.ops
+        assert op.kind is OpKind.RESET
+        assert sorted(c.email for c in op.contacts) == sorted(desired)
+
+
+def test_reset_not_chosen_when_policy_keeps_members() -> None:
+    # `owned`: only 10 of the 30 undesired are ours; a reset would remove the other 20 too.
+    actual = many(5) + many(30, "old")
+    owned = frozenset(many(10, "old"))
+    p = run(many(5), actual, caps=ATOMIC, policy=RemovalPolicy.OWNED, owned=owned)
+    assert p.strategy is Strategy.INCREMENTAL
+    assert len(p.to_remove) == 10 and p.kept == 20
+
+
+# ----------------------------------------------------------------------------------- removal policies
+
+
+@pytest.mark.parametrize(
+    ("policy", "owned", "removed", "kept"),
+    [
+        (RemovalPolicy.MIRROR, frozenset(), ["b@x.com", "c@x.com"], 0),
+        (RemovalPolicy.OWNED, frozenset({"c@x.com"}), ["c@x.com"], 1),
+        (RemovalPolicy.OWNED, frozenset(), [], 2),
+        (RemovalPolicy.ADD_ONLY, frozenset({"b@x.com", "c@x.com"}), [], 2),
+    ],
+)
+def test_removal_policies(policy: RemovalPolicy, owned: frozenset[str], removed: list[str], kept: int) -> None:
+    p = run(["a@x.com", "d@x.com"], ["a@x.com", "B@x.com".lower(), "c@x.com"], policy=policy, owned=owned)
+    assert [m.email for m in p.to_remove] == removed
+    assert p.kept == kept
+    assert [m.email for m in p.to_add] == ["d@x.com"]  # adds happen under every policy
+
+
+def test_provider_without_remove_reports_unsupported() -> None:
+    p = run(["a@x.com"], ["a@x.com", "b@x.com"], caps=NO_REMOVE)
+    assert p.to_remove == () and [m.email for m in p.unsupported] == ["b@x.com"]
+    assert all(op.kind is not OpKind.REMOVE for op in p.ops)
+
+
+# ------------------------------------------------------------------------------------------ the guard
+
+
+@pytest.mark.parametrize(
+    ("guard", "current", "removals", "blocked"),
+    [
+        (Guard(max_removals=500), 10_000, 500, False),
+        (Guard(max_removals=500), 10_000, 501, True),
+        (Guard(max_removal_ratio=0.25), 100, 25, False),
+        (Guard(max_removal_ratio=0.25), 100, 26, True),
+        (Guard(max_removal_ratio=0.25), 19, 10, False),  # ratio ignored below 20 members
+        (Guard(max_removal_ratio=0.25), 20, 6, True),  # ... and applies from 20
+        (Guard(), 5, 5, True),  # all members
+        (Guard(), 1, 1, True),
+        (Guard(), 0, 0, False),
+        (Guard(allow_mass_removal=True), 100, 100, False),
+        (Guard(max_removals=0), 10, 1, True),
+    ],
+)
+def test_guard_thresholds(guard: Guard, current: int, removals: int, blocked: bool) -> None:
+    assert (guard.check(removals, current) is not None) is blocked
+
+
+def test_blocked_plan_keeps_adds_and_drops_removals() -> None:
+    actual = many(100, "old")
+    p = run(["new@x.com"], actual, caps=ATOMIC, guard=Guard())
+    assert p.guard is not None and "all 100 members" in p.guard
+    assert len(p.held_back) == 100 and p.to_remove == ()
+    assert [op.kind for op in p.ops] == [OpKind.ADD]  # adds still go; no reset either
+    assert p.strategy is Strategy.INCREMENTAL
+
+
+def test_guard_ratio_message_names_the_numbers() -> None:
+    p = run(many(70), many(100), guard=Guard())
+    assert p.guard == "would remove 30 of 100 members (30%), more than max_removal_ratio=0.25"
+
+
+# --------------------------------------------------------------------------- rejects known to the plan
+
+
+def test_members_lacking_required_fields_are_rejected() -> None:
+    full = Member(email="a@x.com", address=PostalAddress(line1="1 Main St", postcode="LS1 1AA", country="GB"))
+    bare = Member(email="b@x.com", address=PostalAddress(line1="2 Main St"))
+    p = plan(
+        group="G",
+        provider="stannp",
+        desired=(full, bare),
+        actual=(),
+        capabilities=POSTAL,
+        policy=RemovalPolicy.MIRROR,
+        guard=OPEN,
+    )
+    assert [m.email for m in p.to_add] == ["a@x.com"]
+    assert [(r.email, r.reason) for r in p.rejected] == [
+        ("b@x.com", "missing fields stannp requires: address.country, address.postcode")
+    ]
+
+
+def test_member_already_present_is_never_rejected_nor_removed() -> None:
+    bare = Member(email="b@x.com")
+    p = plan(
+        group="G",
+        provider="stannp",
+        desired=(bare,),
+        actual=remote("b@x.com"),
+        capabilities=POSTAL,
+        policy=RemovalPolicy.MIRROR,
+        guard=OPEN,
+    )
+    assert not p.rejected and not p.ops
+
+
+def test_known_reject_skipped_until_source_changes() -> None:
+    m = Member(email="gone@x.com", first_name="Old")
+    known = {"gone@x.com": KnownReject(fingerprint(m), "blacklisted")}
+    p = plan(
+        group="G",
+        provider="p",
+        desired=(m,),
+        actual=(),
+        capabilities=CAPS,
+        policy=RemovalPolicy.MIRROR,
+        guard=OPEN,
+        known_rejects=known,
+    )
+    assert not p.ops and "blacklisted" in p.rejected[0].reason
+    changed = replace(m, first_name="New")
+    p2 = plan(
+        group="G",
+        provider="p",
+        desired=(changed,),
+        actual=(),
+        capabilities=CAPS,
+        policy=RemovalPolicy.MIRROR,
+        guard=OPEN,
+        known_rejects=known,
+    )
+    assert [op.kind for op in p2.ops] == [OpKind.ADD] and not p2.rejected
+
+
+def test_op_describes_itself_without_emails_unless_verbose() -> None:
+    p = run(["a@x.com", "b@x.com"], [])
+    (op,) = p.ops
+    assert op.describe() == "add 2 members to 'G' on p"
+    assert op.describe(verbose=True).endswith("a@x.com, b@x.com")

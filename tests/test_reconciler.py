@@ -1,0 +1,288 @@
+"""Whole passes against the Communic8 and CleverReach sandboxes: config file → state DB → HTTP → ledger.
+
+Request counts are exact: they are what the sandboxes served, and what the run reports per pair.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from connectors.sandbox._core import Fault
+from syncd.model import LedgerOutcome, PairStatus, RejectCode, Strategy
+from tests.e2e import World, emails
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def pair(report, group: str, provider: str):  # type: ignore[no-untyped-def]
+    (found,) = [p for p in report.pairs if p.group == group and p.provider == provider]
+    return found
+
+
+async def test_dry_run_sends_nothing_that_changes_anything(world: World) -> None:
+    people = emails(30)
+    world.people(people)
+    world.cr.add_group("Existing", emails(5, "old"))
+    existing = {
+        "name": "Existing",
+        "members": [*people[:3], "old00000@example.com"],
+        "removal_policy": "mirror",
+    }
+    config = world.config([{"name": "Team", "members": people}, existing])
+    report = await world.run(config, dry_run=True)
+    assert world.mutating() == 0
+    assert report.dry_run and report.ok
+    team = pair(report, "Team", "c8")
+    assert (team.status, team.add, team.remove, team.actual_before) == (PairStatus.PENDING, 30, 0, 0)
+    existing = pair(report, "Existing", "cr")
+    assert (existing.add, existing.remove) == (3, 4)
+    # nothing was bound or created: a real run afterwards still has everything to do
+    report2 = await world.run(config, dry_run=True)
+    assert [p.as_dict() | {"requests": None} for p in report2.pairs] == [
+        p.as_dict() | {"requests": None} for p in report.pairs
+    ]
+
+
+async def test_apply_reaches_desired_state_with_minimum_writes_then_goes_quiet(world: World) -> None:
+    people = emails(2500)
+    world.people(people)
+    config = world.config([{"name": "Big", "members": people}])
+    report = await world.run(config)
+    assert report.ok
+    for provider in ("c8", "cr"):
+        p = pair(report, "Big", provider)
+        assert (p.status, p.add, p.remove, p.strategy) == (PairStatus.APPLIED, 2500, 0, Strategy.INCREMENTAL)
+        # create the group + ceil(2500 / 1000) adds; nothing else writes
+        assert p.requests["write"] == 1 + math.ceil(2500 / 1000)
+    assert world.c8.mutating_count == world.cr.mutating_count == 4
+    (c8_id,) = world.c8.groups
+    assert world.c8.group_emails(c8_id) == set(people)
+    (cr_id,) = world.cr.groups
+    assert world.cr.active_emails(cr_id) == set(people)
+
+    world.clear_logs()
+    second = await world.run(config)
+    assert world.mutating() == 0
+    assert all(p.status is PairStatus.IN_SYNC and p.requests["write"] == 0 for p in second.pairs)
+    # steady state: one read per pair. The stored binding is trusted (the read proves the group exists);
+    # Communic8 carries members inline in the group, CleverReach's 2,500 fit one receivers page.
+    assert pair(second, "Big", "c8").requests == {"read": 1, "write": 0}
+    assert pair(second, "Big", "cr").requests == {"read": 1, "write": 0}
+
+
+@pytest.mark.parametrize(("batch_size", "writes"), [(1000, 3), (500, 5), (10**6, 3), (7, 358)])
+async def test_writes_follow_the_batch_size(world: World, batch_size: int, writes: int) -> None:
+    people = emails(2500)
+    world.people(people)
+    config = world.config([{"name": "Big", "members": people}], provider_extra={"batch_size": batch_size})
+    report = await world.run(config)
+    for provider in ("c8", "cr"):
+        assert pair(report, "Big", provider).requests["write"] == 1 + writes
+    assert world.c8.mutating_count == world.cr.mutating_count == 1 + writes
+
+
+async def test_removal_guard_holds_removals_back_but_adds_go(world: World) -> None:
+    old = emails(30, "old")
+    world.people([*old, "new@example.com"])
+    config = world.config([{"name": "Team", "members": old}])
+    await world.run(config)  # syncd creates the groups: mirror policy
+    world.clear_logs()
+
+    config = world.config([{"name": "Team", "members": [*old[:10], "new@example.com"]}])
+    report = await world.run(config)
+    assert not report.ok
+    for provider in ("c8", "cr"):
+        p = pair(report, "Team", provider)
+        assert p.status is PairStatus.BLOCKED
+        assert (p.add, p.remove, p.held_back) == (1, 0, 20)
+        assert "would remove 20 of 30 members (67%)" in (p.guard or "")
+    assert world.c8.count(method="DELETE") == 0
+    assert world.cr.count(path="upsertplus") == 0 and world.cr.count(method="DELETE") == 0
+    assert world.metrics.removals_blocked.labels("Team", "c8")._value.get() == 1
+
+    store = world.store(config)
+    try:
+        blocked = [r for r in store.history(group="Team", provider="c8") if r.outcome == LedgerOutcome.BLOCKED]
+        assert len(blocked) == 20 and "held back" in blocked[0].reason
+    finally:
+        store.close()
+
+    report = await world.run(config, allow_mass_removal=True)
+    assert report.ok
+    assert all(p.remove == 20 and p.status is PairStatus.APPLIED for p in report.pairs)
+    (c8_id,) = world.c8.groups
+    assert world.c8.group_emails(c8_id) == {*old[:10], "new@example.com"}
+
+
+async def test_unknown_communic8_email_is_rejected_while_the_rest_go_in(world: World) -> None:
+    people = emails(5)
+    world.people(people)
+    config = world.config([{"name": "Team", "members": [*people, "stranger@example.com"], "targets": ["c8"]}])
+    report = await world.run(config)
+    p = pair(report, "Team", "c8")
+    assert p.status is PairStatus.APPLIED and p.add == 5
+    assert [(r.email, r.code) for r in p.rejected] == [("stranger@example.com", "unknown_recipient")]
+    assert "no Communic8 recipient" in p.rejected[0].reason
+    (gid,) = world.c8.groups
+    assert world.c8.group_emails(gid) == set(people)
+    # the unknown email was never sent: no request body carries it
+    assert not any(b"stranger" in r.body for r in world.c8.requests)
+    # remembered: the next pass neither re-reads the directory nor sends anything for it
+    world.clear_logs()
+    again = pair(await world.run(config), "Team", "c8")
+    assert again.status is PairStatus.IN_SYNC and again.requests == {"read": 1, "write": 0}
+    assert [r.code for r in again.rejected] == [RejectCode.REMEMBERED]
+
+
+async def test_invalid_and_duplicate_members_are_rejected_before_planning(world: World) -> None:
+    world.people(["a@example.com"])
+    config = world.config([{"name": "T", "members": ["a@example.com", "A@Example.com", "nope"], "targets": ["cr"]}])
+    report = await world.run(config)
+    p = pair(report, "T", "cr")
+    assert p.add == 1 and p.status is PairStatus.APPLIED
+    assert sorted(r.code for r in p.rejected) == [RejectCode.DUPLICATE, RejectCode.INVALID_EMAIL]
+    assert not any(b"nope" in r.body for r in world.cr.requests)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_pass_survives_injected_rate_limits_and_server_errors(world: World, status: int) -> None:
+    people = emails(20)
+    world.people(people)
+    world.c8.inject(Fault(status=status, retry_after=0, times=3))
+    world.cr.inject(Fault(status=status, retry_after=0, times=3, path="/v3/"))
+    config = world.config([{"name": "Team", "members": people}])
+    report = await world.run(config)
+    assert report.ok, report.as_dict()
+    assert all(p.status is PairStatus.APPLIED and p.add == 20 for p in report.pairs)
+    assert sum(1 for r in world.c8.requests if r.status == status) == 3
+    assert sum(1 for r in world.cr.requests if r.status == status) == 3
+
+
+async def test_adopted_group_removes_only_what_syncd_added(world: World) -> None:
+    world.cr.add_group("Newsletter", ["manual@example.com", "keep@example.com"])
+    config = world.config(
+        [{"name": "Newsletter", "members": ["keep@example.com", "ours@example.com"], "targets": ["cr"]}]
+    )
+    report = await world.run(config)
+    p = pair(report, "Newsletter", "cr")
+    assert (p.add, p.remove) == (1, 0)  # manual@ is not ours: left alone
+    config = world.config([{"name": "Newsletter", "members": ["keep@example.com"], "targets": ["cr"]}])
+    report = await world.run(config)
+    p = pair(report, "Newsletter", "cr")
+    assert (p.add, p.remove, p.status) == (0, 1, PairStatus.APPLIED)
+    (gid,) = world.cr.groups
+    assert world.cr.active_emails(gid) == {"manual@example.com", "keep@example.com"}
+
+
+async def test_a_group_deleted_on_the_provider_is_rebound_by_name_or_recreated(world: World) -> None:
+    world.people(["a@example.com"])
+    config = world.config([{"name": "Team", "members": ["a@example.com"], "targets": ["cr"]}])
+    await world.run(config)
+    (old_id,) = world.cr.groups
+    del world.cr.groups[old_id]
+    report = await world.run(config)
+    assert pair(report, "Team", "cr").status is PairStatus.APPLIED
+    (new_id,) = world.cr.groups
+    assert new_id != old_id and world.cr.active_emails(new_id) == {"a@example.com"}
+
+
+async def test_a_rename_on_the_provider_creates_no_duplicate(world: World) -> None:
+    world.people(["a@example.com"])
+    config = world.config([{"name": "Team", "members": ["a@example.com"]}])
+    await world.run(config)
+    (c8_id,) = world.c8.groups
+    world.c8.groups[c8_id]["name"] = "Team (renamed by marketing)"
+    (cr_id,) = world.cr.groups
+    world.cr.groups[cr_id].name = "Team renamed"
+    world.clear_logs()
+    report = await world.run(config)
+    assert report.ok and world.mutating() == 0
+    assert len(world.c8.groups) == len(world.cr.groups) == 1
+
+
+async def test_provider_reject_is_remembered_until_the_source_changes(world: World) -> None:
+    world.cr.blacklist("blocked@example.com")
+    groups = [{"name": "T", "members": ["ok@example.com", "blocked@example.com"], "targets": ["cr"]}]
+    config = world.config(groups)
+    first = pair(await world.run(config), "T", "cr")
+    assert first.add == 1 and [r.email for r in first.rejected] == ["blocked@example.com"]
+    world.clear_logs()
+    second = pair(await world.run(config), "T", "cr")
+    assert world.cr.mutating_count == 0 and second.status is PairStatus.IN_SYNC
+    assert [r.code for r in second.rejected] == [RejectCode.REMEMBERED]
+    groups[0]["members"][1] = {"email": "blocked@example.com", "first_name": "Now", "last_name": "Known"}
+    third = pair(await world.run(world.config(groups)), "T", "cr")
+    assert world.cr.mutating_count == 1 and third.rejected[0].code == RejectCode.PROVIDER
+
+
+async def test_the_ledger_says_who_was_removed_when_and_why(world: World) -> None:
+    world.people(["stay@example.com", "Leaver@Example.com"])
+    config = world.config([{"name": "T", "members": ["stay@example.com", "Leaver@Example.com"], "targets": ["c8"]}])
+    await world.run(config)
+    config = world.config(
+        [{"name": "T", "members": ["stay@example.com"], "targets": ["c8"]}], safety={"max_removal_ratio": 1.0}
+    )
+    report = await world.run(config)
+    store = world.store(config)
+    try:
+        rows = store.history(member="leaver@example.com")
+    finally:
+        store.close()
+    assert [(r.op, r.outcome) for r in rows] == [
+        ("remove", LedgerOutcome.APPLIED),
+        ("add", LedgerOutcome.APPLIED),
+    ]
+    assert rows[0].run_id == report.run_id and "not in source" in rows[0].reason and rows[0].group == "T"
+
+
+async def test_one_failing_provider_does_not_stop_the_other(world: World) -> None:
+    world.people(["a@example.com"])
+    world.cr.clients.clear()  # CleverReach will refuse our client credentials
+    config = world.config([{"name": "T", "members": ["a@example.com"]}])
+    report = await world.run(config)
+    assert not report.ok
+    assert pair(report, "T", "c8").status is PairStatus.APPLIED
+    failed = pair(report, "T", "cr")
+    assert failed.status is PairStatus.FAILED and "client_id / client_secret" in (failed.error or "")
+    assert "e2e-secret" not in str(report.as_dict())
+
+
+async def test_atomic_reset_is_chosen_when_cheaper(world: World) -> None:
+    keep, drop = emails(5, "keep"), emails(40, "drop")
+    world.people([*keep, *drop])
+    cfg = {"safety": {"max_removal_ratio": 1.0}, "provider_extra": {"batch_size": 10}}
+    config = world.config([{"name": "T", "members": [*keep, *drop], "targets": ["c8"]}], **cfg)
+    await world.run(config)
+    world.clear_logs()
+    config = world.config([{"name": "T", "members": keep, "targets": ["c8"]}], **cfg)
+    report = await world.run(config)
+    p = pair(report, "T", "c8")
+    assert (p.strategy, p.remove, p.add, p.status) == (Strategy.RESET, 40, 0, PairStatus.APPLIED)
+    assert world.c8.mutating_count == 1  # instead of ceil(40 / 10) = 4 removes
+    (gid,) = world.c8.groups
+    assert world.c8.group_emails(gid) == set(keep)
+
+
+async def test_group_and_provider_filters(world: World) -> None:
+    world.people(["a@example.com"])
+    config = world.config([{"name": "A", "members": ["a@example.com"]}, {"name": "B", "members": ["a@example.com"]}])
+    report = await world.run(config, groups=frozenset({"a"}), providers=frozenset({"cr"}))
+    assert [(p.group, p.provider) for p in report.pairs] == [("A", "cr")]
+    assert world.c8.count() == 0
+
+
+async def test_bitcaster_like_missing_group_with_group_id_fails_the_pair_clearly(world: World) -> None:
+    world.people(["a@example.com"])
+    config = world.config(
+        [{"name": "T", "members": ["a@example.com"], "targets": [{"provider": "c8", "group_id": "0" * 24}]}]
+    )
+    report = await world.run(config)
+    p = pair(report, "T", "c8")
+    assert p.status is PairStatus.FAILED and "no group with id" in (p.error or "")
+    assert world.c8.mutating_count == 0

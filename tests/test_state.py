@@ -1,0 +1,637 @@
+"""The state DB on real databases: a SQLite file per test, and PostgreSQL when SYNCD_TEST_POSTGRES_URL is set.
+
+Nothing is mocked: every test opens a `Store` (which runs the Alembic migrations) and checks what comes back.
+For PostgreSQL each test gets a fresh schema (through the connection's search_path) that is dropped after it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
+
+from connectors.base import MemoryRecipientCache, RecipientCache
+from syncd.errors import StateError
+from syncd.model import (
+    KnownReject,
+    LedgerOutcome,
+    OpKind,
+    PairResult,
+    PairStatus,
+    Reject,
+    RemovalPolicy,
+    Strategy,
+)
+from syncd.state import (
+    Binding,
+    LedgerEntry,
+    RunOutcome,
+    Store,
+    StoredReject,
+    head_revision,
+    mask_url,
+)
+from syncd.state.migrate import alembic_config
+from syncd.state.tables import metadata
+
+PG_URL = os.environ.get("SYNCD_TEST_POSTGRES_URL")
+TABLES = {"runs", "pair_results", "ledger", "bindings", "owned_members", "recipient_ids", "rejects", "leases"}
+
+
+def _pg_admin_url() -> sa.URL:
+    assert PG_URL
+    url = make_url(PG_URL)
+    return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/state.db"
+        return
+    if not PG_URL:
+        if os.environ.get("SYNCD_REQUIRE_POSTGRES"):  # CI sets this: a skipped PostgreSQL test would hide a gap
+            pytest.fail("SYNCD_REQUIRE_POSTGRES is set but SYNCD_TEST_POSTGRES_URL is not")
+        pytest.skip("set SYNCD_TEST_POSTGRES_URL=postgresql+psycopg://… to run the store tests on PostgreSQL")
+    schema = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(_pg_admin_url())
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = _pg_admin_url().update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    opened = Store.open(db_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _engine(db_url: str) -> sa.Engine:
+    url = make_url(db_url)
+    return sa.create_engine(url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url)
+
+
+def _aware_utc(value: datetime | None) -> bool:
+    return value is not None and value.tzinfo is not None and value.utcoffset() == timedelta(0)
+
+
+def _result(group: str = "US Sales", provider: str = "c8", **changes: object) -> PairResult:
+    values: dict[str, object] = {
+        "group": group,
+        "provider": provider,
+        "strategy": Strategy.INCREMENTAL,
+        "status": PairStatus.APPLIED,
+        "desired": 120,
+        "actual_before": 118,
+        "add": 4,
+        "remove": 2,
+        "unsupported_remove": 1,
+        "rejected": (Reject("bad@", "invalid email"), Reject("x@y.z", "suppressed")),
+        "requests": {"read": 3, "write": 2},
+        "held_back": 0,
+    }
+    values.update(changes)
+    return PairResult(**values)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------- schema
+
+
+def test_migrations_create_every_table_and_reach_head(store: Store, db_url: str) -> None:
+    assert store.schema_revision() == head_revision() == "0001"
+    engine = _engine(db_url)
+    try:
+        names = set(sa.inspect(engine).get_table_names())
+        assert names >= TABLES | {"alembic_version"}
+        with engine.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == head_revision()
+            # tables.py describes exactly the schema the migrations built
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_opening_twice_is_idempotent(db_url: str) -> None:
+    first = Store.open(db_url)
+    run_id = first.start_run(dry_run=False, trigger="cli")
+    second = Store.open(db_url)  # while the first is still open
+    try:
+        assert second.schema_revision() == head_revision()
+        assert [r.id for r in second.runs()] == [run_id]
+    finally:
+        first.close()
+        second.close()
+    third = Store.open(db_url)
+    try:
+        assert [r.id for r in third.runs()] == [run_id]
+    finally:
+        third.close()
+
+
+def test_replicas_opening_a_fresh_database_together_migrate_it_once(db_url: str) -> None:
+    barrier = threading.Barrier(4)
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            opened.append(Store.open(db_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in opened:
+        s.close()
+    assert errors == []
+    assert len(opened) == 4
+    with Store.open(db_url) as again:
+        assert again.schema_revision() == head_revision()
+
+
+def test_downgrade_to_base_and_upgrade_again(store: Store, db_url: str) -> None:
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "base")
+        assert not TABLES & set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    reopened = Store.open(db_url)
+    try:
+        assert reopened.schema_revision() == head_revision()
+        assert reopened.runs() == []
+    finally:
+        reopened.close()
+
+
+def test_a_schema_from_a_newer_syncd_is_refused(store: Store, db_url: str) -> None:
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(StateError, match=r"9999.*newer syncd"):
+        Store.open(db_url)
+
+
+def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path: object) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/state.db") as opened, opened._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_in_memory_sqlite_works_across_threads() -> None:
+    with Store.open("sqlite://") as opened:
+        run_id = opened.start_run(dry_run=True, trigger="cli")
+        seen: list[str] = []
+        worker = threading.Thread(target=lambda: seen.extend(r.id for r in opened.runs()))
+        worker.start()
+        worker.join()
+        assert seen == [run_id]
+
+
+# ------------------------------------------------------------------------------------------------- runs
+
+
+def test_runs_round_trip(store: Store) -> None:
+    first = store.start_run(dry_run=True, trigger="cli", selection={"groups": ["US Sales"], "providers": []})
+    second = store.start_run(dry_run=False, trigger="serve")
+    row = store.run(first)
+    assert row is not None
+    assert (row.dry_run, row.trigger, row.outcome, row.finished_at) == (True, "cli", RunOutcome.RUNNING, None)
+    assert row.selection == {"groups": ["US Sales"], "providers": []}
+    assert _aware_utc(row.started_at)
+
+    store.finish_run(first, outcome="failure", errors=["source hubspot: timed out", "another"])
+    store.finish_run(second, outcome=RunOutcome.SUCCESS)
+    done = store.run(first)
+    assert done is not None
+    assert done.outcome is RunOutcome.FAILURE
+    assert done.errors == ("source hubspot: timed out", "another")
+    assert _aware_utc(done.finished_at) and done.finished_at >= done.started_at  # type: ignore[operator]
+
+    assert [r.id for r in store.runs()] == [second, first]  # newest first
+    assert [r.id for r in store.runs(limit=1)] == [second]
+    assert store.run("nope") is None
+
+
+def test_finish_run_rejects_unknown_runs_and_outcomes(store: Store) -> None:
+    with pytest.raises(StateError, match="no run"):
+        store.finish_run("0" * 32, outcome="success")
+    run_id = store.start_run(dry_run=False, trigger="cli")
+    with pytest.raises(ValueError):
+        store.finish_run(run_id, outcome="great")
+
+
+def test_pair_results_round_trip_and_replace(store: Store) -> None:
+    run_id = store.start_run(dry_run=False, trigger="cli")
+    store.record_pair(run_id, _result(), remote_group_id="g-17")
+    store.record_pair(
+        run_id,
+        _result("Newsletter", "cr", status=PairStatus.BLOCKED, guard="would remove 600 members", held_back=600),
+        remote_group_id=None,
+    )
+    pairs = store.pairs(run_id)
+    assert [(p.group, p.provider) for p in pairs] == [("US Sales", "c8"), ("Newsletter", "cr")]
+    p = pairs[0]
+    assert (p.strategy, p.status, p.remote_group_id) == (Strategy.INCREMENTAL, PairStatus.APPLIED, "g-17")
+    assert (p.desired, p.actual_before, p.added, p.removed) == (120, 118, 4, 2)
+    assert (p.unsupported_remove, p.held_back, p.rejected) == (1, 0, 2)
+    assert (p.read_requests, p.write_requests, p.error, p.blocked_reason) == (3, 2, None, None)
+    assert _aware_utc(p.recorded_at)
+    blocked = pairs[1]
+    assert (blocked.status, blocked.blocked_reason, blocked.held_back) == (
+        PairStatus.BLOCKED,
+        "would remove 600 members",
+        600,
+    )
+
+    # one row per pair per run: recording it again replaces it
+    store.record_pair(run_id, _result(status=PairStatus.FAILED, error="auth failed"), remote_group_id="g-17")
+    again = [p for p in store.pairs(run_id) if p.group == "US Sales"]
+    assert len(again) == 1 and again[0].status is PairStatus.FAILED and again[0].error == "auth failed"
+
+
+def test_last_success_counts_real_reconciled_passes_only(store: Store) -> None:
+    assert store.last_success("US Sales", "c8") is None
+    dry = store.start_run(dry_run=True, trigger="cli")
+    store.record_pair(dry, _result(status=PairStatus.IN_SYNC), remote_group_id="1")
+    failed = store.start_run(dry_run=False, trigger="serve")
+    store.record_pair(failed, _result(status=PairStatus.FAILED), remote_group_id="1")
+    assert store.last_success("US Sales", "c8") is None
+
+    real = store.start_run(dry_run=False, trigger="serve")
+    store.record_pair(real, _result(status=PairStatus.APPLIED), remote_group_id="1")
+    first = store.last_success("US Sales", "c8")
+    assert _aware_utc(first)
+    later = store.start_run(dry_run=False, trigger="serve")
+    store.record_pair(later, _result(status=PairStatus.IN_SYNC), remote_group_id="1")
+    store.record_pair(later, _result(status=PairStatus.BLOCKED), remote_group_id="1")  # replaces: not a success
+    assert store.last_success("US Sales", "c8") == first
+    assert store.last_success("US Sales", "other") is None
+
+
+# ----------------------------------------------------------------------------------------------- ledger
+
+
+def _entry(email: str, *, group: str = "US Sales", provider: str = "c8", **changes: object) -> LedgerEntry:
+    values: dict[str, object] = {
+        "group": group,
+        "provider": provider,
+        "email": email,
+        "op": OpKind.REMOVE,
+        "outcome": LedgerOutcome.APPLIED,
+        "reason": "not in source (mirror policy)",
+    }
+    values.update(changes)
+    return LedgerEntry(**values)  # type: ignore[arg-type]
+
+
+def test_history_filters_and_orders_newest_first(store: Store) -> None:
+    run1 = store.start_run(dry_run=False, trigger="cli")
+    store.record_ledger(
+        run1,
+        [
+            _entry("Alice@Example.com", op=OpKind.ADD, reason="in source"),
+            _entry("bob@example.com", provider="cr"),
+            _entry("carol@example.com", group="Newsletter"),
+        ],
+    )
+    run2 = store.start_run(dry_run=True, trigger="cli")
+    store.record_ledger(
+        run2,
+        [
+            _entry(
+                "ALICE@example.com",
+                outcome=LedgerOutcome.BLOCKED,
+                reason="held back: would remove 600 members, more than max_removals=500",
+            ),
+            _entry("dave@example.com", outcome=LedgerOutcome.WOULD),
+        ],
+    )
+    store.record_ledger(run2, [])  # nothing to do
+
+    everything = store.history()
+    assert [r.email for r in everything] == [
+        "dave@example.com",
+        "ALICE@example.com",
+        "carol@example.com",
+        "bob@example.com",
+        "Alice@Example.com",
+    ]
+    assert all(_aware_utc(r.at) for r in everything)
+    assert [r.at for r in everything] == sorted((r.at for r in everything), reverse=True)
+
+    alice = store.history(member="  alice@EXAMPLE.com ")
+    assert [(r.email, r.op, r.outcome, r.run_id) for r in alice] == [
+        ("ALICE@example.com", OpKind.REMOVE, LedgerOutcome.BLOCKED, run2),
+        ("Alice@Example.com", OpKind.ADD, LedgerOutcome.APPLIED, run1),
+    ]
+    assert alice[0].reason == "held back: would remove 600 members, more than max_removals=500"
+    assert alice[0].group == "US Sales" and alice[0].provider == "c8"
+
+    assert {r.email for r in store.history(group="Newsletter")} == {"carol@example.com"}
+    assert {r.email for r in store.history(provider="cr")} == {"bob@example.com"}
+    assert [r.email for r in store.history(group="US Sales", provider="c8", limit=2)] == [
+        "dave@example.com",
+        "ALICE@example.com",
+    ]
+    assert store.history(group="US Sales", provider="cr", member="carol@example.com") == []
+    assert {r.run_id for r in store.history(run_id=run1)} == {run1}
+
+
+def test_ledger_takes_add_and_remove_only(store: Store) -> None:
+    run_id = store.start_run(dry_run=False, trigger="cli")
+    with pytest.raises(ValueError):
+        store.record_ledger(run_id, [_entry("a@b.c", op=OpKind.RESET)])
+    assert store.history() == []
+
+
+def test_ledger_rows_need_a_recorded_run(store: Store) -> None:
+    with pytest.raises(StateError):
+        store.record_ledger("f" * 32, [_entry("a@b.c")])
+
+
+def test_50000_ledger_rows_in_one_bulk_insert(store: Store) -> None:
+    run_id = store.start_run(dry_run=False, trigger="cli")
+    entries = [
+        _entry(f"Member{i}@Example.com", group=f"G{i % 7}", op=OpKind.ADD if i % 2 else OpKind.REMOVE)
+        for i in range(50_000)
+    ]
+    store.record_ledger(run_id, entries)
+    rows = store.history(run_id=run_id)
+    assert len(rows) == 50_000
+    assert {r.email for r in rows} == {e.email for e in entries}
+    hit = store.history(member="member49999@example.com")
+    assert [(r.email, r.group, r.op) for r in hit] == [("Member49999@Example.com", "G5", OpKind.ADD)]
+
+
+# ----------------------------------------------------------------------------------- bindings and owned
+
+
+def test_bindings_round_trip(store: Store) -> None:
+    assert store.binding("US Sales", "c8") is None
+    store.save_binding(Binding("US Sales", "c8", "g-17", "US Sales Team", created_by_syncd=True))
+    got = store.binding("US Sales", "c8")
+    assert got is not None
+    assert (got.remote_id, got.remote_name, got.created_by_syncd) == ("g-17", "US Sales Team", True)
+    assert got.default_policy is RemovalPolicy.MIRROR
+    assert _aware_utc(got.bound_at) and _aware_utc(got.updated_at)
+
+    # renamed on the provider side: same remote group, bound_at kept
+    store.mark_owned("US Sales", "c8", ["a@x.com"])
+    store.save_binding(Binding("US Sales", "c8", "g-17", "US Sales (renamed)", created_by_syncd=True))
+    renamed = store.binding("US Sales", "c8")
+    assert renamed is not None and renamed.remote_name == "US Sales (renamed)"
+    assert renamed.bound_at == got.bound_at and renamed.updated_at >= got.updated_at  # type: ignore[operator]
+    assert store.owned("US Sales", "c8") == {"a@x.com"}
+
+    # bound to another remote group: a new binding, and the old group's owned members are forgotten
+    store.save_binding(Binding("US Sales", "c8", "g-99", "Adopted", created_by_syncd=False))
+    moved = store.binding("US Sales", "c8")
+    assert moved is not None and moved.remote_id == "g-99" and moved.default_policy is RemovalPolicy.OWNED
+    assert moved.bound_at > got.bound_at  # type: ignore[operator]
+    assert store.owned("US Sales", "c8") == frozenset()
+
+    store.save_binding(Binding("US Sales", "cr", "7", "US Sales", created_by_syncd=False))
+    store.mark_owned("US Sales", "c8", ["b@x.com"])
+    store.forget_binding("US Sales", "c8")
+    assert store.binding("US Sales", "c8") is None
+    assert store.owned("US Sales", "c8") == frozenset()
+    assert store.binding("US Sales", "cr") is not None
+
+
+def test_owned_members(store: Store) -> None:
+    assert store.owned("G", "c8") == frozenset()
+    keys = [f"m{i}@x.com" for i in range(1_200)]  # more than one IN chunk
+    store.mark_owned("G", "c8", keys)
+    store.mark_owned("G", "c8", keys[:10] + keys[:10])  # idempotent, duplicates fine
+    store.mark_owned("G", "cr", ["other@x.com"])
+    assert store.owned("G", "c8") == frozenset(keys)
+    store.unmark_owned("G", "c8", [*keys[:1_100], "never@x.com"])
+    assert store.owned("G", "c8") == frozenset(keys[1_100:])
+    assert store.owned("G", "cr") == {"other@x.com"}
+    store.unmark_owned("G", "c8", [])
+    store.mark_owned("G", "c8", [])
+
+
+# ---------------------------------------------------------------------------------------------- rejects
+
+
+def test_rejects_upsert_keeps_first_seen(store: Store) -> None:
+    assert store.known_rejects("c8") == {}
+    store.save_rejects(
+        "c8",
+        [
+            StoredReject("Bad@Example.com", "fp1", "suppressed"),
+            StoredReject("gone@example.com", "fp2", "unknown"),
+        ],
+    )
+    store.save_rejects("cr", [StoredReject("bad@example.com", "fp9", "bounced")])
+    assert store.known_rejects("c8") == {
+        "bad@example.com": KnownReject("fp1", "suppressed"),
+        "gone@example.com": KnownReject("fp2", "unknown"),
+    }
+    (first,) = [r for r in store.reject_rows("c8") if r.email == "Bad@Example.com"]
+    assert first.first_seen == first.last_seen and _aware_utc(first.first_seen)
+
+    time.sleep(0.01)
+    store.save_rejects("c8", [StoredReject("BAD@example.com", "fp3", "suppressed (again)")])
+    (again,) = [r for r in store.reject_rows("c8") if r.email == "BAD@example.com"]
+    assert again.first_seen == first.first_seen
+    assert again.last_seen > first.last_seen
+    assert (again.fingerprint, again.reason) == ("fp3", "suppressed (again)")
+    assert len(store.reject_rows()) == 3
+
+    store.clear_rejects("c8", ["bad@example.com", "nobody@example.com"])
+    assert set(store.known_rejects("c8")) == {"gone@example.com"}
+    assert set(store.known_rejects("cr")) == {"bad@example.com"}
+
+
+# ------------------------------------------------------------------------------------- recipient cache
+
+
+def test_recipient_cache_behaves_like_the_memory_cache(store: Store) -> None:
+    cache: RecipientCache = store.recipient_cache("c8")
+    reference: RecipientCache = MemoryRecipientCache()
+    for method in ("get_many", "all", "put_many", "forget"):
+        assert callable(getattr(cache, method))
+
+    def both(name: str, *args: object) -> object:
+        ours, theirs = getattr(cache, name)(*args), getattr(reference, name)(*args)
+        assert ours == theirs, name
+        return ours
+
+    both("get_many", ["a@x.com"])
+    both("put_many", {"a@x.com": "1", "b@x.com": "2", "c@x.com": "3"})
+    both("put_many", {"b@x.com": "22"})  # upsert
+    assert both("get_many", ["a@x.com", "b@x.com", "zz@x.com", "a@x.com"]) == {
+        "a@x.com": "1",
+        "b@x.com": "22",
+    }
+    both("forget", ["a@x.com", "nobody@x.com"])
+    assert both("all") == {"b@x.com": "22", "c@x.com": "3"}
+    both("put_many", {})
+    both("forget", [])
+    assert store.recipient_cache("cr").all() == {}  # per provider
+
+
+def test_50000_recipient_ids_in_bulk(store: Store) -> None:
+    cache = store.recipient_cache("gt")
+    ids = {f"member{i}@example.com": f"rcp-{i}" for i in range(50_000)}
+    cache.put_many(ids)
+    assert cache.all() == ids
+    got = cache.get_many(list(ids))  # chunked IN lists
+    assert got == ids
+    cache.put_many({k: v + "-new" for k, v in list(ids.items())[:25_000]})
+    assert cache.get_many(["member0@example.com", "member49999@example.com"]) == {
+        "member0@example.com": "rcp-0-new",
+        "member49999@example.com": "rcp-49999",
+    }
+    cache.forget(list(ids)[:40_000])
+    assert len(cache.all()) == 10_000
+
+
+# ----------------------------------------------------------------------------------------------- leases
+
+
+def test_leases(store: Store) -> None:
+    assert store.acquire_lease("G", "c8", "replica-a", ttl=30)
+    assert not store.acquire_lease("G", "c8", "replica-b", ttl=30)  # held by another
+    assert store.acquire_lease("G", "c8", "replica-a", ttl=30)  # ours: renewed
+    assert store.acquire_lease("G", "cr", "replica-b", ttl=30)  # another pair
+
+    store.release_lease("G", "c8", "replica-b")  # not b's: no effect
+    assert not store.acquire_lease("G", "c8", "replica-b", ttl=30)
+    store.release_lease("G", "c8", "replica-a")
+    assert store.acquire_lease("G", "c8", "replica-b", ttl=30)
+
+    assert store.release_leases("replica-b") == 2
+    assert store.acquire_lease("G", "cr", "replica-a", ttl=30)
+    with pytest.raises(ValueError):
+        store.acquire_lease("G", "c8", "replica-a", ttl=0)
+
+
+def test_an_expired_lease_is_taken_over(store: Store) -> None:
+    assert store.acquire_lease("G", "c8", "dead-replica", ttl=timedelta(milliseconds=200))
+    assert not store.acquire_lease("G", "c8", "replica-b", ttl=30)
+    time.sleep(0.3)
+    assert store.acquire_lease("G", "c8", "replica-b", ttl=30)
+    assert not store.acquire_lease("G", "c8", "dead-replica", ttl=30)
+
+
+def test_racing_replicas_get_one_lease(db_url: str) -> None:
+    stores = [Store.open(db_url) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    won: list[str] = []
+    errors: list[BaseException] = []
+
+    def contend(i: int, replica: Store) -> None:
+        try:
+            barrier.wait()
+            for pair in range(10):
+                if replica.acquire_lease(f"G{pair}", "c8", f"replica-{i}", ttl=30):
+                    won.append(f"G{pair}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(i, s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert errors == []
+    assert sorted(won) == [f"G{pair}" for pair in range(10)]  # each pair won exactly once
+
+
+# ------------------------------------------------------------------------------------ errors and secrets
+
+
+def _chain(exc: BaseException) -> str:
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts.append(f"{seen!s} {seen!r}")
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
+def test_unreachable_postgres_raises_state_error_with_the_password_masked() -> None:
+    url = "postgresql+psycopg://syncd:s3cr3t-Pa55@127.0.0.1:1/syncd?connect_timeout=2"
+    with pytest.raises(StateError) as caught:
+        Store.open(url)
+    message = str(caught.value)
+    assert "s3cr3t-Pa55" not in _chain(caught.value)
+    assert "syncd:***@127.0.0.1:1/syncd" in message
+    assert "cannot open" in message
+
+
+def test_ping_raises_state_error_when_unreachable() -> None:
+    url = make_url("postgresql+psycopg://syncd:s3cr3t-Pa55@127.0.0.1:1/syncd?connect_timeout=2")
+    unreachable = Store(sa.create_engine(url), url)
+    assert "s3cr3t-Pa55" not in repr(unreachable) and "***" in repr(unreachable)
+    with pytest.raises(StateError, match="not reachable") as caught:
+        unreachable.ping()
+    assert "s3cr3t-Pa55" not in _chain(caught.value)
+    unreachable.close()
+
+
+def test_ping(store: Store) -> None:
+    store.ping()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://u:s3cr3t-Pa55@host:notaport/db",
+        "nonsense://u:s3cr3t-Pa55@host/db",
+        "::s3cr3t-Pa55",
+    ],
+)
+def test_bad_urls_never_echo_the_password(url: str) -> None:
+    with pytest.raises(StateError) as caught:
+        Store.open(url)
+    assert "s3cr3t-Pa55" not in _chain(caught.value)
+
+
+def test_mask_url() -> None:
+    assert mask_url("postgresql+psycopg://syncd:hunter2@db/syncd") == "postgresql+psycopg://syncd:***@db/syncd"
+    assert mask_url("sqlite:///syncd.db") == "sqlite:///syncd.db"
+
+
+def test_timestamps_must_be_aware() -> None:
+    from syncd.state.tables import UTCDateTime
+
+    with pytest.raises(ValueError):
+        UTCDateTime().process_bind_param(datetime(2024, 1, 1), sa.create_engine("sqlite://").dialect)
+    assert UTCDateTime().process_result_value(datetime(2024, 1, 1), sa.create_engine("sqlite://").dialect) == (
+        datetime(2024, 1, 1, tzinfo=UTC)
+    )
