@@ -245,6 +245,18 @@ class Connector(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class AddPreparer(Protocol):
+    """Optional: a connector that resolves recipients in bulk before a pass's adds (Giftronaut, Stannp).
+
+    The applier calls `prepare_adds` once with every contact the pass will add to one group, before the add
+    ops; a connector uses it to choose the cheapest resolution (cache, a directory read, one look-up per
+    email). `add_members` must still work when it was not called.
+    """
+
+    async def prepare_adds(self, contacts: Sequence[Contact]) -> None: ...
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 

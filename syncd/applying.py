@@ -1,17 +1,34 @@
-"""Executes a Plan through a connector, op by op, and writes down what happened to every member.
+"""Executes a Plan through a connector and writes down what happened to every member.
 
 A dry run walks exactly this path and skips only the sending: the same ops are described (as "would …"),
-the same ledger entries are produced (outcome `would`). One failing op does not stop the others, except
-when the failure says nothing else can work either (bad credentials, the group is gone).
+the same ledger entries are produced (outcome `would`).
+
+Ops run in phases of one kind, in plan order (create, reset, adds, removes). Within a phase the ops are
+independent, so they run concurrently; the connector's pacing decides how fast requests really go (a
+provider that takes one member per request, like Giftronaut, is then limited by its rate, not by latency).
+Each op's outcome is handed to a sink as soon as it is known, so a pass killed halfway has still recorded
+what it did. One failing op does not stop the others, except when the failure says nothing else can work
+either (bad credentials, the group is gone).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from connectors.base import AuthError, Connector, ConnectorError, NotFound, RemoteGroup, email_key
+from connectors.base import (
+    AddPreparer,
+    AuthError,
+    Connector,
+    ConnectorError,
+    NotFound,
+    RemoteGroup,
+    email_key,
+)
 from syncd.model import LedgerOutcome, Member, MemberReject, Op, OpKind, Plan, Reject, RemoteMember
 from syncd.state import LedgerEntry
 
@@ -19,130 +36,203 @@ log = logging.getLogger("syncd.apply")
 
 
 @dataclass
-class Applied:
-    """What applying one plan achieved."""
+class OpOutcome:
+    """What one op achieved (or, in a dry run, would have)."""
 
-    group: RemoteGroup | None
     added: list[Member] = field(default_factory=list)
     removed: list[RemoteMember] = field(default_factory=list)
     rejected: list[Reject] = field(default_factory=list)  # refused by the provider
     permanent: list[tuple[Member, MemberReject]] = field(default_factory=list)  # rejects to remember
-    failures: list[str] = field(default_factory=list)  # one line per failed op
+    failure: str | None = None
     ledger: list[LedgerEntry] = field(default_factory=list)
+
+
+@dataclass
+class Applied:
+    """What applying one plan achieved: the sum of its ops' outcomes."""
+
+    group: RemoteGroup | None
+    added: list[Member] = field(default_factory=list)
+    removed: list[RemoteMember] = field(default_factory=list)
+    rejected: list[Reject] = field(default_factory=list)
+    permanent: list[tuple[Member, MemberReject]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # one line per failed op
+
+    def absorb(self, outcome: OpOutcome) -> None:
+        self.added += outcome.added
+        self.removed += outcome.removed
+        self.rejected += outcome.rejected
+        self.permanent += outcome.permanent
+        if outcome.failure:
+            self.failures.append(outcome.failure)
+
+
+class ApplySink(Protocol):
+    """Receives results as they happen (the reconciler writes them to the state DB at once)."""
+
+    def group_created(self, group: RemoteGroup) -> None: ...
+
+    def recorded(self, outcome: OpOutcome) -> None: ...
+
+
+class NullSink:
+    def group_created(self, group: RemoteGroup) -> None:
+        return None
+
+    def recorded(self, outcome: OpOutcome) -> None:
+        return None
 
 
 def _label(m: RemoteMember) -> str:
     return m.email or f"id:{m.id}"
 
 
+def _phases(ops: Sequence[Op]) -> Iterator[list[Op]]:
+    for _, run in itertools.groupby(ops, key=lambda op: op.kind):
+        yield list(run)
+
+
 class Applier:
     """Applies plans for one connector. `remove_reason` says in the ledger why members were removed."""
 
-    def __init__(self, connector: Connector, *, dry_run: bool) -> None:
+    def __init__(
+        self, connector: Connector, *, dry_run: bool, sink: ApplySink | None = None, workers: int = 32
+    ) -> None:
         self.connector = connector
         self.dry_run = dry_run
+        self.sink: ApplySink = sink or NullSink()
+        self.workers = workers  # ops in flight per pair; the connector's own semaphore caps requests
 
     async def apply(self, plan: Plan, group: RemoteGroup | None, *, remove_reason: str) -> Applied:
         out = Applied(group=group)
-        note = _Ledger(plan, out)
-        note.removes(plan.held_back, LedgerOutcome.BLOCKED, f"held back: {plan.guard}")
-        note.removes(
-            plan.unsupported,
-            LedgerOutcome.UNSUPPORTED,
-            f"not in source, but {plan.provider}'s API cannot remove members",
-        )
-        aborted: str | None = None
-        for op in plan.ops:
-            if aborted is not None:
-                self._failed(op, aborted, note)
-                continue
-            prefix = "would " if self.dry_run else ""
-            log.info("%s%s", prefix, op.describe())
-            log.debug("%s%s", prefix, op.describe(verbose=True))
-            if self.dry_run:
-                self._would(op, plan, note, remove_reason)
-                continue
+        notes = OpOutcome()
+        _note_removes(notes, plan, plan.held_back, LedgerOutcome.BLOCKED, f"held back: {plan.guard}")
+        unsupported = f"not in source, but {plan.provider}'s API cannot remove members"
+        _note_removes(notes, plan, plan.unsupported, LedgerOutcome.UNSUPPORTED, unsupported)
+        if notes.ledger:
+            self.sink.recorded(notes)
+
+        adds = [c for op in plan.ops if op.kind is OpKind.ADD for c in op.contacts]
+        if adds and not self.dry_run and isinstance(self.connector, AddPreparer):
             try:
-                await self._send(op, plan, note, remove_reason)
-            except (AuthError, NotFound) as exc:
-                aborted = f"not attempted after: {exc.message}"
-                self._failed(op, exc.message, note)
-            except ConnectorError as exc:
-                self._failed(op, exc.message, note)
+                await self.connector.prepare_adds(adds)
+            except ConnectorError as exc:  # the adds will find out for themselves, one by one
+                log.warning("%s: could not prepare adds to %r: %s", plan.provider, plan.group, exc.message)
+
+        aborted: list[str] = []  # set once: the reason nothing else is attempted
+        for phase in _phases(plan.ops):
+            self._announce(phase)
+            pending = iter(phase)
+
+            async def worker(pending: Iterator[Op] = pending) -> None:
+                for op in pending:  # a shared iterator: each op is taken by exactly one worker
+                    outcome = await self._one(op, plan, out, remove_reason, aborted)
+                    out.absorb(outcome)
+                    self.sink.recorded(outcome)
+
+            await asyncio.gather(*(worker() for _ in range(min(self.workers, len(phase)))))
         return out
 
-    async def _send(self, op: Op, plan: Plan, note: _Ledger, remove_reason: str) -> None:
-        out = note.out
+    def _announce(self, phase: list[Op]) -> None:
+        first, prefix = phase[0], "would " if self.dry_run else ""
+        if len(phase) == 1:
+            log.info("%s%s", prefix, first.describe())
+        else:
+            total = Op(
+                first.kind,
+                first.group,
+                first.provider,
+                tuple(c for op in phase for c in op.contacts),
+                tuple(m for op in phase for m in op.members),
+            )
+            log.info("%s%s in %d requests", prefix, total.describe(), len(phase))
+        for op in phase:
+            log.debug("%s%s", prefix, op.describe(verbose=True))
+
+    async def _one(self, op: Op, plan: Plan, out: Applied, remove_reason: str, aborted: list[str]) -> OpOutcome:
+        outcome = OpOutcome()
+        if aborted:
+            return self._failed(op, plan, f"not attempted after: {aborted[0]}", outcome)
+        if self.dry_run:
+            self._would(op, plan, outcome, remove_reason)
+            return outcome
+        try:
+            await self._send(op, plan, out, outcome, remove_reason)
+        except (AuthError, NotFound) as exc:
+            if not aborted:
+                aborted.append(exc.message)
+            return self._failed(op, plan, exc.message, outcome)
+        except ConnectorError as exc:
+            return self._failed(op, plan, exc.message, outcome)
+        return outcome
+
+    async def _send(self, op: Op, plan: Plan, out: Applied, outcome: OpOutcome, remove_reason: str) -> None:
         if op.kind is OpKind.CREATE_GROUP:
             out.group = await self.connector.create_group(op.group)
+            self.sink.group_created(out.group)
             return
         if out.group is None:
             raise NotFound(f"group {op.group!r} does not exist on {op.provider}")
         if op.kind is OpKind.ADD:
             result = await self.connector.add_members(out.group, op.contacts)
             done = set(result.done)
-            note.adds([m for m in op.contacts if m.key in done], LedgerOutcome.APPLIED, "in source")
-            note.rejects(op.contacts, result.rejected)
+            _note_adds(outcome, plan, [m for m in op.contacts if m.key in done], LedgerOutcome.APPLIED, "in source")
+            _note_rejects(outcome, plan, op.contacts, result.rejected)
         elif op.kind is OpKind.REMOVE:
             result = await self.connector.remove_members(out.group, op.members)
             done = set(result.done)
             removed = [m for m in op.members if m.key in done]
-            out.removed += removed
-            note.removes(removed, LedgerOutcome.APPLIED, remove_reason)
+            outcome.removed += removed
+            _note_removes(outcome, plan, removed, LedgerOutcome.APPLIED, remove_reason)
         else:
             result = await self.connector.reset_members(out.group, op.contacts)
             done, new = set(result.done), {m.key for m in plan.to_add}
-            note.adds([m for m in op.contacts if m.key in done and m.key in new], LedgerOutcome.APPLIED, "in source")
-            note.rejects(op.contacts, result.rejected)
-            out.removed += plan.to_remove
-            note.removes(plan.to_remove, LedgerOutcome.APPLIED, f"{remove_reason} (group reset)")
+            added = [m for m in op.contacts if m.key in done and m.key in new]
+            _note_adds(outcome, plan, added, LedgerOutcome.APPLIED, "in source")
+            _note_rejects(outcome, plan, op.contacts, result.rejected)
+            outcome.removed += plan.to_remove
+            _note_removes(outcome, plan, plan.to_remove, LedgerOutcome.APPLIED, f"{remove_reason} (group reset)")
 
-    def _would(self, op: Op, plan: Plan, note: _Ledger, remove_reason: str) -> None:
+    def _would(self, op: Op, plan: Plan, outcome: OpOutcome, remove_reason: str) -> None:
         if op.kind is OpKind.ADD:
-            note.adds(op.contacts, LedgerOutcome.WOULD, "in source")
+            _note_adds(outcome, plan, op.contacts, LedgerOutcome.WOULD, "in source")
         elif op.kind is OpKind.REMOVE:
-            note.removes(op.members, LedgerOutcome.WOULD, remove_reason)
+            _note_removes(outcome, plan, op.members, LedgerOutcome.WOULD, remove_reason)
         elif op.kind is OpKind.RESET:
             new = {m.key for m in plan.to_add}
-            note.adds([m for m in op.contacts if m.key in new], LedgerOutcome.WOULD, "in source")
-            note.removes(plan.to_remove, LedgerOutcome.WOULD, f"{remove_reason} (group reset)")
+            _note_adds(outcome, plan, [m for m in op.contacts if m.key in new], LedgerOutcome.WOULD, "in source")
+            _note_removes(outcome, plan, plan.to_remove, LedgerOutcome.WOULD, f"{remove_reason} (group reset)")
 
-    def _failed(self, op: Op, message: str, note: _Ledger) -> None:
+    def _failed(self, op: Op, plan: Plan, message: str, outcome: OpOutcome) -> OpOutcome:
         log.warning("could not %s: %s", op.describe(), message)
-        note.out.failures.append(f"{op.describe()}: {message}")
+        outcome.failure = f"{op.describe()}: {message}"
         if op.kind is OpKind.REMOVE:
-            note.removes(op.members, LedgerOutcome.FAILED, message)
+            _note_removes(outcome, plan, op.members, LedgerOutcome.FAILED, message)
         else:
-            note.adds(op.contacts, LedgerOutcome.FAILED, message, count=False)
+            _note_adds(outcome, plan, op.contacts, LedgerOutcome.FAILED, message)
+        return outcome
 
 
-@dataclass
-class _Ledger:
-    """Collects one plan's ledger entries (and the added list, for applied adds)."""
+def _note_adds(outcome: OpOutcome, plan: Plan, members: Iterable[Member], result: LedgerOutcome, why: str) -> None:
+    members = list(members)
+    if result is LedgerOutcome.APPLIED:
+        outcome.added += members
+    outcome.ledger += [LedgerEntry(plan.group, plan.provider, m.email, OpKind.ADD, result, why) for m in members]
 
-    plan: Plan
-    out: Applied
 
-    def adds(self, members: Iterable[Member], outcome: LedgerOutcome, reason: str, *, count: bool = True) -> None:
-        members = list(members)
-        if count and outcome is LedgerOutcome.APPLIED:
-            self.out.added += members
-        self.out.ledger += [
-            LedgerEntry(self.plan.group, self.plan.provider, m.email, OpKind.ADD, outcome, reason) for m in members
-        ]
+def _note_removes(
+    outcome: OpOutcome, plan: Plan, members: Iterable[RemoteMember], result: LedgerOutcome, why: str
+) -> None:
+    outcome.ledger += [LedgerEntry(plan.group, plan.provider, _label(m), OpKind.REMOVE, result, why) for m in members]
 
-    def removes(self, members: Iterable[RemoteMember], outcome: LedgerOutcome, reason: str) -> None:
-        self.out.ledger += [
-            LedgerEntry(self.plan.group, self.plan.provider, _label(m), OpKind.REMOVE, outcome, reason) for m in members
-        ]
 
-    def rejects(self, contacts: Iterable[Member], rejects: Iterable[MemberReject]) -> None:
-        by_key = {m.key: m for m in contacts}
-        for r in rejects:
-            self.out.rejected.append(Reject(r.email, r.reason, r.code))
-            self.out.ledger.append(
-                LedgerEntry(self.plan.group, self.plan.provider, r.email, OpKind.ADD, LedgerOutcome.REJECTED, r.reason)
-            )
-            member = by_key.get(email_key(r.email))
-            if r.permanent and member is not None:
-                self.out.permanent.append((member, r))
+def _note_rejects(outcome: OpOutcome, plan: Plan, contacts: Iterable[Member], rejects: Iterable[MemberReject]) -> None:
+    by_key = {m.key: m for m in contacts}
+    for r in rejects:
+        outcome.rejected.append(Reject(r.email, r.reason, r.code))
+        outcome.ledger.append(
+            LedgerEntry(plan.group, plan.provider, r.email, OpKind.ADD, LedgerOutcome.REJECTED, r.reason)
+        )
+        member = by_key.get(email_key(r.email))
+        if r.permanent and member is not None:
+            outcome.permanent.append((member, r))

@@ -19,7 +19,7 @@ from connectors.base import Connector, ConnectorError, NotFound, RemoteGroup, Re
 from connectors.http import RequestTally, count_requests
 from connectors.registry import build_connector
 from connectors.settings import BuildContext, ProviderSettings
-from syncd.applying import Applied, Applier
+from syncd.applying import Applied, Applier, OpOutcome
 from syncd.config import Config
 from syncd.errors import SourceError, SyncdError
 from syncd.metrics import Metrics
@@ -69,6 +69,34 @@ class _Pair:
     connector: Connector
     known_rejects: dict[str, KnownReject]
     tally: RequestTally = field(default_factory=RequestTally)
+
+
+class _StoreSink:
+    """Writes one pair's results to the state DB as each op completes: a pass killed halfway keeps its ledger,
+    the members it added (for the `owned` policy) and the binding of a group it created."""
+
+    def __init__(self, store: Store, run_id: str, pair: _Pair, *, dry_run: bool) -> None:
+        self.store, self.run_id, self.pair, self.dry_run = store, run_id, pair, dry_run
+
+    def group_created(self, group: RemoteGroup) -> None:
+        self.store.save_binding(Binding(self.pair.group.name, self.pair.target.provider, group.id, group.name, True))
+
+    def recorded(self, outcome: OpOutcome) -> None:
+        store, name, provider = self.store, self.pair.group.name, self.pair.target.provider
+        store.record_ledger(self.run_id, outcome.ledger)
+        if self.dry_run:
+            return
+        if outcome.added:
+            store.mark_owned(name, provider, [m.key for m in outcome.added])
+            cleared = [m.key for m in outcome.added if m.key in self.pair.known_rejects]
+            if cleared:
+                store.clear_rejects(provider, cleared)
+        if outcome.removed:
+            store.unmark_owned(name, provider, [m.key for m in outcome.removed])
+        if outcome.permanent:
+            store.save_rejects(
+                provider, [StoredReject(m.email, fingerprint(m), r.reason) for m, r in outcome.permanent]
+            )
 
 
 class Reconciler:
@@ -175,7 +203,8 @@ class Reconciler:
                     known_rejects=pair.known_rejects,
                     allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
                 )
-                applied = await Applier(pair.connector, dry_run=options.dry_run).apply(
+                sink = _StoreSink(self.store, run_id, pair, dry_run=options.dry_run)
+                applied = await Applier(pair.connector, dry_run=options.dry_run, sink=sink).apply(
                     the_plan, remote, remove_reason=REMOVE_REASONS[policy]
                 )
             except (ConnectorError, SyncdError) as exc:
@@ -183,9 +212,7 @@ class Reconciler:
             except Exception as exc:  # a bug must not take the other pairs down with it
                 log.exception("pair %r → %s crashed", group.name, provider)
                 return self._failed(pair, run_id, f"internal error: {type(exc).__name__}: {exc}")
-        if remote is None and applied.group is not None and not options.dry_run:
-            created_by_syncd = True
-        return self._finish(pair, run_id, options, the_plan, applied, created_by_syncd)
+        return self._finish(pair, run_id, options, the_plan, applied)
 
     def _guard(self, group: DesiredGroup, options: PassOptions) -> Guard:
         safety = self.config.safety
@@ -269,15 +296,7 @@ class Reconciler:
         self.metrics.observe_pair(result, dry_run=False, now=time.time(), pending_add=0, pending_remove=0)
         return result
 
-    def _finish(
-        self,
-        pair: _Pair,
-        run_id: str,
-        options: PassOptions,
-        p: Plan,
-        applied: Applied,
-        created_by_syncd: bool,
-    ) -> PairResult:
+    def _finish(self, pair: _Pair, run_id: str, options: PassOptions, p: Plan, applied: Applied) -> PairResult:
         group, provider, dry = pair.group, pair.target.provider, options.dry_run
         if dry:
             added, removed = len(p.to_add), len(p.to_remove)
@@ -321,24 +340,7 @@ class Reconciler:
             guard=p.guard,
             held_back=len(p.held_back),
         )
-        remote_id = applied.group.id if applied.group else None
-        store = self.store
-        store.record_pair(run_id, result, remote_group_id=remote_id)
-        store.record_ledger(run_id, applied.ledger)
-        if not dry:
-            if applied.group is not None and p.actual is None:
-                store.save_binding(
-                    Binding(group.name, provider, applied.group.id, applied.group.name, created_by_syncd)
-                )
-            if applied.added:
-                store.mark_owned(group.name, provider, [m.key for m in applied.added])
-                store.clear_rejects(provider, [m.key for m in applied.added if m.key in pair.known_rejects])
-            if applied.removed:
-                store.unmark_owned(group.name, provider, [m.key for m in applied.removed])
-            if applied.permanent:
-                store.save_rejects(
-                    provider, [StoredReject(m.email, fingerprint(m), r.reason) for m, r in applied.permanent]
-                )
+        self.store.record_pair(run_id, result, remote_group_id=applied.group.id if applied.group else None)
         self.metrics.observe_pair(
             result, dry_run=dry, now=time.time(), pending_add=pending_add, pending_remove=pending_remove
         )

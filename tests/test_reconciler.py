@@ -5,6 +5,7 @@ Request counts are exact: they are what the sandboxes served, and what the run r
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
@@ -286,3 +287,26 @@ async def test_bitcaster_like_missing_group_with_group_id_fails_the_pair_clearly
     p = pair(report, "T", "c8")
     assert p.status is PairStatus.FAILED and "no group with id" in (p.error or "")
     assert world.c8.mutating_count == 0
+
+
+async def test_a_pass_killed_halfway_has_recorded_what_it_did(world: World) -> None:
+    people = emails(2500)
+    config = world.config([{"name": "Big", "members": people, "targets": ["cr"]}])
+    # the first upsert goes through, the next ones hang until the pass is killed
+    world.cr.inject(Fault(status=0, delay=30, path="/upsert", skip=1, times=0))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(world.run(config), timeout=2)
+    (gid,) = world.cr.groups
+    store = world.store(config)
+    try:
+        binding = store.binding("Big", "cr")
+        assert binding is not None and binding.remote_id == str(gid) and binding.created_by_syncd
+        applied = [r for r in store.history(group="Big") if r.outcome == LedgerOutcome.APPLIED]
+        assert len(applied) == 1000 == len(store.owned("Big", "cr"))
+    finally:
+        store.close()
+    world.cr.faults.clear()
+    report = await world.run(config)
+    p = pair(report, "Big", "cr")
+    assert (p.status, p.actual_before, p.add) == (PairStatus.APPLIED, 1000, 1500)
+    assert len(world.cr.groups) == 1 and world.cr.active_emails(gid) == set(people)
