@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from connectors import cleverreach, communic8
@@ -33,4 +33,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
 
 
 def build_connector(settings: ProviderSettings, ctx: BuildContext) -> Connector:
-    return PROVIDERS[settings.type].build(settings, ctx)
+    connector = PROVIDERS[settings.type].build(settings, ctx)
+    # Capabilities carry the pacing actually in force (the API's default, or the configured override), so
+    # the engine can size its own concurrency to it.
+    connector.capabilities = replace(connector.capabilities, pacing=settings.pacing(connector.capabilities.pacing))
+    return connector

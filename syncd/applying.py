@@ -96,12 +96,21 @@ class Applier:
     """Applies plans for one connector. `remove_reason` says in the ledger why members were removed."""
 
     def __init__(
-        self, connector: Connector, *, dry_run: bool, sink: ApplySink | None = None, workers: int = 32
+        self,
+        connector: Connector,
+        *,
+        dry_run: bool,
+        sink: ApplySink | None = None,
+        workers: int | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.connector = connector
         self.dry_run = dry_run
         self.sink: ApplySink = sink or NullSink()
-        self.workers = workers  # ops in flight per pair; the connector's own semaphore caps requests
+        # Ops in flight per pair: as many as the provider takes requests at once, so the rest wait here, where
+        # a stop can still keep them from starting, rather than inside the connector's queue.
+        self.workers = workers or max(1, connector.capabilities.pacing.max_concurrency)
+        self.stop = stop  # once set, ops not yet started are left alone (requests in flight finish)
 
     async def apply(self, plan: Plan, group: RemoteGroup | None, *, remove_reason: str) -> Applied:
         out = Applied(group=group)
@@ -151,6 +160,9 @@ class Applier:
 
     async def _one(self, op: Op, plan: Plan, out: Applied, remove_reason: str, aborted: list[str]) -> OpOutcome:
         outcome = OpOutcome()
+        if self.stop is not None and self.stop.is_set():
+            outcome.failure = f"{op.describe()}: not attempted, syncd is stopping"
+            return outcome
         if aborted:
             return self._failed(op, plan, f"not attempted after: {aborted[0]}", outcome)
         if self.dry_run:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -60,6 +61,15 @@ class PassOptions:
     providers: frozenset[str] = frozenset()  # only these providers; empty = all
     allow_mass_removal: bool = False
     trigger: str = "cli"
+    # Several replicas on one PostgreSQL state DB: a pair is worked only under a lease held by this id.
+    lease_holder: str | None = None
+    lease_ttl: float = 300.0  # seconds; renewed while the pair runs, so a dead replica's lease lapses
+
+
+class ProgressHook(Protocol):
+    """Told, after every op, how many of a pair's planned member changes are done (for a terminal display)."""
+
+    def __call__(self, group: str, provider: str, done: int, total: int) -> None: ...
 
 
 @dataclass
@@ -75,8 +85,13 @@ class _StoreSink:
     """Writes one pair's results to the state DB as each op completes: a pass killed halfway keeps its ledger,
     the members it added (for the `owned` policy) and the binding of a group it created."""
 
-    def __init__(self, store: Store, run_id: str, pair: _Pair, *, dry_run: bool) -> None:
+    def __init__(
+        self, store: Store, run_id: str, pair: _Pair, plan: Plan, *, dry_run: bool, progress: ProgressHook | None
+    ) -> None:
         self.store, self.run_id, self.pair, self.dry_run = store, run_id, pair, dry_run
+        self.progress = progress
+        self.total = sum(op.size for op in plan.ops)
+        self.done = 0
 
     def group_created(self, group: RemoteGroup) -> None:
         self.store.save_binding(Binding(self.pair.group.name, self.pair.target.provider, group.id, group.name, True))
@@ -84,6 +99,9 @@ class _StoreSink:
     def recorded(self, outcome: OpOutcome) -> None:
         store, name, provider = self.store, self.pair.group.name, self.pair.target.provider
         store.record_ledger(self.run_id, outcome.ledger)
+        if self.progress is not None and self.total:
+            self.done += len(outcome.added) + len(outcome.removed) + len(outcome.rejected)
+            self.progress(name, provider, min(self.done, self.total), self.total)
         if self.dry_run:
             return
         if outcome.added:
@@ -108,15 +126,19 @@ class Reconciler:
         *,
         sources: Sequence[Source] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        progress: ProgressHook | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics or Metrics()
         self.sources: Sequence[Source] = sources if sources is not None else [YamlSource(config)]
         self.transport = transport  # tests: one transport serving every sandbox
+        self.progress = progress
 
     # -- the pass -------------------------------------------------------------------------------------
-    async def run(self, options: PassOptions = PassOptions()) -> RunReport:
+    async def run(self, options: PassOptions = PassOptions(), stop: asyncio.Event | None = None) -> RunReport:
+        """One pass. Setting `stop` ends it early but cleanly: requests in flight finish, nothing new starts,
+        and the run is recorded as interrupted."""
         started = time.monotonic()
         selection = {"groups": sorted(options.groups), "providers": sorted(options.providers)}
         run_id = self.store.start_run(dry_run=options.dry_run, trigger=options.trigger, selection=selection)
@@ -133,12 +155,13 @@ class Reconciler:
                 for t in g.targets
                 if t.provider in connectors
             ]
-            results = await asyncio.gather(*(self._run_pair(pair, options, run_id) for pair in pairs))
+            ran = await asyncio.gather(*(self._run_pair(pair, options, run_id, stop) for pair in pairs))
         finally:
             for connector in connectors.values():
                 await connector.aclose()
+        results = [r for r in ran if r is not None]
         report = RunReport(run_id=run_id, dry_run=options.dry_run, pairs=tuple(results), errors=tuple(errors))
-        outcome = self._outcome(report)
+        outcome = "interrupted" if stop is not None and stop.is_set() else self._outcome(report)
         self.store.finish_run(run_id, outcome=outcome, errors=errors)
         self.metrics.observe_run(outcome, time.monotonic() - started)
         log.info(
@@ -183,7 +206,35 @@ class Reconciler:
         return build_connector(settings, ctx)
 
     # -- one pair -------------------------------------------------------------------------------------
-    async def _run_pair(self, pair: _Pair, options: PassOptions, run_id: str) -> PairResult:
+    async def _run_pair(
+        self, pair: _Pair, options: PassOptions, run_id: str, stop: asyncio.Event | None
+    ) -> PairResult | None:
+        """The pair's result; None when it was not worked (syncd is stopping, or another replica holds it)."""
+        if stop is not None and stop.is_set():
+            return None
+        holder = options.lease_holder
+        if holder is None:
+            return await self._work_pair(pair, options, run_id, stop)
+        group, provider = pair.group.name, pair.target.provider
+        if not self.store.acquire_lease(group, provider, holder, options.lease_ttl):
+            log.info("group %r → %s: another replica holds its lease; skipped this pass", group, provider)
+            return None
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(options.lease_ttl / 3)
+                self.store.acquire_lease(group, provider, holder, options.lease_ttl)
+
+        renewal = asyncio.create_task(renew())
+        try:
+            return await self._work_pair(pair, options, run_id, stop)
+        finally:
+            renewal.cancel()
+            self.store.release_lease(group, provider, holder)
+
+    async def _work_pair(
+        self, pair: _Pair, options: PassOptions, run_id: str, stop: asyncio.Event | None
+    ) -> PairResult:
         group, provider = pair.group, pair.target.provider
         with count_requests(pair.tally):
             try:
@@ -203,10 +254,9 @@ class Reconciler:
                     known_rejects=pair.known_rejects,
                     allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
                 )
-                sink = _StoreSink(self.store, run_id, pair, dry_run=options.dry_run)
-                applied = await Applier(pair.connector, dry_run=options.dry_run, sink=sink).apply(
-                    the_plan, remote, remove_reason=REMOVE_REASONS[policy]
-                )
+                sink = _StoreSink(self.store, run_id, pair, the_plan, dry_run=options.dry_run, progress=self.progress)
+                applier = Applier(pair.connector, dry_run=options.dry_run, sink=sink, stop=stop)
+                applied = await applier.apply(the_plan, remote, remove_reason=REMOVE_REASONS[policy])
             except (ConnectorError, SyncdError) as exc:
                 return self._failed(pair, run_id, str(exc))
             except Exception as exc:  # a bug must not take the other pairs down with it

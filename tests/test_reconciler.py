@@ -9,10 +9,12 @@ import asyncio
 import math
 from pathlib import Path
 
+import httpx
 import pytest
 
 from connectors.sandbox._core import Fault
 from syncd.model import LedgerOutcome, PairStatus, RejectCode, Strategy
+from syncd.reconciler import Reconciler
 from tests.e2e import World, emails
 
 
@@ -310,3 +312,58 @@ async def test_a_pass_killed_halfway_has_recorded_what_it_did(world: World) -> N
     p = pair(report, "Big", "cr")
     assert (p.status, p.actual_before, p.add) == (PairStatus.APPLIED, 1000, 1500)
     assert len(world.cr.groups) == 1 and world.cr.active_emails(gid) == set(people)
+
+
+async def test_stop_lets_requests_in_flight_finish_and_starts_nothing_new(world: World) -> None:
+    people = emails(2500)
+    config = world.config(
+        [{"name": "Big", "members": people, "targets": ["cr"]}],
+        provider_extra={"batch_size": 250, "max_concurrency": 2},
+    )
+    world.cr.inject(Fault(status=0, delay=0.3, path="/upsert", times=0))  # each upsert takes a while
+    stop = asyncio.Event()
+
+    seen: list[int] = []
+
+    async def stop_soon() -> None:
+        while world.cr.count(path="/upsert") == 0:  # noqa: ASYNC110 - the sandbox has no event to wait on
+            await asyncio.sleep(0.01)
+        seen.append(world.cr.count(path="/upsert"))
+        stop.set()
+
+    store = world.store(config)
+    try:
+        reconciler = Reconciler(config, store, world.metrics, transport=httpx.ASGITransport(app=world.app))
+        report, _ = await asyncio.gather(reconciler.run(stop=stop), stop_soon())
+        (run,) = store.runs()
+        assert run.outcome == "interrupted"
+    finally:
+        store.close()
+    p = pair(report, "Big", "cr")
+    assert p.status is PairStatus.PARTIAL and "syncd is stopping" in (p.error or "")
+    # what had finished when the stop came, plus at most the two then in flight (max_concurrency 2)
+    upserts = world.cr.count(path="/upsert")
+    assert seen[0] <= upserts <= seen[0] + 2 < 10
+    (gid,) = world.cr.groups
+    assert len(world.cr.active_emails(gid)) == p.add == 250 * upserts
+
+
+async def test_a_pair_leased_by_another_replica_is_left_to_it(world: World) -> None:
+    world.people(["a@example.com"])
+    config = world.config([{"name": "T", "members": ["a@example.com"]}])
+    store = world.store(config)
+    try:
+        assert store.acquire_lease("T", "c8", "replica-b", 60)
+    finally:
+        store.close()
+    report = await world.run(config, lease_holder="replica-a")
+    assert [(p.group, p.provider) for p in report.pairs] == [("T", "cr")]
+    assert world.c8.count() == 0
+    store = world.store(config)
+    try:  # replica-a released its own lease and can take the other once replica-b lets go
+        assert store.acquire_lease("T", "cr", "replica-b", 60)
+        store.release_lease("T", "c8", "replica-b")
+    finally:
+        store.close()
+    report = await world.run(config, lease_holder="replica-a")
+    assert [(p.group, p.provider) for p in report.pairs] == [("T", "c8")]
