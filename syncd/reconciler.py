@@ -59,11 +59,19 @@ class PassOptions:
     dry_run: bool = False
     groups: frozenset[str] = frozenset()  # only these groups (case-insensitive); empty = all
     providers: frozenset[str] = frozenset()  # only these providers; empty = all
+    pairs: frozenset[tuple[str, str]] | None = None  # only these (lower-cased group, provider) pairs
     allow_mass_removal: bool = False
     trigger: str = "cli"
     # Several replicas on one PostgreSQL state DB: a pair is worked only under a lease held by this id.
     lease_holder: str | None = None
     lease_ttl: float = 300.0  # seconds; renewed while the pair runs, so a dead replica's lease lapses
+
+
+class PlanHook(Protocol):
+    """Sees every plan before it is applied and may replace it (`syncd plan` saves plans; `syncd apply`
+    swaps in the saved plan after checking nothing changed since). Raising a SyncdError fails the pair."""
+
+    async def __call__(self, group: DesiredGroup, plan: Plan, actual: Sequence[RemoteMember] | None) -> Plan: ...
 
 
 class ProgressHook(Protocol):
@@ -127,6 +135,7 @@ class Reconciler:
         sources: Sequence[Source] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         progress: ProgressHook | None = None,
+        plan_hook: PlanHook | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -134,6 +143,7 @@ class Reconciler:
         self.sources: Sequence[Source] = sources if sources is not None else [YamlSource(config)]
         self.transport = transport  # tests: one transport serving every sandbox
         self.progress = progress
+        self.plan_hook = plan_hook
 
     # -- the pass -------------------------------------------------------------------------------------
     async def run(self, options: PassOptions = PassOptions(), stop: asyncio.Event | None = None) -> RunReport:
@@ -153,7 +163,7 @@ class Reconciler:
                 _Pair(g, t, connectors[t.provider], known[t.provider])
                 for g in groups
                 for t in g.targets
-                if t.provider in connectors
+                if t.provider in connectors and (options.pairs is None or (g.name.lower(), t.provider) in options.pairs)
             ]
             ran = await asyncio.gather(*(self._run_pair(pair, options, run_id, stop) for pair in pairs))
         finally:
@@ -254,6 +264,8 @@ class Reconciler:
                     known_rejects=pair.known_rejects,
                     allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
                 )
+                if self.plan_hook is not None:
+                    the_plan = await self.plan_hook(group, the_plan, actual)
                 sink = _StoreSink(self.store, run_id, pair, the_plan, dry_run=options.dry_run, progress=self.progress)
                 applier = Applier(pair.connector, dry_run=options.dry_run, sink=sink, stop=stop)
                 applied = await applier.apply(the_plan, remote, remove_reason=REMOVE_REASONS[policy])
