@@ -251,10 +251,13 @@ class AddPreparer(Protocol):
 
     The applier calls `prepare_adds` once with every contact the pass will add to one group, before the add
     ops; a connector uses it to choose the cheapest resolution (cache, a directory read, one look-up per
-    email). `add_members` must still work when it was not called.
+    email) and may say in which order they are cheapest to batch. `add_members` must still work when it was
+    not called.
     """
 
-    async def prepare_adds(self, contacts: Sequence[Contact]) -> None: ...
+    async def prepare_adds(self, contacts: Sequence[Contact]) -> Sequence[Contact] | None:
+        """Returns the order in which the contacts are cheapest to add (batched in that order), or None."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -157,6 +157,9 @@ class TokenBucket:
             self._tokens = 0.0
             self._updated = max(self._updated, when)
 
+    def pause_for(self, seconds: float) -> None:
+        self.pause_until(self._clock() + seconds)
+
     def observe_quota(self, remaining: int, reset_in: float) -> None:
         """Spread what is left of the server's window over the time until it resets; wait at zero."""
         now = self._clock()
@@ -302,8 +305,10 @@ class ApiClient:
         failures = 0
         rate_waits = 0
         while True:
-            await self.bucket.acquire()
+            # A slot first, then a token: a token taken while waiting for a slot would let queued requests
+            # start back to back, above the rate, once slots free up.
             async with self._slots:
+                await self.bucket.acquire()
                 started = time.monotonic()
                 error: ConnectorError | None
                 response: httpx.Response | None = None
@@ -343,7 +348,7 @@ class ApiClient:
                     raise error
                 self.hooks.on_retry(self.provider, "rate_limited")
                 log.debug("%s: rate limited, waiting %.1fs", self.provider, delay)
-                self.bucket.pause_until(time.monotonic() + delay)
+                self.bucket.pause_for(delay)
                 continue
             if isinstance(error, RetriableError) and (idempotent or not maybe_processed):
                 failures += 1

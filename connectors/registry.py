@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from connectors import cleverreach, communic8
+from connectors import bitcaster, cleverreach, communic8, giftronaut, stannp
 from connectors.base import Connector
 from connectors.settings import BuildContext, ProviderSettings
 
@@ -26,7 +26,10 @@ class ProviderSpec:
 PROVIDERS: dict[str, ProviderSpec] = {
     spec.type: spec
     for spec in (
+        ProviderSpec("giftronaut", giftronaut.GiftronautSettings, giftronaut.build),
         ProviderSpec("communic8", communic8.Communic8Settings, communic8.build),
+        ProviderSpec("stannp", stannp.StannpSettings, stannp.build),
+        ProviderSpec("bitcaster", bitcaster.BitcasterSettings, bitcaster.build),
         ProviderSpec("cleverreach", cleverreach.CleverReachSettings, cleverreach.build),
     )
 }

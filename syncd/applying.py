@@ -121,15 +121,9 @@ class Applier:
         if notes.ledger:
             self.sink.recorded(notes)
 
-        adds = [c for op in plan.ops if op.kind is OpKind.ADD for c in op.contacts]
-        if adds and not self.dry_run and isinstance(self.connector, AddPreparer):
-            try:
-                await self.connector.prepare_adds(adds)
-            except ConnectorError as exc:  # the adds will find out for themselves, one by one
-                log.warning("%s: could not prepare adds to %r: %s", plan.provider, plan.group, exc.message)
-
+        ops = await self._prepare(plan)
         aborted: list[str] = []  # set once: the reason nothing else is attempted
-        for phase in _phases(plan.ops):
+        for phase in _phases(ops):
             self._announce(phase)
             pending = iter(phase)
 
@@ -141,6 +135,28 @@ class Applier:
 
             await asyncio.gather(*(worker() for _ in range(min(self.workers, len(phase)))))
         return out
+
+    async def _prepare(self, plan: Plan) -> list[Op]:
+        """Let the connector resolve the pass's adds in bulk; if it prefers another order, re-batch the adds
+        in that order (same batch size, same number of add ops)."""
+        ops = list(plan.ops)
+        adds = [c for op in ops if op.kind is OpKind.ADD for c in op.contacts]
+        if not adds or self.dry_run or not isinstance(self.connector, AddPreparer):
+            return ops
+        try:
+            order = await self.connector.prepare_adds(adds)
+        except ConnectorError as exc:  # the adds will find out for themselves, one by one
+            log.warning("%s: could not prepare adds to %r: %s", plan.provider, plan.group, exc.message)
+            return ops
+        if order is None or sorted(c.key for c in order) != sorted(c.key for c in adds):
+            return ops
+        size = max(op.size for op in ops if op.kind is OpKind.ADD)
+        first = next(i for i, op in enumerate(ops) if op.kind is OpKind.ADD)
+        rebatched = [
+            Op(OpKind.ADD, plan.group, plan.provider, contacts=tuple(order[i : i + size]))
+            for i in range(0, len(order), size)
+        ]
+        return ops[:first] + rebatched + [op for op in ops[first:] if op.kind is not OpKind.ADD]
 
     def _announce(self, phase: list[Op]) -> None:
         first, prefix = phase[0], "would " if self.dry_run else ""

@@ -1,0 +1,414 @@
+"""A fake Stannp API (`/v1`), faithful to the groups excerpt (seeds/stannp-groups.txt), PROVIDERS.md and its
+"Wire shapes assumed" entry.
+
+* Auth: HTTP Basic with the API key as username (any password), or `Authorization: Bearer KEY`. Anything else
+  answers 401 `{"success": false, "error": "You need an API key or token to access this service"}`.
+* Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until
+  the window resets) of a fixed window: the plan limit, default 300 per 60 s, configurable. Over it: 429
+  `{"success": false, "error": ...}` with those headers (and no Retry-After: the docs do not promise one).
+* Errors are `{"success": false, "error": ...}`. An unknown group id answers 404 (assumed) on every route.
+* Groups: `GET /groups/list` (offset, limit; all groups when no limit is given) answers the documented
+  objects (every value a string); `POST /groups/create {name}` → `{"data": "39"}`;
+  `POST /groups/add/:id` and `DELETE /groups/remove/:id` take `recipients` as comma-separated ids, at most
+  1000, and fail as a whole (400) on an unknown id; they answer the number added/removed.
+  `POST /groups/purge {id, delete_recipients}` empties a group and `DELETE /groups/delete {id,
+  delete_recipients}` deletes it; with `delete_recipients` true both DELETE THE RECIPIENTS account-wide
+  (from every group), as documented. `POST /groups/calculate/:id` answers true (counts are always current).
+* Recipients: `GET /recipients/list` (group_id optional, offset, limit default 100, silently capped at 1000)
+  answers `{id, email, firstname, lastname, company, address1, address2, city, postcode, country, ref_id}`;
+  `POST /recipients/new` (form fields or JSON) requires address1, postcode (or zipcode) and country, else 400
+  with the reason; `on_duplicate` defaults to creating a duplicate, `update` / `ignore` reuse the recipient
+  with the same email (case-insensitive; `update` overwrites the fields given); `group_id` joins it to a
+  group. Answer `{"success": true, "data": {"id": "…", "valid": true}}`.
+* Ids are numeric strings; `int_ids=True` answers them as numbers instead, so a client can be checked for
+  tolerance. A POST with an `Idempotency-Key` already seen on that path is answered with the first answer
+  and changes nothing.
+
+Bodies are read as JSON or as form fields, whichever the Content-Type says.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.sandbox._core import HttpError, RateLimit, Request, Response, SandboxApp
+
+ROOT = "/v1"
+DEFAULT_KEY = "stannp-sandbox-key"
+AUTH_ERROR = "You need an API key or token to access this service"
+MAX_IDS = 1000
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+TRUE = {"true", "1", "yes", "on"}
+
+
+def _fail(status: int, message: str) -> HttpError:
+    return HttpError(status, {"success": False, "error": message})
+
+
+def _int(value: str | None, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise _fail(400, f"{name} must be an integer") from None
+
+
+@dataclass
+class Recipient:
+    id: int
+    email: str = ""
+    firstname: str = ""
+    lastname: str = ""
+    company: str = ""
+    address1: str = ""
+    address2: str = ""
+    city: str = ""
+    postcode: str = ""
+    country: str = ""
+    ref_id: str = ""
+
+    FIELDS = ("email", "firstname", "lastname", "company", "address1", "address2", "city", "postcode", "country")
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.address1 and self.postcode and len(self.country) == 2)
+
+    def as_json(self, int_ids: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id if int_ids else str(self.id)}
+        out.update({name: getattr(self, name) for name in self.FIELDS})
+        out["ref_id"] = self.ref_id
+        return out
+
+
+@dataclass
+class Group:
+    id: int
+    name: str
+    created: str
+    members: dict[int, None] = field(default_factory=dict)  # an ordered set of recipient ids
+
+
+class StannpSandbox(SandboxApp):
+    name = "stannp"
+
+    def __init__(
+        self,
+        *,
+        keys: Iterable[str] = (DEFAULT_KEY,),
+        limit: int | None = 300,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        int_ids: bool = False,
+    ) -> None:
+        super().__init__()
+        self.keys = set(keys)
+        self.clock = clock
+        self.plan = RateLimit(limit, window, sliding=False, clock=clock) if limit else None
+        self.int_ids = int_ids
+        self.recipients: dict[int, Recipient] = {}
+        self.groups: dict[int, Group] = {}
+        self.recipients_deleted = 0  # recipients deleted account-wide through the API (delete_recipients)
+        self.replays = 0  # POSTs answered from the Idempotency-Key store
+        self.timeline: list[tuple[float, str, str, int]] = []  # (sandbox clock, method, path, status)
+        self._quota: tuple[int, float] | None = None
+        self._replayed: dict[tuple[str, str], Response] = {}
+        self._next_recipient = itertools.count(1943)
+        self._next_group = itertools.count(39)
+        for method, path, handler, mutating in (
+            ("GET", "/groups/list", self._list_groups, False),
+            ("POST", "/groups/create", self._create_group, True),
+            ("POST", "/groups/add/{id}", self._add, True),
+            ("DELETE", "/groups/remove/{id}", self._remove, True),
+            ("POST", "/groups/purge", self._purge, True),
+            ("POST", "/groups/calculate/{id}", self._calculate, True),
+            ("DELETE", "/groups/delete", self._delete_group, True),
+            ("GET", "/recipients/list", self._list_recipients, False),
+            ("POST", "/recipients/new", self._new_recipient, True),
+        ):
+            self.add_route(
+                method, ROOT + path, self._idempotent(handler) if method == "POST" else handler, mutating=mutating
+            )
+
+    # -- test helpers (plain methods, not HTTP) -----------------------------------------------------
+    def add_recipient(
+        self,
+        email: str | None = None,
+        *,
+        firstname: str = "Test",
+        lastname: str = "Person",
+        address1: str = "1 Test Street",
+        address2: str = "",
+        city: str = "Leeds",
+        postcode: str = "LS1 1AA",
+        country: str = "GB",
+        ref_id: str = "",
+        group_ids: Iterable[str | int] = (),
+    ) -> str:
+        """Create a recipient (always a new one: Stannp allows duplicates) and return its id."""
+        with self.lock:
+            r = Recipient(
+                next(self._next_recipient),
+                (email or "").strip(),
+                firstname,
+                lastname,
+                "",
+                address1,
+                address2,
+                city,
+                postcode,
+                country,
+                ref_id,
+            )
+            self.recipients[r.id] = r
+            for gid in group_ids:
+                self.groups[int(gid)].members[r.id] = None
+            return str(r.id)
+
+    def add_group(self, name: str, emails: Iterable[str] = ()) -> str:
+        """Create a group holding these people: the existing recipient with that email, else a new one."""
+        with self.lock:
+            group = self._new_group(name)
+            for email in emails:
+                found = self.recipients_with_email(email)
+                rid = int(found[0]) if found else int(self.add_recipient(email))
+                group.members[rid] = None
+            return str(group.id)
+
+    def group_emails(self, group_id: str | int) -> set[str]:
+        """The emails of a group's members, as spelled (members without an email are left out)."""
+        with self.lock:
+            group = self.groups[int(group_id)]
+            return {self.recipients[rid].email for rid in group.members if self.recipients[rid].email}
+
+    def group_ids(self, group_id: str | int) -> list[str]:
+        with self.lock:
+            return [str(rid) for rid in self.groups[int(group_id)].members]
+
+    def recipient_count(self) -> int:
+        with self.lock:
+            return len(self.recipients)
+
+    def recipients_with_email(self, email: str) -> list[str]:
+        """Ids of every recipient with this email (compared case-insensitively), oldest first."""
+        wanted = email.strip().lower()
+        with self.lock:
+            return [str(r.id) for r in self.recipients.values() if r.email.lower() == wanted and wanted]
+
+    def delete_recipient(self, recipient_id: str | int) -> None:
+        """Delete a recipient account-wide, as someone would in the dashboard."""
+        with self.lock:
+            self._delete_recipients([int(recipient_id)])
+
+    def consume(self, requests: int) -> None:
+        """Use up part of the current rate-limit window, as another client of the same account would."""
+        with self.lock:
+            if self.plan is not None:
+                for _ in range(requests):
+                    self.plan.hit()
+
+    # -- SandboxApp hooks ---------------------------------------------------------------------------
+    def authenticate(self, request: Request) -> Response | None:
+        # Every request counts against the plan's window, authorised or not; the headers report it.
+        if self.plan is not None:
+            allowed, remaining, reset = self.plan.hit()
+            self._quota = (remaining, reset)
+            if not allowed:
+                message = f"Too many requests: the limit is {self.plan.limit} per {self.plan.window:g} seconds"
+                return Response(429, {"success": False, "error": message})
+        if self._key(request.headers.get("authorization", "")) in self.keys:
+            return None
+        return Response(401, {"success": False, "error": AUTH_ERROR})
+
+    def not_found(self, request: Request) -> Response:
+        return Response(404, {"success": False, "error": "Not found"})
+
+    def decorate(self, request: Request, response: Response) -> None:
+        if self.plan is not None and self._quota is not None:
+            remaining, reset = self._quota
+            response.headers["X-RateLimit-Limit"] = str(self.plan.limit)
+            response.headers["X-RateLimit-Remaining"] = str(remaining)
+            response.headers["X-RateLimit-Reset"] = str(max(1, math.ceil(reset - 1e-9)))
+        self._quota = None
+        self.timeline.append((self.clock(), request.method, request.path, response.status))
+
+    @staticmethod
+    def _key(header: str) -> str | None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip() or None
+        if scheme.lower() == "basic":
+            try:
+                user, _, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return user or None
+        return None
+
+    def _idempotent(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        def wrapped(request: Request) -> Any:
+            key = request.headers.get("idempotency-key")
+            if key and (request.path, key) in self._replayed:
+                self.replays += 1
+                first = self._replayed[(request.path, key)]
+                return Response(first.status, first.body, dict(first.headers))
+            result = handler(request)
+            response = result if isinstance(result, Response) else Response(200, result)
+            if key:
+                self._replayed[(request.path, key)] = response
+            return response
+
+        return wrapped
+
+    # -- groups -------------------------------------------------------------------------------------
+    def _group_json(self, group: Group) -> dict[str, Any]:
+        members = [self.recipients[rid] for rid in group.members]
+        return {
+            "id": group.id if self.int_ids else str(group.id),
+            "account_id": "1",
+            "name": group.name,
+            "created": group.created,
+            "recipients": str(len(members)),
+            "valid": str(sum(1 for r in members if r.valid)),
+            "international": str(sum(1 for r in members if r.country.upper() not in ("GB", ""))),
+            "skipped": "0",
+            "status": "ready",
+            "import_progress": "0",
+            "is_seeds": "0",
+        }
+
+    def _group(self, value: str | None) -> Group:
+        try:
+            group = self.groups.get(int(value or ""))
+        except ValueError:
+            group = None
+        if group is None:
+            raise _fail(404, "Group not found")
+        return group
+
+    def _list_groups(self, request: Request) -> dict[str, Any]:
+        offset = max(0, _int(request.query.get("offset"), "offset", 0))
+        groups = list(self.groups.values())
+        limit = _int(request.query.get("limit"), "limit", len(groups))
+        page = groups[offset : offset + max(0, limit)]
+        return {"success": True, "data": [self._group_json(g) for g in page]}
+
+    def _create_group(self, request: Request) -> dict[str, Any]:
+        name = request.form().get("name", "").strip()
+        if not name:
+            raise _fail(400, "name is required")
+        group = self._new_group(name)
+        return {"success": True, "data": group.id if self.int_ids else str(group.id)}
+
+    def _recipient_ids(self, request: Request) -> list[int]:
+        raw = request.form().get("recipients", "")
+        parts = [p.strip() for p in raw.split(",") if p.strip()]
+        if not parts:
+            raise _fail(400, "recipients is required: comma-separated recipient ids")
+        if len(parts) > MAX_IDS:
+            raise _fail(400, f"too many recipients: at most {MAX_IDS} ids per request")
+        ids: list[int] = []
+        for part in parts:
+            if not part.isdigit() or int(part) not in self.recipients:
+                raise _fail(400, f"recipient {part} does not exist")  # all or nothing
+            ids.append(int(part))
+        return list(dict.fromkeys(ids))
+
+    def _add(self, request: Request) -> dict[str, Any]:
+        group = self._group(request.params["id"])
+        ids = self._recipient_ids(request)
+        new = [rid for rid in ids if rid not in group.members]
+        for rid in new:
+            group.members[rid] = None
+        return {"success": True, "data": len(new)}
+
+    def _remove(self, request: Request) -> dict[str, Any]:
+        group = self._group(request.params["id"])
+        gone = [rid for rid in self._recipient_ids(request) if rid in group.members]
+        for rid in gone:
+            del group.members[rid]
+        return {"success": True, "data": len(gone)}
+
+    def _purge(self, request: Request) -> dict[str, Any]:
+        form = request.form()
+        group = self._group(form.get("id"))
+        members = list(group.members)
+        group.members.clear()
+        if form.get("delete_recipients", "").lower() in TRUE:
+            self._delete_recipients(members)
+        return {"success": True, "data": True}
+
+    def _calculate(self, request: Request) -> dict[str, Any]:
+        self._group(request.params["id"])
+        return {"success": True, "data": True}
+
+    def _delete_group(self, request: Request) -> dict[str, Any]:
+        form = request.form()
+        group = self._group(form.get("id"))
+        del self.groups[group.id]
+        if form.get("delete_recipients", "").lower() in TRUE:
+            self._delete_recipients(list(group.members))
+        return {"success": True, "data": True}
+
+    # -- recipients ---------------------------------------------------------------------------------
+    def _list_recipients(self, request: Request) -> dict[str, Any]:
+        query = request.query
+        offset = max(0, _int(query.get("offset"), "offset", 0))
+        limit = _int(query.get("limit"), "limit", PAGE_DEFAULT)
+        limit = min(limit, PAGE_MAX) if limit > 0 else PAGE_DEFAULT
+        if query.get("group_id"):
+            ids: Iterable[int] = self._group(query["group_id"]).members
+        else:
+            ids = self.recipients
+        page = itertools.islice(ids, offset, offset + limit)
+        return {"success": True, "data": [self.recipients[rid].as_json(self.int_ids) for rid in page]}
+
+    def _new_recipient(self, request: Request) -> dict[str, Any]:
+        form = {k: v.strip() for k, v in request.form().items()}
+        if not form.get("postcode") and form.get("zipcode"):
+            form["postcode"] = form["zipcode"]
+        missing = [name for name in ("address1", "postcode", "country") if not form.get(name)]
+        if missing:
+            raise _fail(400, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+        group = self._group(form["group_id"]) if form.get("group_id") else None
+        mode = form.get("on_duplicate", "duplicate").lower()
+        if mode not in ("update", "ignore", "duplicate"):
+            raise _fail(400, "on_duplicate must be update, ignore or duplicate")
+        found = self.recipients_with_email(form["email"]) if form.get("email") and mode != "duplicate" else []
+        if found:
+            recipient = self.recipients[int(found[0])]
+            if mode == "update":
+                for name in (*Recipient.FIELDS, "ref_id"):
+                    if name in form:
+                        setattr(recipient, name, form[name])
+        else:
+            fields = {name: form.get(name, "") for name in (*Recipient.FIELDS, "ref_id")}
+            recipient = Recipient(next(self._next_recipient), **fields)
+            self.recipients[recipient.id] = recipient
+        if group is not None:
+            group.members[recipient.id] = None
+        rid: int | str = recipient.id if self.int_ids else str(recipient.id)
+        return {"success": True, "data": {"id": rid, "valid": recipient.valid}}
+
+    # -- state --------------------------------------------------------------------------------------
+    def _new_group(self, name: str) -> Group:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        group = Group(next(self._next_group), name, stamp)
+        self.groups[group.id] = group
+        return group
+
+    def _delete_recipients(self, ids: Iterable[int]) -> None:
+        for rid in list(ids):
+            if self.recipients.pop(rid, None) is None:
+                continue
+            self.recipients_deleted += 1
+            for group in self.groups.values():
+                group.members.pop(rid, None)

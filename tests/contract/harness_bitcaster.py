@@ -1,0 +1,85 @@
+"""Bitcaster in the shared contract suite.
+
+Bitcaster cannot create lists or remove members (the suite checks that the connector says so and sends
+nothing), and its `add/` accepts only addresses that already have an address record: `seed_people`
+creates those records straight in the sandbox, and an address without one is the "bad contact". Member
+reads are one unpaginated GET. The key is static, so there is no token to expire. The sandbox's throttle
+(30 requests per 60 s per key) is off here: pacing and 429s are tested in tests/test_bitcaster.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from connectors.base import Connector, Contact
+from connectors.bitcaster import BitcasterSettings, build
+from connectors.sandbox._core import SandboxApp
+from connectors.sandbox.bitcaster import API, DEFAULT_KEY, DEFAULT_ORG, DEFAULT_PROJECT, BitcasterSandbox
+from connectors.settings import BuildContext
+from tests.contract.harness import BASE, Harness
+
+
+def _bc(sandbox: SandboxApp) -> BitcasterSandbox:
+    assert isinstance(sandbox, BitcasterSandbox)
+    return sandbox
+
+
+class BitcasterHarness(Harness):
+    type = "bitcaster"
+    page_cap = None  # GET d/{pk}/m/ answers every member at once (documented: no pagination)
+
+    def sandbox(self) -> SandboxApp:
+        sandbox = BitcasterSandbox()
+        sandbox.rate_limit = None
+        return sandbox
+
+    def settings(self, **overrides: Any) -> BitcasterSettings:
+        values: dict[str, Any] = {
+            "name": "bc",
+            "type": "bitcaster",
+            "base_url": BASE + API,
+            "token": DEFAULT_KEY,
+            "organization": DEFAULT_ORG,
+            "project": DEFAULT_PROJECT,
+            "rate_limit": 1e6,
+            "retry": {"backoff_base": 0},
+        }
+        values.update(overrides)
+        return BitcasterSettings.model_validate(values)
+
+    def connector(
+        self,
+        sandbox: SandboxApp,
+        *,
+        bad_credentials: bool = False,
+        ctx: BuildContext | None = None,
+        **overrides: Any,
+    ) -> Connector:
+        if bad_credentials:
+            overrides.setdefault("token", "not-a-bitcaster-key")
+        ctx = ctx or BuildContext()
+        ctx.transport = self.transport(sandbox)
+        return build(self.settings(**overrides), ctx)
+
+    def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
+        return str(_bc(sandbox).add_list(name, emails))
+
+    def seed_people(self, sandbox: SandboxApp, emails: Sequence[str]) -> None:
+        for email in emails:
+            _bc(sandbox).add_address(email)
+
+    def members(self, sandbox: SandboxApp, group_id: str) -> set[str]:
+        return {e.lower() for e in _bc(sandbox).list_emails(group_id)}
+
+    def bad_contacts(self, sandbox: SandboxApp) -> list[Contact]:
+        return [self.contact("no.address.record@example.com")]
+
+    def expire_tokens(self, sandbox: SandboxApp) -> bool:
+        return False  # a static API key
+
+    def read_requests(self, members: int) -> int | None:
+        return 1  # one GET d/{pk}/m/, whatever the size
+
+
+HARNESS = BitcasterHarness()

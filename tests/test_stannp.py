@@ -1,0 +1,1063 @@
+"""Stannp specifics, over HTTP against the bundled sandbox (httpx.ASGITransport; nothing of ours is patched).
+
+Exact request counts (k new + m existing recipients cost k + ceil(m/1000) writes; a warm cache reads no
+account listing), the stale-id refresh, pagination at the 1000 cap, pacing from the X-RateLimit-* headers
+(on a virtual clock shared by the sandbox's window and the connector's token bucket: nothing sleeps for real,
+nothing asserts wall-clock time), 429s, the non-atomic reset (never with `delete_recipients: true`), the
+planner's postal-field rejects, error shapes, tolerance of ids as numbers and bare bodies, and settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from connectors.base import (
+    AuthError,
+    BatchRejected,
+    Contact,
+    FatalError,
+    MemoryRecipientCache,
+    NotFound,
+    Pacing,
+    PostalAddress,
+    RateLimited,
+    RemoteGroup,
+    RemoteMember,
+    ResetKind,
+    TransientError,
+)
+from connectors.http import ApiKeyBasicAuth, BearerAuth, RetryPolicy, count_requests, make_client
+from connectors.sandbox._core import Fault, Request, Response
+from connectors.sandbox.stannp import AUTH_ERROR, DEFAULT_KEY, StannpSandbox
+from connectors.settings import BuildContext
+from connectors.stannp import (
+    CAPABILITIES,
+    GROUP_PAGE_SIZE,
+    REFUSED,
+    RecipientRefused,
+    StannpConnector,
+    StannpSettings,
+    build,
+    classify,
+    read_quota,
+)
+from syncd.model import Member, OpKind, Plan, RemovalPolicy, Strategy
+from syncd.planning import Guard, plan
+
+BASE = "http://127.0.0.1/v1"
+ADDRESS = PostalAddress(line1="1 Test Street", line2="Flat 2", city="Leeds", postcode="LS1 1AA", country="GB")
+ADD, REMOVE, NEW = r"/groups/add/", r"/groups/remove/", r"/recipients/new$"
+LISTING = r"/recipients/list$"
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def emails(n: int, prefix: str = "p") -> list[str]:
+    return [f"{prefix}{i:05d}@example.com" for i in range(n)]
+
+
+def contacts(addresses: Sequence[str]) -> list[Contact]:
+    return [Contact(email=e, first_name="Ann", last_name="Lee", address=ADDRESS) for e in addresses]
+
+
+def sandbox(**kwargs: Any) -> StannpSandbox:
+    kwargs.setdefault("limit", 1_000_000)  # pacing has its own tests below
+    return StannpSandbox(**kwargs)
+
+
+def settings(**overrides: Any) -> StannpSettings:
+    values: dict[str, Any] = {
+        "name": "stannp",
+        "base_url": BASE,
+        "api_key": DEFAULT_KEY,
+        "rate_limit": 1e6,
+        "retry": {"backoff_base": 0},
+    }
+    values.update(overrides)
+    return StannpSettings.model_validate({k: v for k, v in values.items() if v is not None})
+
+
+def connect(sb: Any, cache: MemoryRecipientCache | None = None, **overrides: Any) -> StannpConnector:
+    ctx = BuildContext(
+        transport=httpx.ASGITransport(app=sb), cache=cache if cache is not None else MemoryRecipientCache()
+    )
+    return build(settings(**overrides), ctx)
+
+
+def seed(sb: StannpSandbox, addresses: Sequence[str]) -> list[str]:
+    return [sb.add_recipient(e) for e in addresses]
+
+
+def warm_cache(sb: StannpSandbox) -> MemoryRecipientCache:
+    """What syncd's state DB holds after an earlier pass: every recipient's id by email."""
+    cache = MemoryRecipientCache()
+    cache.put_many({r.email.lower(): str(rid) for rid, r in sb.recipients.items() if r.email})
+    return cache
+
+
+def body_of(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return dict(parse_qsl(raw.decode(), keep_blank_values=True))
+    return data if isinstance(data, dict) else {}
+
+
+def assert_recipients_never_deleted(sb: StannpSandbox) -> None:
+    """No request the sandbox served asked for `delete_recipients` to be true, and none was deleted."""
+    for r in sb.requests:
+        value = body_of(r.body).get("delete_recipients")
+        assert value in (None, False, "false", "0", ""), f"{r.method} {r.path} sent delete_recipients={value!r}"
+    assert sb.recipients_deleted == 0
+
+
+def applier_chunks(items: Sequence[Contact], size: int = 1000) -> list[Sequence[Contact]]:
+    """The planner's ADD ops: the contacts in source order, one batch per op."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class Recording(StannpSandbox):
+    """The sandbox, also keeping every request's headers (the Idempotency-Key, the Authorization scheme)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("limit", 1_000_000)
+        super().__init__(**kwargs)
+        self.headers: list[tuple[str, str, dict[str, str]]] = []
+
+    async def handle(self, request: Request) -> Response:
+        self.headers.append((request.method, request.path, dict(request.headers)))
+        return await super().handle(request)
+
+
+# -------------------------------------------------------------------------------- adding: exact counts
+
+
+async def test_k_new_and_m_existing_cost_k_plus_ceil_m_over_1000_writes() -> None:
+    k, m = 3, 2500
+    sb = sandbox()
+    existing = emails(m, "old")
+    seed(sb, existing)
+    gid = sb.add_group("Mailing")
+    new = emails(k, "new")
+    # source order puts the new people among the existing ones, as a CRM would
+    wanted = contacts(existing[:700] + new[:1] + existing[700:1800] + new[1:] + existing[1800:])
+    c = connect(sb)
+    group = RemoteGroup(gid, "Mailing")
+    try:
+        with count_requests() as tally:
+            await c.prepare_adds(wanted)
+            results = [await c.add_members(group, chunk) for chunk in applier_chunks(wanted)]
+    finally:
+        await c.aclose()
+    assert sum(len(r.done) for r in results) == k + m and not any(r.rejected for r in results)
+    writes = k + math.ceil(m / 1000)
+    reads = math.ceil((m + 1) / 1000)  # the one account listing, pages of 1000 (2500 → 3 pages)
+    print(f"\nstannp add k={k} new + m={m} existing: {tally.as_dict()} (expected writes {writes}, reads {reads})")
+    assert tally.as_dict() == {"read": reads, "write": writes}
+    assert sb.count(method="POST", path=ADD) == math.ceil(m / 1000) and sb.count(path=NEW) == k
+    assert sb.count(path=LISTING) == reads == sb.count(mutating=False)
+    assert [len(body_of(r.body)["recipients"].split(",")) for r in sb.requests if ADD in r.path] == [999, 998, 503]
+    assert sb.group_emails(gid) == set(existing + new)
+    assert sb.recipient_count() == k + m  # nobody duplicated
+    assert_recipients_never_deleted(sb)
+
+
+async def test_one_call_with_everything_chunks_existing_ids_by_1000() -> None:
+    sb = sandbox()
+    existing = emails(2500, "old")
+    seed(sb, existing)
+    gid = sb.add_group("Mailing")
+    c = connect(sb, cache=warm_cache(sb))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "Mailing"), contacts(emails(2, "new") + existing))
+    finally:
+        await c.aclose()
+    assert len(result.done) == 2502
+    assert sb.mutating_count == 2 + 3
+    assert sb.count(mutating=False) == 3  # the two new emails are unknown to the cache: one listing
+
+
+async def test_a_warm_cache_reads_no_account_listing() -> None:
+    sb = sandbox()
+    people = emails(5)
+    seed(sb, people)
+    gid = sb.add_group("G")
+    cache = MemoryRecipientCache()
+    first = connect(sb, cache=cache)
+    try:  # pass 1: a cold cache lists the account once and remembers every id
+        await first.add_members(RemoteGroup(gid, "G"), contacts(people[:2]))
+    finally:
+        await first.aclose()
+    assert sb.count(path=LISTING) == 1 and len(cache.all()) == 5
+    sb.clear_log()
+    second = connect(sb, cache=cache)  # pass 2: a new connector, syncd's persisted cache
+    try:
+        with count_requests() as tally:
+            result = await second.add_members(RemoteGroup(gid, "G"), contacts(people))
+    finally:
+        await second.aclose()
+    assert sorted(result.done) == people
+    assert tally.as_dict() == {"read": 0, "write": 1}
+    assert [(r.method, r.path) for r in sb.requests] == [("POST", f"/v1/groups/add/{gid}")]
+    assert body_of(sb.requests[0].body) == {"recipients": ",".join(cache.get_many(people)[e] for e in people)}
+
+
+async def test_the_account_is_listed_at_most_once_per_pass() -> None:
+    sb = sandbox()
+    seed(sb, emails(1500))
+    gid = sb.add_group("G")
+    c = connect(sb)
+    group = RemoteGroup(gid, "G")
+    try:
+        await c.add_members(group, contacts(["a@example.com"]))  # unknown: lists the account (2 pages)
+        await c.add_members(group, contacts(["b@example.com", *emails(3)]))  # unknown again: no second listing
+        await c.prepare_adds(contacts(["c@example.com"]))
+    finally:
+        await c.aclose()
+    assert sb.count(path=LISTING) == 2
+    assert [dict(parse_qsl(r.query)) for r in sb.requests if r.path.endswith("/recipients/list")] == [
+        {"offset": "0", "limit": "1000"},
+        {"offset": "1000", "limit": "1000"},
+    ]
+    assert sb.count(path=NEW) == 2 and sb.count(path=ADD) == 1
+
+
+async def test_prepare_adds_resolves_once_and_costs_nothing_when_the_cache_knows_everyone() -> None:
+    sb = sandbox()
+    people = emails(4)
+    seed(sb, people)
+    gid = sb.add_group("G")
+    c = connect(sb, cache=warm_cache(sb))
+    try:
+        await c.prepare_adds(contacts(people))
+        assert sb.count() == 0
+        await c.prepare_adds(contacts(["new@example.com"]))  # someone unknown: the one listing
+        assert sb.count() == 1
+        sb.clear_log()
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts([*people, "new@example.com"]))
+    finally:
+        await c.aclose()
+    assert len(result.done) == 5
+    assert sb.count(mutating=False) == 0 and sb.count(path=ADD) == 1 and sb.count(path=NEW) == 1
+
+
+async def test_new_recipients_are_created_and_joined_in_one_request_each() -> None:
+    sb = Recording()
+    gid = sb.add_group("G")
+    cache = MemoryRecipientCache()
+    c = connect(sb, cache=cache)
+    person = Contact("Ann.Lee@Example.com", "Ann", "Lee", ADDRESS)
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), [person])
+    finally:
+        await c.aclose()
+    assert result.done == ("ann.lee@example.com",)
+    (rid,) = sb.recipients_with_email("ann.lee@example.com")
+    assert cache.all() == {"ann.lee@example.com": rid}  # the new id is cached
+    create = next(r for r in sb.requests if r.path.endswith("/recipients/new"))
+    assert body_of(create.body) == {
+        "email": "Ann.Lee@Example.com",  # the source's spelling
+        "firstname": "Ann",
+        "lastname": "Lee",
+        "address1": "1 Test Street",
+        "address2": "Flat 2",
+        "city": "Leeds",
+        "postcode": "LS1 1AA",
+        "country": "GB",
+        "group_id": gid,
+        "on_duplicate": "update",
+    }
+    headers = next(h for m, p, h in sb.headers if p.endswith("/recipients/new"))
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert len(headers["idempotency-key"]) >= 16
+    assert sb.group_emails(gid) == {"Ann.Lee@Example.com"}
+
+
+async def test_an_email_that_exists_after_all_is_reused_not_duplicated() -> None:
+    sb = sandbox()
+    gid = sb.add_group("G")
+    c = connect(sb)
+    try:
+        await c.prepare_adds(contacts(["late@example.com"]))  # listed: nobody has this email yet
+        rid = sb.add_recipient("LATE@example.com")  # ...then someone creates them in the dashboard
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(["late@example.com"]))
+    finally:
+        await c.aclose()
+    assert result.done == ("late@example.com",)
+    assert sb.recipients_with_email("late@example.com") == [rid]  # on_duplicate=update reused it
+    assert sb.group_ids(gid) == [rid]
+
+
+async def test_a_refused_contact_is_an_invalid_recipient_reject_and_the_rest_go_in() -> None:
+    sb = sandbox()
+    gid = sb.add_group("G")
+    c = connect(sb)
+    no_country = Contact("x@example.com", address=PostalAddress(line1="1 Road", postcode="AB1 2CD"))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), [*contacts(["a@example.com"]), no_country])
+    finally:
+        await c.aclose()
+    assert result.done == ("a@example.com",)
+    (reject,) = result.rejected
+    assert reject.email == "x@example.com" and reject.code == "invalid_recipient" and reject.permanent
+    assert reject.reason == f"{REFUSED}: country is required"
+    assert sb.group_emails(gid) == {"a@example.com"}
+
+
+async def test_a_stale_cached_id_refreshes_once_and_the_person_is_recreated() -> None:
+    sb = sandbox()
+    people = emails(5)
+    ids = seed(sb, people)
+    gid = sb.add_group("G")
+    cache = warm_cache(sb)
+    sb.delete_recipient(ids[2])  # deleted in the dashboard; the cache still vouches for it
+    c = connect(sb, cache=cache)
+    try:
+        with count_requests() as tally:
+            result = await c.add_members(RemoteGroup(gid, "G"), contacts(people))
+    finally:
+        await c.aclose()
+    assert sorted(result.done) == people and not result.rejected
+    # refused (stale id) → one listing → the 4 valid ids → the deleted person created again
+    assert [(r.method, r.path.split("/")[-2 if ADD in r.path else -1], r.status) for r in sb.requests] == [
+        ("POST", "add", 400),
+        ("GET", "list", 200),
+        ("POST", "add", 200),
+        ("POST", "new", 200),
+    ]
+    assert tally.as_dict() == {"read": 1, "write": 3}
+    assert sb.group_emails(gid) == set(people)
+    (fresh,) = sb.recipients_with_email(people[2])
+    assert cache.get_many([people[2]]) == {people[2]: fresh} and fresh != ids[2]
+
+
+async def test_a_recipient_deleted_after_the_listing_is_isolated_and_the_good_ids_go_in() -> None:
+    sb = sandbox()
+    people = emails(8)
+    ids = seed(sb, people)
+    gid = sb.add_group("G")
+    c = connect(sb)
+    try:
+        await c.prepare_adds(contacts([*people, "someone.new@example.com"]))  # lists the account
+        sb.delete_recipient(ids[5])
+        sb.clear_log()
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(people))
+    finally:
+        await c.aclose()
+    assert sorted(result.done) == people and not result.rejected
+    # 8 refused; the group still exists (1 read); halves: 4 ok + 4 refused → 2 ok + 2 refused → 1 ok + 1 refused
+    assert sb.count(method="POST", path=ADD) == 7
+    assert sb.count(method="GET", path="/groups/list$") == 1
+    assert sb.count(path=NEW) == 1  # the deleted person is created again
+    assert sb.group_emails(gid) == set(people)
+
+
+async def test_adding_to_a_deleted_group_is_not_found() -> None:
+    sb = sandbox()
+    people = emails(2)
+    seed(sb, people)
+    c = connect(sb, cache=warm_cache(sb))
+    try:
+        with pytest.raises(NotFound):
+            await c.add_members(RemoteGroup("999", "Gone"), contacts(people))
+        with pytest.raises(NotFound):
+            await c.add_members(RemoteGroup("999", "Gone"), contacts(["new@example.com"]))
+    finally:
+        await c.aclose()
+    assert sb.recipient_count() == 2
+
+
+# ----------------------------------------------------------------------------------- reading members
+
+
+@pytest.mark.parametrize(("n", "pages"), [(1, 1), (999, 1), (1000, 2), (1001, 2), (2500, 3)])
+async def test_member_reads_page_at_1000(n: int, pages: int) -> None:
+    sb = sandbox()
+    people = emails(n)
+    gid = sb.add_group("Big", people)
+    cache = MemoryRecipientCache()
+    c = connect(sb, cache=cache)
+    try:
+        with count_requests() as tally:
+            members = await c.read_members(RemoteGroup(gid, "Big"))
+    finally:
+        await c.aclose()
+    assert sorted(m.key for m in members) == people and all(m.id for m in members)
+    assert tally.read == pages == sb.count()
+    queries = [dict(parse_qsl(r.query)) for r in sb.requests]
+    assert queries == [{"group_id": gid, "offset": str(1000 * p), "limit": "1000"} for p in range(pages)]
+    assert len(cache.all()) == n  # email -> id remembered for the next pass
+
+
+async def test_members_without_email_and_duplicate_copies_are_keyed_by_id() -> None:
+    sb = sandbox()
+    gid = sb.add_group("G", ["a@example.com"])
+    no_email = sb.add_recipient(None, group_ids=[gid])
+    copy = sb.add_recipient("A@Example.com", group_ids=[gid])  # Stannp allows a second recipient with it
+    c = connect(sb)
+    try:
+        members = await c.read_members(RemoteGroup(gid, "G"))
+    finally:
+        await c.aclose()
+    assert sorted(m.key for m in members) == sorted(["a@example.com", f"id:{no_email}", f"id:{copy}"])
+    assert RemoteMember(email=None, id=copy) in members  # mirror removes the extra copy: one letter each
+
+
+async def test_an_empty_read_checks_that_the_group_exists() -> None:
+    class EmptyForUnknownGroups(StannpSandbox):
+        """An API that reads an unknown group_id as an empty list instead of a 404."""
+
+        def _list_recipients(self, request: Request) -> dict[str, Any]:
+            if request.query.get("group_id", "").isdigit() and int(request.query["group_id"]) not in self.groups:
+                return {"success": True, "data": []}
+            return super()._list_recipients(request)
+
+    for sb in (sandbox(), EmptyForUnknownGroups(limit=None)):
+        gid = sb.add_group("Empty")
+        c = connect(sb)
+        try:
+            assert await c.read_members(RemoteGroup(gid, "Empty")) == []
+            with pytest.raises(NotFound):
+                await c.read_members(RemoteGroup("4040", "Gone"))
+        finally:
+            await c.aclose()
+    assert sb.count(path="/groups/list$") == 1  # the group listing is read once and shared
+
+
+# -------------------------------------------------------------------------------------------- groups
+
+
+async def test_find_group_pages_the_listing_once_per_pass() -> None:
+    sb = sandbox()
+    for i in range(120):
+        sb.add_group(f"Team {i}")
+    target = sb.add_group("Team")
+    c = connect(sb)
+    try:
+        found = await c.find_group(name="Team")
+        assert found is not None and found.id == target and found.member_count == 0
+        assert sb.count() == 3  # 121 groups, pages of 50
+        assert [dict(parse_qsl(r.query))["offset"] for r in sb.requests] == ["0", "50", "100"]
+        assert {dict(parse_qsl(r.query))["limit"] for r in sb.requests} == {str(GROUP_PAGE_SIZE)}
+        by_id = await c.find_group(group_id=f" {target} ")
+        assert by_id is not None and by_id.name == "Team"
+        assert await c.find_group(group_id="1", name="Team 7") is not None  # unknown id: the name decides
+        assert await c.find_group(name="team") is None  # exact names only
+        assert sb.count() == 3  # answered from the pass's listing
+    finally:
+        await c.aclose()
+
+
+async def test_two_groups_with_one_name_ask_for_a_group_id() -> None:
+    sb = sandbox()
+    a, b = sb.add_group("Twin"), sb.add_group("Twin")
+    c = connect(sb)
+    try:
+        with pytest.raises(FatalError, match=f"2 Stannp groups are named 'Twin' \\(ids {a}, {b}\\)"):
+            await c.find_group(name="Twin")
+    finally:
+        await c.aclose()
+
+
+async def test_create_sends_an_idempotency_key_and_is_found_afterwards() -> None:
+    sb = Recording()
+    c = connect(sb)
+    try:
+        assert await c.find_group(name="New") is None
+        group = await c.create_group("New")
+        assert group.id == next(iter(sb.groups)).__str__() and group.name == "New"
+        again = await c.find_group(name="New")
+        assert again is not None and again.id == group.id
+    finally:
+        await c.aclose()
+    assert sb.mutating_count == 1 and sb.count() == 2  # the listing, the create; the find is answered locally
+    create = next(h for m, p, h in sb.headers if m == "POST")
+    assert create["idempotency-key"] and create["content-type"] == "application/json"
+
+
+class LandsThenFails(StannpSandbox):
+    """The first group create is processed, but its answer is lost (a 502 from a proxy)."""
+
+    lost = 0
+
+    async def handle(self, request: Request) -> Response:
+        response = await super().handle(request)
+        if request.path.endswith("/groups/create") and not self.lost:
+            self.lost += 1
+            return Response(502, "Bad Gateway")
+        return response
+
+
+async def test_a_create_that_landed_is_looked_up_not_sent_twice() -> None:
+    sb = LandsThenFails(limit=None)
+    c = connect(sb)
+    try:
+        group = await c.create_group("New")
+    finally:
+        await c.aclose()
+    assert [g.name for g in sb.groups.values()] == ["New"] and group.id == str(next(iter(sb.groups)))
+    assert sb.count(method="POST") == 1 and sb.count(method="GET", path="/groups/list$") == 1
+
+
+async def test_a_create_that_did_not_land_is_sent_again_with_the_same_key() -> None:
+    sb = Recording()
+    sb.inject(Fault(status=503, method="POST", path="/groups/create$"))
+    c = connect(sb)
+    try:
+        group = await c.create_group("New")
+    finally:
+        await c.aclose()
+    assert [g.name for g in sb.groups.values()] == ["New"] and group.name == "New"
+    keys = [h["idempotency-key"] for m, p, h in sb.headers if m == "POST"]
+    assert len(keys) == 2 and keys[0] == keys[1]
+
+
+async def test_the_sandbox_replays_an_idempotency_key() -> None:
+    sb = sandbox()
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}", "Idempotency-Key": "k-1"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/") as http:
+        first = (await http.post("groups/create", json={"name": "Once"}, headers=headers)).json()
+        second = (await http.post("groups/create", json={"name": "Once"}, headers=headers)).json()
+    assert first == second and len(sb.groups) == 1 and sb.replays == 1
+
+
+# ------------------------------------------------------------------------------------ remove, reset
+
+
+async def test_remove_sends_comma_separated_ids_in_batches_and_is_idempotent() -> None:
+    sb = sandbox()
+    people = emails(2500)
+    gid = sb.add_group("G", people)
+    c = connect(sb)
+    group = RemoteGroup(gid, "G")
+    try:
+        members = await c.read_members(group)
+        sb.clear_log()
+        result = await c.remove_members(group, members[:2100])
+        assert len(result.done) == 2100
+        assert [(r.method, r.path) for r in sb.requests] == [("DELETE", f"/v1/groups/remove/{gid}")] * 3
+        first = body_of(sb.requests[0].body)["recipients"].split(",")
+        assert first == [m.id for m in members[:1000]]
+        assert sb.group_emails(gid) == {m.email for m in members[2100:]}
+        sb.clear_log()
+        again = await c.remove_members(group, members[:3])  # not members any more: still a success
+        assert len(again.done) == 3 and sb.count() == 1
+    finally:
+        await c.aclose()
+    assert sb.recipient_count() == 2500  # removing from a group never deletes a recipient
+
+
+async def test_remove_of_a_deleted_recipient_still_removes_the_rest() -> None:
+    sb = sandbox()
+    people = emails(4)
+    gid = sb.add_group("G", people)
+    c = connect(sb)
+    group = RemoteGroup(gid, "G")
+    try:
+        members = [m for m in await c.read_members(group) if m.key != people[3]]
+        assert members[0].id is not None
+        sb.delete_recipient(members[0].id)
+        result = await c.remove_members(group, [*members, RemoteMember(email="never.seen@example.com")])
+    finally:
+        await c.aclose()
+    assert sorted(result.done) == sorted([*people[:3], "never.seen@example.com"])
+    assert sb.group_emails(gid) == {people[3]}
+
+
+def members(addresses: Sequence[str], *, address: bool = True) -> tuple[Member, ...]:
+    return tuple(Member(email=e, address=ADDRESS if address else None) for e in addresses)
+
+
+async def test_reset_is_purge_then_adds_only_with_allow_non_atomic_reset_and_never_deletes_recipients() -> None:
+    sb = sandbox()
+    old, new = emails(1500, "old"), emails(1000, "new")  # 1 add + 2 removes, or a purge + 1 add
+    seed(sb, new)
+    gid = sb.add_group("G", old)
+    c = connect(sb, cache=warm_cache(sb), allow_non_atomic_reset=True)
+    group = RemoteGroup(gid, "G")
+    try:
+        actual = tuple(await c.read_members(group))
+
+        def planned(allow: bool) -> Plan:
+            return plan(
+                group="G",
+                provider="stannp",
+                desired=members(new),
+                actual=actual,
+                capabilities=c.capabilities,
+                policy=RemovalPolicy.MIRROR,
+                guard=Guard(allow_mass_removal=True),
+                allow_non_atomic_reset=allow,
+            )
+
+        cautious = planned(False)
+        assert cautious.strategy is Strategy.INCREMENTAL
+        assert [op.kind for op in cautious.ops] == [OpKind.ADD, OpKind.REMOVE, OpKind.REMOVE]
+        allowed = planned(True)
+        assert allowed.strategy is Strategy.RESET and [op.kind for op in allowed.ops] == [OpKind.RESET]
+        sb.clear_log()
+        result = await c.reset_members(group, allowed.ops[0].contacts)
+    finally:
+        await c.aclose()
+    assert len(result.done) == 1000 and not result.rejected
+    assert [(r.method, r.path) for r in sb.requests] == [
+        ("POST", "/v1/groups/purge"),
+        ("POST", f"/v1/groups/add/{gid}"),
+    ]
+    assert json.loads(sb.requests[0].body) == {"id": int(gid), "delete_recipients": False}
+    assert sb.group_emails(gid) == set(new)
+    assert sb.recipient_count() == 2500  # the old members are out of the group, not deleted
+    assert_recipients_never_deleted(sb)
+
+
+async def test_a_reset_resolves_before_it_purges() -> None:
+    sb = sandbox()
+    gid = sb.add_group("G", emails(2, "old"))
+    c = connect(sb)
+    try:
+        result = await c.reset_members(RemoteGroup(gid, "G"), contacts(["fresh@example.com"]))
+    finally:
+        await c.aclose()
+    assert result.done == ("fresh@example.com",)
+    assert [r.path.rsplit("/", 2)[-1] for r in sb.requests] == ["list", "purge", "new"]
+    assert sb.group_emails(gid) == {"fresh@example.com"}
+    assert_recipients_never_deleted(sb)
+
+
+async def test_the_sandbox_honours_delete_recipients_so_the_checks_above_mean_something() -> None:
+    sb = sandbox()
+    gid = sb.add_group("G", emails(3))
+    other = sb.add_group("Other", emails(3))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/") as http:
+        auth = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+        answer = await http.post("groups/purge", json={"id": int(gid), "delete_recipients": True}, headers=auth)
+    assert answer.json() == {"success": True, "data": True}
+    assert sb.recipient_count() == 0 and sb.group_emails(other) == set()  # gone from every group
+    with pytest.raises(AssertionError, match="delete_recipients=True"):
+        assert_recipients_never_deleted(sb)
+
+
+# ------------------------------------------------------------------------------ the planner's rejects
+
+
+def test_the_planner_rejects_members_missing_the_postal_fields_stannp_requires() -> None:
+    partial = Member("partial@example.com", address=PostalAddress(line1="1 Road", postcode=" ", country="GB"))
+    present = Member("present@example.com")  # already in the group without an address: not ours to reject
+    the_plan = plan(
+        group="G",
+        provider="stannp",
+        desired=(*members(["ok@example.com"]), *members(["bare@example.com"], address=False), partial, present),
+        actual=(RemoteMember(email="present@example.com", id="1"),),
+        capabilities=CAPABILITIES,
+        policy=RemovalPolicy.MIRROR,
+        guard=Guard(),
+    )
+    assert [m.email for m in the_plan.to_add] == ["ok@example.com"]
+    assert [(r.email, r.reason) for r in the_plan.rejected] == [
+        ("bare@example.com", "missing fields stannp requires: address.country, address.line1, address.postcode"),
+        ("partial@example.com", "missing fields stannp requires: address.postcode"),
+    ]
+    assert {str(r.code) for r in the_plan.rejected} == {"missing_fields"}
+
+
+# ------------------------------------------------------------------------------------------- pacing
+
+
+class VirtualTime:
+    """A clock both the sandbox's rate-limit window and the connector's token bucket read. It starts at the
+    real monotonic time, so it also agrees with anything still timed on time.monotonic()."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+def paced(
+    sb: StannpSandbox, vt: VirtualTime, *, rate: float = 5.0, burst: int = 1, retries: int = 5
+) -> StannpConnector:
+    client = make_client(BASE, auth=ApiKeyBasicAuth(SecretStr(DEFAULT_KEY)), transport=httpx.ASGITransport(app=sb))
+    return StannpConnector(
+        "stannp",
+        client,
+        pacing=Pacing(rate=rate, burst=burst, max_concurrency=4),
+        retry=RetryPolicy(max_retries=retries, backoff_base=0, jitter=0),
+        cache=MemoryRecipientCache(),
+        clock=vt.clock,
+        sleep=vt.sleep,
+    )
+
+
+def served(sb: StannpSandbox, start: float) -> list[tuple[float, int]]:
+    return [(at - start, status) for at, _, _, status in sb.timeline]
+
+
+async def test_pacing_slows_as_remaining_falls() -> None:
+    vt = VirtualTime()
+    sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
+    start = vt.now
+    c = paced(sb, vt, rate=5.0)
+    try:
+        for _ in range(3):  # a window wide open: the plan's 5/s
+            await c.api.request("GET", "groups/list")
+        sb.consume(287)  # another client of the account takes most of the window: 10 left
+        for _ in range(12):
+            await c.api.request("GET", "groups/list")
+    finally:
+        await c.aclose()
+    times = served(sb, start)
+    assert len(times) == 15 and all(status == 200 for _, status in times)  # no 429
+    gaps = [round(b[0] - a[0], 2) for a, b in itertools.pairwise(times)]
+    assert gaps[:3] == [0.2, 0.2, 0.2]  # 1/rate while the window is wide open
+    # Remaining 9, 8, ... 1 are spread over what is left of the window: gaps of about reset/remaining seconds.
+    assert gaps[3] == pytest.approx((60 - times[3][0]) / 9, rel=0.05)
+    assert all(6 < g < 7.5 for g in gaps[3:11])
+    assert times[11][0] < 60 <= times[12][0]  # the last of the 10 went in this window, the next in a new one
+    assert gaps[12:] == [0.2, 0.2]  # and the new window goes at the plan's rate again
+
+
+async def test_pacing_waits_for_the_reset_when_remaining_reaches_zero() -> None:
+    vt = VirtualTime()
+    sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
+    start = vt.now
+    sb.consume(299)  # one request left in this window
+    c = paced(sb, vt, rate=5.0, burst=5)
+    try:
+        for _ in range(3):
+            await c.api.request("GET", "groups/list")
+    finally:
+        await c.aclose()
+    times = served(sb, start)
+    assert [status for _, status in times] == [200, 200, 200]  # waited instead of running into a 429
+    assert times[0][0] == 0 and 60 <= times[1][0] <= 61 and times[2][0] - times[1][0] == pytest.approx(0.2, rel=0.01)
+
+
+async def test_a_spent_window_is_waited_out_and_the_429_does_not_use_the_retry_budget() -> None:
+    vt = VirtualTime()
+    sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
+    start = vt.now
+    sb.consume(300)  # the window is spent before we start
+    c = paced(sb, vt, retries=0)
+    try:
+        await c.api.request("GET", "groups/list")
+    finally:
+        await c.aclose()
+    (t0, s0), (t1, s1) = served(sb, start)
+    assert (s0, s1) == (429, 200)
+    assert t0 == 0 and 60 <= t1 <= 61  # X-RateLimit-Reset said when; no Retry-After was needed
+
+
+async def test_a_429_with_retry_after_is_honoured() -> None:
+    vt = VirtualTime()
+    sb = StannpSandbox(limit=None, clock=vt.clock)
+    sb.inject(Fault(status=429, retry_after=2, body={"success": False, "error": "slow down"}))
+    start = vt.now
+    c = paced(sb, vt, retries=0)
+    try:
+        assert await c.find_group(name="x") is None
+    finally:
+        await c.aclose()
+    assert [r.status for r in sb.requests] == [429, 200]
+    ((t1, _),) = served(sb, start)  # the fault answer is not in the timeline; the retry is
+    assert 2 <= t1 < 3
+
+
+async def test_a_sync_of_600_new_people_at_300_per_minute_never_hits_the_limit() -> None:
+    vt = VirtualTime()
+    sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
+    gid = sb.add_group("G")
+    start = vt.now
+    c = paced(sb, vt, rate=5.0, burst=5)
+    people = contacts(emails(600))
+    try:
+        with count_requests() as tally:
+            await c.prepare_adds(people)
+            for chunk in applier_chunks(people):
+                await c.add_members(RemoteGroup(gid, "G"), chunk)
+    finally:
+        await c.aclose()
+    times = served(sb, start)
+    assert tally.as_dict() == {"read": 1, "write": 600}
+    assert all(status == 200 for _, status in times)
+    windows: dict[int, int] = {}
+    for t, _ in times:
+        windows[int(t // 60)] = windows.get(int(t // 60), 0) + 1
+    assert max(windows.values()) <= 300
+    print(f"\n600 new at 300/min: {len(times)} requests over {times[-1][0]:.1f} virtual s (bound {601 / 5:.0f} s)")
+
+
+def test_quota_reading() -> None:
+    request = httpx.Request("GET", BASE + "/groups/list")
+
+    def quota(**headers: str) -> tuple[int, float] | None:
+        q = read_quota(httpx.Response(200, headers=headers, request=request))
+        return None if q is None else (q.remaining, round(q.reset_in))
+
+    assert quota(**{"X-RateLimit-Remaining": "12", "X-RateLimit-Reset": "40", "X-RateLimit-Limit": "300"}) == (12, 40)
+    assert quota(**{"X-RateLimit-Remaining": "900", "X-RateLimit-Reset": "40", "X-RateLimit-Limit": "300"}) == (300, 40)
+    epoch = str(int(time.time()) + 30)  # a Reset given as a timestamp
+    assert quota(**{"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": epoch}) in ((5, 29), (5, 30))
+    assert quota() is None
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def _answer(status: int, body: Any, path: str = "/v1/groups/create") -> httpx.Response:
+    request = httpx.Request("POST", "http://127.0.0.1" + path)
+    if isinstance(body, str):
+        return httpx.Response(status, text=body, request=request)
+    return httpx.Response(status, json=body, request=request)
+
+
+def test_classify_checks_success_even_on_http_200() -> None:
+    assert classify(_answer(200, {"success": True, "data": "39"})) is None
+    assert classify(_answer(200, [1, 2])) is None
+    refused = classify(_answer(200, {"success": False, "error": "name is required"}))
+    assert type(refused) is FatalError and refused.message.endswith("name is required") and refused.status == 200
+    add = classify(_answer(400, {"success": False, "error": "recipient 7 does not exist"}, "/v1/groups/add/3"))
+    assert isinstance(add, BatchRejected) and "recipient 7" in add.message
+    assert isinstance(classify(_answer(200, {"success": False, "error": "x"}, "/v1/groups/remove/3")), BatchRejected)
+    bad_key = classify(_answer(401, {"success": False, "error": AUTH_ERROR}))
+    assert isinstance(bad_key, AuthError) and AUTH_ERROR in bad_key.message and "region" in bad_key.message
+    assert isinstance(classify(_answer(200, {"success": False, "error": AUTH_ERROR})), AuthError)
+    assert isinstance(classify(_answer(404, {"success": False, "error": "Group not found"})), NotFound)
+    assert isinstance(classify(_answer(429, {"success": False, "error": "slow"})), RateLimited)
+    assert isinstance(classify(_answer(503, "Service Unavailable")), TransientError)
+    shapes = [
+        {"success": False, "error": {"message": "nested"}},
+        {"success": False, "error": ["nested"]},
+        {"success": False, "message": "nested"},
+    ]
+    for body in shapes:
+        error = classify(_answer(400, body, "/v1/groups/create"))
+        assert type(error) is FatalError and error.status == 400 and "nested" in error.message
+        refused = classify(_answer(400, body, "/v1/recipients/new"))
+        assert isinstance(refused, RecipientRefused) and refused.reason == "nested" and refused.status == 400
+    on_200 = classify(_answer(200, {"success": False, "error": "bad country"}, "/v1/recipients/new"))
+    assert isinstance(on_200, RecipientRefused) and on_200.reason == "bad country"
+    assert isinstance(classify(_answer(404, {"success": False}, "/v1/recipients/new")), NotFound)
+
+
+async def test_a_bad_key_is_an_auth_error_for_both_schemes_and_the_key_never_shows() -> None:
+    sb = sandbox()
+    sb.add_group("G")
+    for scheme in ("basic", "bearer"):
+        good, bad = connect(sb, auth_scheme=scheme), connect(sb, auth_scheme=scheme, api_key="wrong-key-123")
+        try:
+            assert await good.find_group(name="G") is not None
+            with pytest.raises(AuthError) as caught:
+                await bad.find_group(name="G")
+        finally:
+            await good.aclose()
+            await bad.aclose()
+        assert caught.value.status == 401 and AUTH_ERROR in caught.value.message
+        assert "wrong-key-123" not in str(caught.value)
+    assert [r.status for r in sb.requests] == [200, 401, 200, 401]  # a bad key is not retried
+
+
+async def test_basic_auth_is_the_key_with_an_empty_password_and_bearer_the_key() -> None:
+    sb = Recording()
+    for scheme in ("basic", "bearer"):
+        c = connect(sb, auth_scheme=scheme)
+        try:
+            await c.find_group(name="G")
+        finally:
+            await c.aclose()
+    basic, bearer = (h["authorization"] for _, _, h in sb.headers)
+    assert basic == "Basic " + base64.b64encode(f"{DEFAULT_KEY}:".encode()).decode()
+    assert bearer == f"Bearer {DEFAULT_KEY}"
+
+
+async def test_every_answer_carries_rate_limit_headers() -> None:
+    sb = StannpSandbox(limit=300)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/") as http:
+        ok = await http.get("groups/list", headers={"Authorization": f"Bearer {DEFAULT_KEY}"})
+        denied = await http.get("groups/list")
+        missing = await http.get("nope", headers={"Authorization": f"Bearer {DEFAULT_KEY}"})
+    for answer, remaining in ((ok, "299"), (denied, "298"), (missing, "297")):
+        assert answer.headers["X-RateLimit-Limit"] == "300"
+        assert answer.headers["X-RateLimit-Remaining"] == remaining
+        assert 0 < int(answer.headers["X-RateLimit-Reset"]) <= 60
+    assert denied.status_code == 401 and denied.json() == {"success": False, "error": AUTH_ERROR}
+    assert missing.status_code == 404
+
+
+# ------------------------------------------------------------------------ building to the API, not to us
+
+
+async def test_ids_given_as_numbers_work_everywhere() -> None:
+    sb = sandbox(int_ids=True)
+    seed(sb, emails(3))
+    c = connect(sb)
+    try:
+        group = await c.create_group("Numbers")
+        assert group.id.isdigit()
+        assert (await c.find_group(group_id=group.id)) == group
+        result = await c.add_members(group, contacts([*emails(3), "new@example.com"]))
+        assert len(result.done) == 4
+        read = await c.read_members(group)
+        assert sorted(m.key for m in read) == sorted([*emails(3), "new@example.com"])
+        await c.remove_members(group, read[:1])
+        await c.reset_members(group, contacts(emails(1)))
+    finally:
+        await c.aclose()
+    assert sb.group_emails(group.id) == set(emails(1))
+
+
+async def test_bare_bodies_without_a_data_envelope_are_accepted() -> None:
+    groups = [{"id": 7, "name": "Bare", "recipients": 1}]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/groups/list"):
+            return httpx.Response(200, json=groups if request.url.params["offset"] == "0" else [])
+        if path.endswith("/groups/create"):
+            return httpx.Response(200, json={"success": True, "id": 8})
+        if path.endswith("/recipients/list"):
+            if request.url.params["offset"] != "0":
+                return httpx.Response(200, json={"success": True, "data": False})
+            return httpx.Response(200, json={"success": True, "data": {"recipients": [{"id": 99, "email": "x@y.org"}]}})
+        if path.endswith("/recipients/new"):
+            if b"quiet" in request.content:  # success without naming the id
+                return httpx.Response(200, json={"success": True})
+            return httpx.Response(200, json={"success": True, "data": 123})
+        return httpx.Response(200, json={"success": True, "data": 1})
+
+    client = make_client(BASE, auth=BearerAuth(SecretStr("k")), transport=httpx.MockTransport(answer))
+    c = StannpConnector("stannp", client, pacing=Pacing(rate=0), cache=MemoryRecipientCache())
+    try:
+        assert await c.find_group(name="Bare") == RemoteGroup("7", "Bare", 1)
+        assert (await c.create_group("Made")).id == "8"
+        assert await c.read_members(RemoteGroup("7", "Bare")) == [RemoteMember("x@y.org", "99")]
+        added = await c.add_members(RemoteGroup("7", "Bare"), contacts(["n@y.org", "quiet@y.org"]))
+        assert sorted(added.done) == ["n@y.org", "quiet@y.org"]
+        assert c.cache.all() == {"x@y.org": "99", "n@y.org": "123"}
+    finally:
+        await c.aclose()
+
+
+# ------------------------------------------------------------------------------ settings and secrets
+
+
+def test_settings_defaults_and_validation() -> None:
+    s = StannpSettings.model_validate({"name": "stannp", "type": "stannp", "api_key": "k"})
+    assert s.base_url == "https://api-eu1.stannp.com/v1" and s.auth_scheme == "basic"
+    assert s.pacing(CAPABILITIES.pacing) == Pacing(rate=5.0, burst=5, max_concurrency=4)
+    us = settings(base_url="https://api-us1.stannp.com/v1", auth_scheme="bearer")
+    assert us.base_url.endswith("us1.stannp.com/v1") and us.auth_scheme == "bearer"
+    for bad in (
+        {"api_key": None},
+        {"api_key": "  "},
+        {"auth_scheme": "digest"},
+        {"base_url": "http://api-eu1.stannp.com/v1"},  # plain http off loopback
+        {"type": "communic8"},
+        {"surprise": 1},
+    ):
+        with pytest.raises(ValidationError):
+            settings(**bad)
+    for name, f in StannpSettings.model_fields.items():
+        assert f.description, f"{name} is undocumented"
+    assert "api-us1.stannp.com" in (StannpSettings.model_fields["base_url"].description or "")
+
+
+def test_capabilities_and_batch_size() -> None:
+    assert CAPABILITIES.member_key.value == "id" and CAPABILITIES.reset is ResetKind.NON_ATOMIC
+    assert (CAPABILITIES.max_add_batch, CAPABILITIES.max_remove_batch) == (1000, 1000)
+    assert CAPABILITIES.can_create_group and CAPABILITIES.can_remove
+    assert CAPABILITIES.required_fields == {"address.line1", "address.postcode", "address.country"}
+    small = connect(sandbox(), batch_size=250)
+    assert small.capabilities.max_add_batch == 250 == small.capabilities.max_remove_batch
+
+
+async def test_secrets_never_show() -> None:
+    s = settings(api_key="sk-secret-123456")
+    for text in (repr(s), str(s), s.model_dump_json()):
+        assert "sk-secret-123456" not in text
+    for scheme in ("basic", "bearer"):
+        c = connect(sandbox(), api_key="sk-secret-123456", auth_scheme=scheme)
+        assert "sk-secret-123456" not in repr(c) + repr(c.api.client.auth)
+        await c.aclose()
+
+
+async def test_no_email_or_key_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    sb = sandbox()
+    seed(sb, emails(3))
+    gid = sb.add_group("G", emails(1, "old"))
+    c = connect(sb)
+    caplog.set_level(logging.DEBUG)
+    try:
+        group = RemoteGroup(gid, "G")
+        await c.add_members(group, contacts([*emails(3), "new@example.com"]))
+        await c.add_members(group, [Contact("bad@example.com")])
+        await c.remove_members(group, await c.read_members(group))
+        await c.reset_members(group, contacts(emails(2)))
+    finally:
+        await c.aclose()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "@example.com" not in text and DEFAULT_KEY not in text
+    assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("syncd.connectors"))
+
+
+# ----------------------------------------------------------------------------- the sandbox as documented
+
+
+async def test_sandbox_routes_follow_the_docs() -> None:
+    sb = sandbox()
+    ids = seed(sb, emails(1001))
+    gid = sb.add_group("G")
+    auth = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/", headers=auth) as http:
+        too_many = await http.post(f"groups/add/{gid}", json={"recipients": ",".join(ids)})
+        unknown = await http.post(f"groups/add/{gid}", json={"recipients": f"{ids[0]},1"})
+        added = await http.post(f"groups/add/{gid}", json={"recipients": f"{ids[0]},{ids[1]}"})
+        default_page = (await http.get("recipients/list")).json()["data"]
+        capped = (await http.get("recipients/list", params={"limit": 5000})).json()["data"]
+        no_address = await http.post("recipients/new", data={"email": "n@example.com", "country": "GB"})
+        zipcode = await http.post(
+            "recipients/new",
+            data={"email": ids and "z@example.com", "address1": "1 Main", "zipcode": "10001", "country": "US"},
+        )
+        dup = await http.post(
+            "recipients/new", data={"email": "Z@example.com", "address1": "2 Main", "postcode": "1", "country": "US"}
+        )
+        calc = await http.post(f"groups/calculate/{gid}")
+        gone = await http.post("groups/add/12345", json={"recipients": ids[0]})
+        listed = (await http.get("groups/list")).json()["data"]
+        deleted = await http.request("DELETE", "groups/delete", json={"id": int(gid)})
+    assert too_many.status_code == 400 and "at most 1000" in too_many.json()["error"]
+    assert unknown.status_code == 400 and unknown.json()["success"] is False
+    assert added.json() == {"success": True, "data": 2}
+    assert len(default_page) == 100 and len(capped) == 1000
+    fields = "id email firstname lastname company address1 address2 city postcode country ref_id"
+    assert set(default_page[0]) == set(fields.split())
+    assert isinstance(default_page[0]["id"], str) and default_page[0]["id"].isdigit()
+    assert no_address.status_code == 400 and no_address.json()["error"] == "address1, postcode are required"
+    assert zipcode.json()["success"] is True and zipcode.json()["data"]["valid"] is True
+    assert dup.json()["data"]["id"] != zipcode.json()["data"]["id"]  # on_duplicate defaults to a duplicate
+    assert calc.json() == {"success": True, "data": True}
+    assert gone.status_code == 404
+    assert listed[0]["recipients"] == "2" and listed[0]["id"] == gid
+    assert deleted.json() == {"success": True, "data": True} and not sb.groups
+    assert sb.recipient_count() == 1003  # deleting a group without delete_recipients keeps them
