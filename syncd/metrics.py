@@ -7,11 +7,25 @@ Labels carry group, provider, kind and reason *categories*: never an email or a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, write_to_textfile
 
+from syncd.errors import SyncdError
 from syncd.model import PairResult, PairStatus
+
+# The outcomes a pass can have (syncd.state.RunOutcome, less "running"). Their series exist from the start at 0,
+# so `increase(syncd_runs_total{outcome="failure"}[…])` sees the first failure.
+RUN_OUTCOMES = ("success", "failure", "blocked", "interrupted")
+_CATEGORY = re.compile(r"[a-z0-9_.:-]{1,64}")
+
+
+def category(value: object) -> str:
+    """A label value that is a category name (reject reason, retry reason): anything else becomes "other",
+    so free text (which could quote a member) never becomes a label."""
+    text = str(value).strip().lower()
+    return text if _CATEGORY.fullmatch(text) and "@" not in text else "other"
 
 
 class Metrics:
@@ -19,6 +33,8 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.runs = Counter("syncd_runs_total", "Reconciliation passes, by outcome.", ["outcome"], registry=r)
+        for outcome in RUN_OUTCOMES:
+            self.runs.labels(outcome)
         self.run_duration = Histogram(
             "syncd_run_duration_seconds",
             "Wall time of one reconciliation pass.",
@@ -75,7 +91,7 @@ class Metrics:
         )
         self.api_retries = Counter(
             "syncd_api_retries_total",
-            "Provider requests retried, by reason (rate_limited, 5xx, timeout, error).",
+            "Provider requests retried, by reason: rate_limited (429), 5xx, timeout, error, or another HTTP status.",
             ["provider", "reason"],
             registry=r,
         )
@@ -86,6 +102,7 @@ class Metrics:
         self.api_duration.labels(provider).observe(seconds)
 
     def on_retry(self, provider: str, reason: str) -> None:
+        reason = "rate_limited" if reason == "429" else category(reason)
         self.api_retries.labels(provider, reason).inc()
 
     # -- a pass ---------------------------------------------------------------------------------------
@@ -93,6 +110,10 @@ class Metrics:
         self, result: PairResult, *, dry_run: bool, now: float, pending_add: int, pending_remove: int
     ) -> None:
         g, p = result.group, result.provider
+        # Counters of a pair exist (at 0) from its first pass on, so alerts on their increase see the first one.
+        self.changes.labels(g, p, "add")
+        self.changes.labels(g, p, "remove")
+        self.removals_blocked.labels(g, p)
         if result.status is not PairStatus.FAILED:
             self.members.labels(g, p, "desired").set(result.desired)
             self.members.labels(g, p, "actual").set(result.actual_before)
@@ -104,7 +125,7 @@ class Metrics:
             if result.remove:
                 self.changes.labels(g, p, "remove").inc(result.remove)
             for reject in result.rejected:
-                self.rejected.labels(g, p, str(reject.code)).inc()
+                self.rejected.labels(g, p, category(reject.code)).inc()
         if result.status is PairStatus.BLOCKED:
             self.removals_blocked.labels(g, p).inc()
         if result.status in (PairStatus.IN_SYNC, PairStatus.APPLIED):
@@ -114,11 +135,20 @@ class Metrics:
         self.runs.labels(outcome).inc()
         self.run_duration.observe(seconds)
 
+    def seed_last_success(self, group: str, provider: str, timestamp: float) -> None:
+        """Set a pair's last success from the state DB when the daemon starts, so "no success for N
+        intervals" alerts survive a restart (the gauge would otherwise be absent until the next success)."""
+        self.last_success.labels(group, provider).set(timestamp)
+
     # -- one-shot export --------------------------------------------------------------------------------
     def write_textfile(self, path: str | Path) -> None:
         """node_exporter textfile format; prometheus-client writes a temp file beside it and renames it, so the
         collector never reads a half-written file."""
-        write_to_textfile(str(path), self.registry)
+        try:
+            write_to_textfile(str(path), self.registry)
+        except OSError as exc:
+            raise SyncdError(f"cannot write the metrics file {path}: {exc.strerror or exc}") from None
 
     def push(self, gateway: str, job: str = "syncd") -> None:
+        """PUT every metric to a Pushgateway (replacing the job's group there); OSError when it fails."""
         push_to_gateway(gateway, job=job, registry=self.registry)
