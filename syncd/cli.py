@@ -9,11 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
 from syncd.errors import ConfigError, SyncdError
 from syncd.model import PairStatus, RunReport
+
+if TYPE_CHECKING:
+    from syncd.metrics import Metrics
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -28,13 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-format",
         choices=["auto", "text", "json"],
-        default="auto",
-        help="log lines as text or JSON (default: text on a terminal, JSON otherwise)",
+        help="log lines as text or JSON (default: $SYNCD_LOG_FORMAT, else text on a terminal, JSON otherwise)",
     )
     common.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
-        help="default: info (warning for demo, whose report says it all); debug names members",
+        help="default: $SYNCD_LOG_LEVEL, else info (warning for demo, whose report says it all); debug names members",
     )
 
     parser = argparse.ArgumentParser(
@@ -43,23 +45,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="one reconciliation pass over every (group, provider) pair")
+    one_shot = argparse.ArgumentParser(add_help=False)  # what run, plan and apply share
+    one_shot.add_argument(
+        "--detailed-exitcode", action="store_true", help="exit 2 when changes are pending (dry run) or were applied"
+    )
+    one_shot.add_argument("--metrics-file", metavar="PATH", help="write metrics in node_exporter textfile format")
+    one_shot.add_argument("--pushgateway", metavar="URL", help="push metrics to this Prometheus Pushgateway")
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument("--group", action="append", default=[], metavar="NAME", help="only this group (repeatable)")
+    selection.add_argument(
+        "--provider", action="append", default=[], metavar="NAME", help="only this provider (repeatable)"
+    )
+    selection.add_argument(
+        "--allow-mass-removal", action="store_true", help="let removals through that the removal guard would hold back"
+    )
+
+    run = sub.add_parser(
+        "run",
+        parents=[common, one_shot, selection],
+        help="one reconciliation pass over every (group, provider) pair",
+    )
     run.add_argument("--dry-run", action="store_true", help="plan and report, send nothing that changes anything")
-    run.add_argument("--group", action="append", default=[], metavar="NAME", help="only this group (repeatable)")
-    run.add_argument("--provider", action="append", default=[], metavar="NAME", help="only this provider (repeatable)")
     run.add_argument("--output", "-o", choices=["text", "json"], default="text")
-    run.add_argument(
-        "--detailed-exitcode",
-        action="store_true",
-        help="exit 2 when changes are pending (dry run) or were applied",
+
+    plan = sub.add_parser(
+        "plan", parents=[common, one_shot, selection], help="a dry run whose plan is saved, to apply it later"
     )
-    run.add_argument(
-        "--allow-mass-removal",
-        action="store_true",
-        help="let removals through that the removal guard would hold back",
+    plan.add_argument("-o", "--out", required=True, metavar="PLAN.json", help="where to save the plan")
+    plan.add_argument("--output", choices=["text", "json"], default="text", help="the report's format")
+
+    apply = sub.add_parser(
+        "apply",
+        parents=[common, one_shot],
+        help="apply a saved plan; refused, sending nothing, if the sources or provider groups changed since",
     )
-    run.add_argument("--metrics-file", metavar="PATH", help="write metrics in node_exporter textfile format")
-    run.add_argument("--pushgateway", metavar="URL", help="push metrics to this Prometheus Pushgateway")
+    apply.add_argument("plan_file", metavar="PLAN.json")
+    apply.add_argument("--output", "-o", choices=["text", "json"], default="text")
 
     validate = sub.add_parser("validate", parents=[common], help="check the config (offline unless --online)")
     validate.add_argument("--online", action="store_true", help="also check credentials and that bound groups exist")
@@ -71,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=100)
     history.add_argument("--include-dry-runs", action="store_true", help="also show what dry runs would have done")
     history.add_argument("--output", "-o", choices=["text", "json"], default="text")
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="the daemon: passes on the config's schedule (the first at start), /metrics, /healthz, /readyz",
+        description="Run reconciliation passes on the config's schedule (the first one at start; passes never "
+        "overlap) and serve /metrics, /healthz and /readyz on server.listen, until SIGTERM or SIGINT: then the "
+        "running pass finishes its requests in flight and is recorded as interrupted, and syncd exits 0.",
+    )
+    serve.add_argument("--dry-run", action="store_true", help="plan every pass and report drift, change nothing")
+    serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,  # syncd.serve.STOP_TIMEOUT (not imported here: it would slow every command's start)
+        metavar="SECONDS",
+        help="after SIGTERM/SIGINT, exit within this long: the running pass is cancelled if it has not "
+        "ended by then (default: 30)",
+    )
 
     sub.add_parser("demo", parents=[common], help="sync example groups into the bundled sandboxes, twice")
 
@@ -84,10 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from syncd.logs import setup_logging
 
-    setup_logging(args.log_format, args.log_level or ("warning" if args.command == "demo" else "info"))
+    level = args.log_level or os.environ.get("SYNCD_LOG_LEVEL") or ("warning" if args.command == "demo" else "info")
+    setup_logging(args.log_format, level)
     try:
-        if args.command == "run":
-            return cmd_run(args)
+        if args.command in ("run", "plan", "apply"):
+            return cmd_one_shot(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         if args.command == "validate":
             return cmd_validate(args)
         if args.command == "history":
@@ -115,38 +157,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -------------------------------------------------------------------------------------------------- run
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_one_shot(args: argparse.Namespace) -> int:
+    """`run`, `plan` and `apply`: one pass (two for apply: check, then apply), a report, an exit code."""
     from syncd.config import load_config
     from syncd.metrics import Metrics
+    from syncd.planfile import apply_plan, make_plan
+    from syncd.progress import progress_display
     from syncd.reconciler import PassOptions, Reconciler
     from syncd.state import Store
 
     config = load_config(_config_path(args.config))
-    _check_selection(config, args.group, args.provider)
+    if args.command != "apply":
+        _check_selection(config, args.group, args.provider)
     metrics = Metrics()
     store = Store.open(config.state.url)
+    progress = progress_display()  # on a terminal only
     try:
-        options = PassOptions(
-            dry_run=args.dry_run,
-            groups=frozenset(args.group),
-            providers=frozenset(args.provider),
-            allow_mass_removal=args.allow_mass_removal,
-        )
-        report = asyncio.run(Reconciler(config, store, metrics).run(options))
+        if args.command == "apply":
+            coro = apply_plan(config, store, metrics, args.plan_file, progress=progress)
+        else:
+            options = PassOptions(
+                dry_run=args.command == "plan" or args.dry_run,
+                groups=frozenset(args.group),
+                providers=frozenset(args.provider),
+                allow_mass_removal=args.allow_mass_removal,
+                trigger=args.command if args.command != "run" else "cli",
+            )
+            if args.command == "plan":
+                coro = make_plan(config, store, metrics, options, args.out, progress=progress)
+            else:
+                coro = Reconciler(config, store, metrics, progress=progress).run(options)
+        report = asyncio.run(coro)
     finally:
+        if progress is not None:
+            progress.close()
         store.close()
+    if args.output == "json":
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        render_report(report, sys.stdout)
+        if args.command == "plan":
+            print(f"  plan saved to {args.out}; apply it with: syncd apply {args.out}")
+    _export_metrics(metrics, args)  # after the report: a failed export must not lose it
+    return exit_code(report, detailed=args.detailed_exitcode)
+
+
+def _export_metrics(metrics: Metrics, args: argparse.Namespace) -> None:
     if args.metrics_file:
-        metrics.write_textfile(args.metrics_file)
+        metrics.write_textfile(args.metrics_file)  # a SyncdError: one line, exit 1
     if args.pushgateway:
         try:
             metrics.push(args.pushgateway)
         except OSError as exc:
             print(f"syncd: could not push metrics to {args.pushgateway}: {exc}", file=sys.stderr)
-    if args.output == "json":
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        render_report(report, sys.stdout)
-    return exit_code(report, detailed=args.detailed_exitcode)
 
 
 def exit_code(report: RunReport, *, detailed: bool) -> int:
@@ -170,8 +233,9 @@ def _check_selection(config: object, groups: Sequence[str], providers: Sequence[
                 file=str(config.path),
                 key="--provider",
             )
-    known_groups = {g.name.lower() for g in config.groups}
-    for name in groups:
+    known_groups = {name.lower() for name in config.group_names()}
+    # Groups a SQL query names from its rows are known only when it runs: then any name may be one of them.
+    for name in [] if config.has_query_named_groups else groups:
         if name.lower() not in known_groups:
             raise ConfigError(f"no group named {name!r} in the config", file=str(config.path), key="--group")
 
@@ -223,6 +287,20 @@ def render_report(report: RunReport, out: TextIO) -> None:
         print(f"  {pending} member changes made." if pending else "  nothing changed.", file=out)
 
 
+# ------------------------------------------------------------------------------------------------ serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from syncd.config import load_config
+    from syncd.progress import progress_display
+    from syncd.serve import serve
+
+    config = load_config(_config_path(args.config))
+    if args.stop_timeout <= 0:
+        raise ConfigError("must be more than 0 seconds", key="--stop-timeout")
+    return serve(config, dry_run=args.dry_run, stop_timeout=args.stop_timeout, progress=progress_display())
+
+
 # --------------------------------------------------------------------------------------------- validate
 
 
@@ -230,7 +308,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from syncd.config import load_config
 
     config = load_config(_config_path(args.config))
-    print(f"{config.path}: ok ({len(config.providers)} providers, {len(config.groups)} groups)")
+    groups = f"{len(config.group_names())} groups" + (
+        " + those SQL queries name" if config.has_query_named_groups else ""
+    )
+    print(f"{config.path}: ok ({len(config.providers)} providers, {len(config.sources)} sources, {groups})")
     if not args.online:
         return EXIT_OK
     from syncd.online import check_online

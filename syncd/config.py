@@ -51,11 +51,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from connectors.base import Contact, PostalAddress
 from connectors.registry import PROVIDERS
-from connectors.settings import ProviderSettings
+from connectors.settings import ProviderSettings, RetrySettings, check_api_url
 from syncd.errors import ConfigError
 from syncd.model import RemovalPolicy
 
@@ -64,11 +64,15 @@ __all__ = [
     "Config",
     "ConfigErrors",
     "GroupSpec",
+    "HubSpotGroupSpec",
+    "HubSpotSourceSettings",
     "MemberSpec",
     "ProviderEntry",
     "SafetySettings",
     "ScheduleSettings",
     "ServerSettings",
+    "SourceEntry",
+    "SqlSourceSettings",
     "StateSettings",
     "TargetSpec",
     "load_config",
@@ -493,31 +497,330 @@ class GroupSpec(BaseModel):
 
     @model_validator(mode="after")
     def _targets_once(self) -> GroupSpec:
-        seen: dict[str, int] = {}
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        for i, target in enumerate(self.targets or ()):
-            if target.provider in seen:
-                problems.append(
-                    (
-                        ("targets", i),
-                        f"provider {target.provider!r} is targeted twice (first as targets[{seen[target.provider]}])",
-                    )
-                )
-            seen.setdefault(target.provider, i)
-        if problems:
-            raise LocatedErrors(problems)
+        _check_targets_once(self.targets)
         return self
 
     def contacts(self) -> list[Contact]:
         return [m.to_contact() for m in self.members]
 
 
-class LocatedErrors(ValueError):
-    """Raised by cross-field validators: problems with locations relative to the validated model."""
+def _check_targets_once(targets: Sequence[TargetSpec] | None) -> None:
+    seen: dict[str, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for i, target in enumerate(targets or ()):
+        if target.provider in seen:
+            problems.append(
+                (
+                    ("targets", i),
+                    f"provider {target.provider!r} is targeted twice (first as targets[{seen[target.provider]}])",
+                )
+            )
+        seen.setdefault(target.provider, i)
+    if problems:
+        raise LocatedErrors(problems)
 
-    def __init__(self, problems: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+
+class LocatedErrors(ValueError):
+    """Raised by cross-field validators: problems with locations relative to the validated model.
+
+    A message may contain ``{ref}``: it is replaced by ``refs[i]`` (a location relative to the same model)
+    and, when the file says where that is, its file:line, so an error can name both places involved.
+    """
+
+    def __init__(self, problems: Sequence[tuple[Loc, str]], refs: Mapping[int, Loc] | None = None) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in self.problems))
+        self.refs = dict(refs or {})
+        super().__init__(
+            "; ".join(
+                f"{_dotted(loc)}: {msg.replace('{ref}', _dotted(self.refs.get(i, ())))}"
+                for i, (loc, msg) in enumerate(self.problems)
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------------- sources
+
+# The member fields a CRM property can fill, as `properties:` keys name them.
+MEMBER_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "address.line1",
+    "address.line2",
+    "address.city",
+    "address.postcode",
+    "address.country",
+)
+# HubSpot contact properties read for every member; `properties:` adds to (or replaces) these.
+HUBSPOT_DEFAULT_PROPERTIES = {"email": "email", "first_name": "firstname", "last_name": "lastname"}
+HUBSPOT_BASE_URL = "https://api.hubapi.com"
+_HUBSPOT_PROPERTY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:#-]*$"
+
+
+_POLICY_TEXT = (
+    "mirror: remove every member the source does not list; owned: remove only members syncd added; add_only: "
+    "never remove. Default: mirror for groups syncd created, owned for existing groups it adopted."
+)
+
+
+def _group_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+class HubSpotGroupSpec(BaseModel):
+    """A desired group whose members are the contacts of one HubSpot list."""
+
+    model_config = _MODEL
+
+    name: str = Field(
+        description="The group's name; also its name at the providers when syncd creates it. Unique across "
+        "the whole config (inline groups and every source), compared case-insensitively."
+    )
+    list_id: str = Field(
+        description="The HubSpot list's id (the number in the list's URL; the v3 lists API's listId). Its "
+        "current contacts are the group's members."
+    )
+    targets: list[TargetSpec] | None = Field(
+        default=None,
+        description="Providers this group is synced to: names, or {provider, group_id} mappings. "
+        "Default: every configured provider.",
+    )
+    removal_policy: RemovalPolicy | None = Field(default=None, description=_POLICY_TEXT)
+    max_removals: int | None = Field(default=None, ge=0, description="Overrides safety.max_removals for this group.")
+    max_removal_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Overrides safety.max_removal_ratio for this group."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _group_name(value)
+
+    @field_validator("list_id", mode="before")
+    @classmethod
+    def _list_id(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            value = value.strip()
+            if not value.isdigit():
+                raise ValueError(f"a HubSpot list id is a number (the listId in the list's URL), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _targets_once(self) -> HubSpotGroupSpec:
+        _check_targets_once(self.targets)
+        return self
+
+
+class HubSpotSourceSettings(BaseModel):
+    """Desired groups read from HubSpot lists: each group is one list's contacts (CRM v3 lists API)."""
+
+    model_config = _MODEL
+
+    type: Literal["hubspot"] = Field(description="HubSpot CRM: groups are HubSpot lists of contacts.")
+    name: str | None = Field(
+        default=None,
+        pattern=_SOURCE_NAME,
+        description="What reports, logs and metrics call this source. Default: hubspot (hubspot#2, … when "
+        "there are several).",
+    )
+    token: SecretStr = Field(
+        description="A HubSpot private app's access token (sent as a Bearer header). It needs the scopes "
+        "crm.lists.read and crm.objects.contacts.read; syncd only reads."
+    )
+    base_url: str = Field(
+        default=HUBSPOT_BASE_URL,
+        description="HubSpot's API root. https, except on a loopback host (the bundled sandbox).",
+    )
+    groups: list[HubSpotGroupSpec] = Field(
+        min_length=1, description="The groups this source defines: {name, list_id} each, with optional targets."
+    )
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Which HubSpot contact property fills which member field: keys are member fields (email, "
+        "first_name, last_name, address.line1, address.line2, address.city, address.postcode, "
+        "address.country), values HubSpot property names, e.g. {address.line1: address, address.postcode: "
+        "zip, address.country: country}. Defaults: email: email, first_name: firstname, last_name: lastname.",
+    )
+    allow_empty: bool = Field(
+        default=False,
+        description="Accept a list that comes back empty although its group had members on the last pass. "
+        "By default that pass leaves the group untouched and reports an error (an empty answer is more often "
+        "a broken list or filter than the truth). The removal guard still applies.",
+    )
+    rate_limit: float = Field(
+        default=19.0,
+        gt=0,
+        description="Requests per second to HubSpot. Default 19: HubSpot's 190 requests per 10 seconds of "
+        "paid tiers (use 10 on the free tier). The account's limit is shared by every app using it; syncd also "
+        "pauses when HubSpot's X-HubSpot-RateLimit-Remaining reaches 0, and waits out a 429.",
+    )
+    burst: int = Field(
+        default=1, ge=1, description="Requests that may go at once after a quiet spell. Default 1 (never above rate)."
+    )
+    max_concurrency: int = Field(default=4, ge=1, description="Requests in flight at once. Default 4.")
+    timeout: float = Field(
+        default=30.0, gt=0, description="Seconds before a request times out (it is then retried, see retry)."
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry behaviour (as for providers).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return check_api_url(value)
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, value: dict[str, str]) -> dict[str, str]:
+        problems: list[tuple[Loc, str]] = []
+        for field, prop in value.items():
+            if field not in MEMBER_FIELDS:
+                close = difflib.get_close_matches(field, MEMBER_FIELDS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "expected one of: " + ", ".join(MEMBER_FIELDS)
+                problems.append(((field,), f"not a member field ({hint})"))
+            elif not isinstance(prop, str) or not _HUBSPOT_PROPERTY.match(prop.strip()):
+                problems.append(((field,), f"not a HubSpot property name: {prop!r}"))
+        if problems:
+            raise LocatedErrors(problems)
+        return {field: prop.strip() for field, prop in value.items()}
+
+    @property
+    def property_map(self) -> dict[str, str]:
+        """Member field -> HubSpot property, defaults included."""
+        return {**HUBSPOT_DEFAULT_PROPERTIES, **self.properties}
+
+
+class SqlSourceSettings(BaseModel):
+    """Desired groups read with one SQL query: one row per (group, member)."""
+
+    model_config = _MODEL
+
+    type: Literal["sql"] = Field(description="Any database SQLAlchemy can reach (a CRM replica, a warehouse).")
+    name: str | None = Field(
+        default=None,
+        pattern=_SOURCE_NAME,
+        description="What reports, logs and metrics call this source. Default: sql (sql#2, … when there are several).",
+    )
+    url: str = Field(
+        description="SQLAlchemy URL of the database, e.g. postgresql+psycopg://reader:${CRM_DB_PASSWORD}@"
+        "replica/crm or sqlite:///crm.db (postgresql:// means psycopg 3). Its driver must be installed. The "
+        "password is never printed; give syncd a read-only account (syncd also runs the query in a read-only "
+        "transaction where the database supports it)."
+    )
+    query: str = Field(
+        description="The query. One row per member; columns by name: email (required), first_name, "
+        "last_name, line1, line2, city, postcode, country, and `group` (the group's name) unless the source "
+        'sets `group`. Quote the column name: SELECT segment AS "group", email FROM …'
+    )
+    group: str | None = Field(
+        default=None,
+        description="Put every row in this one group (the query then has no `group` column). Without it the "
+        "rows' `group` column names the groups, which are then known only when the query runs.",
+    )
+    targets: list[TargetSpec] | None = Field(
+        default=None,
+        description="Providers every group of this source is synced to: names, or {provider, group_id} "
+        "mappings (group_id only with a fixed `group`). Default: every configured provider.",
+    )
+    removal_policy: RemovalPolicy | None = Field(default=None, description=_POLICY_TEXT + " For every group.")
+    max_removals: int | None = Field(
+        default=None, ge=0, description="Overrides safety.max_removals for every group of this source."
+    )
+    max_removal_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Overrides safety.max_removal_ratio for every group of this source."
+    )
+    allow_empty: bool = Field(
+        default=False,
+        description="Accept an empty answer: a query that returns no rows, or a fixed `group` that had members "
+        "on the last pass and now has none. By default such a pass leaves the groups untouched and reports "
+        "an error. The removal guard still applies.",
+    )
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds the query (connecting included) may take; then it is cancelled and the source "
+        "fails for this pass, changing nothing.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # Messages here never include the URL: it may carry a password.
+        try:
+            url = make_url(value.strip())
+        except ArgumentError:
+            raise ValueError(
+                "not a valid database URL (expected e.g. postgresql+psycopg://user:password@host/dbname "
+                "or sqlite:///path/to/file.db)"
+            ) from None
+        if url.get_backend_name() in ("postgres", "postgresql") and "+" not in url.drivername:
+            url = url.set(drivername="postgresql+psycopg")  # syncd ships with psycopg (3), not psycopg2
+        try:
+            url.get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(f"unknown database dialect {url.drivername!r}") from None
+        return url.render_as_string(hide_password=False)
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        value = value.strip().rstrip(";").strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        return None if value is None else _group_name(value)
+
+    @model_validator(mode="after")
+    def _targets(self) -> SqlSourceSettings:
+        _check_targets_once(self.targets)
+        if self.group is None:
+            pinned = [i for i, t in enumerate(self.targets or ()) if t.group_id]
+            if pinned:
+                raise LocatedErrors(
+                    [
+                        (
+                            ("targets", pinned[0]),
+                            "group_id pins one provider group, but this source's groups come from its query's "
+                            "`group` column: set `group` (one fixed group) or drop group_id",
+                        )
+                    ]
+                )
+        return self
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked (``***``): fit for logs and output."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for key, value in super().__repr_args__():
+            yield key, (self.safe_url if key == "url" else value)
+
+
+SOURCE_TYPES = ("hubspot", "sql")
+
+if TYPE_CHECKING:
+    SourceEntry = HubSpotSourceSettings | SqlSourceSettings
+else:
+    SourceEntry = Annotated[Union[HubSpotSourceSettings, SqlSourceSettings], Field(discriminator="type")]  # noqa: UP007
+
+# Anything that names a group and its targets: an inline group, a HubSpot list group, a fixed-group SQL source.
+TargetHolder = GroupSpec | HubSpotGroupSpec | SqlSourceSettings
+
+
+def _holder_name(holder: TargetHolder) -> str:
+    name = holder.group if isinstance(holder, SqlSourceSettings) else holder.name
+    assert name is not None  # a SQL source holds a named group only with a fixed `group`
+    return name
 
 
 def _provider_union() -> Any:
@@ -575,6 +878,11 @@ class Config(BaseSettings):
         description="The mailing providers, each with a unique `name` (what groups target), a `type` "
         f"({', '.join(sorted(PROVIDERS))}), its `base_url` and credentials.",
     )
+    sources: list[SourceEntry] = Field(
+        default_factory=list,
+        description="Where desired groups come from besides the inline `groups`: a list of sources, each with "
+        f"a `type` ({', '.join(SOURCE_TYPES)}). A group name may be defined in one place only.",
+    )
     groups: list[GroupSpec] = Field(default_factory=list, description="Desired groups written inline.")
 
     _path: Path = PrivateAttr(default_factory=lambda: Path("syncd.yaml"))
@@ -605,30 +913,96 @@ class Config(BaseSettings):
                     )
                 )
             names.setdefault(provider.name, i)
-        groups: dict[str, int] = {}
         configured = ", ".join(names) or "none"
-        for gi, group in enumerate(self.groups):
-            key = group.name.casefold()
-            if key in groups:
+        refs: dict[int, Loc] = {}
+        # Every group name known before anything runs: inline groups, HubSpot lists, fixed-group SQL sources.
+        defined: dict[str, Loc] = {}
+        for loc, holder in self._named_groups():
+            name = _holder_name(holder)
+            key = name.casefold()
+            if key in defined:
+                refs[len(problems)] = defined[key]
                 problems.append(
                     (
-                        ("groups", gi, "name"),
-                        f"group name {group.name!r} is already used by groups[{groups[key]}] "
+                        loc,
+                        f"group name {name!r} is already used by {{ref}}: a group is defined in one place only "
                         "(group names are compared case-insensitively)",
                     )
                 )
-            groups.setdefault(key, gi)
-            for ti, target in enumerate(group.targets or ()):
+            defined.setdefault(key, loc)
+            for ti, target in enumerate(holder.targets or ()):
                 if target.provider not in names:
                     problems.append(
                         (
-                            ("groups", gi, "targets", ti),
+                            (*loc[:-1], "targets", ti),
                             f"no provider named {target.provider!r} (configured: {configured})",
                         )
                     )
+        for si, source in enumerate(self.sources):
+            if isinstance(source, SqlSourceSettings) and source.group is None:
+                for ti, target in enumerate(source.targets or ()):
+                    if target.provider not in names:
+                        problems.append(
+                            (
+                                ("sources", si, "targets", ti),
+                                f"no provider named {target.provider!r} (configured: {configured})",
+                            )
+                        )
+        labels: dict[str, int] = {}
+        for si, label in enumerate(self.source_names()):
+            if label in labels:
+                problems.append(
+                    (
+                        ("sources", si, "name"),
+                        f"source name {label!r} is already taken by sources[{labels[label]}]",
+                    )
+                )
+            labels.setdefault(label, si)
         if problems:
-            raise LocatedErrors(problems)
+            raise LocatedErrors(problems, refs)
         return self
+
+    def _named_groups(self) -> Iterator[tuple[Loc, TargetHolder]]:
+        """(location of the name, holder) of every group whose name is in the file."""
+        for gi, group in enumerate(self.groups):
+            yield ("groups", gi, "name"), group
+        for si, source in enumerate(self.sources):
+            if isinstance(source, HubSpotSourceSettings):
+                for gi, spec in enumerate(source.groups):
+                    yield ("sources", si, "groups", gi, "name"), spec
+            elif source.group is not None:
+                yield ("sources", si, "group"), source
+
+    def source_names(self) -> list[str]:
+        """What reports call each entry of `sources`: its `name`, else its type (numbered when several entries of
+        that type have no name)."""
+        unnamed: dict[str, int] = {}
+        for source in self.sources:
+            if source.name is None:
+                unnamed[source.type] = unnamed.get(source.type, 0) + 1
+        seen: dict[str, int] = {}
+        out = []
+        for source in self.sources:
+            if source.name is not None:
+                out.append(source.name)
+                continue
+            seen[source.type] = seen.get(source.type, 0) + 1
+            out.append(source.type if unnamed[source.type] == 1 else f"{source.type}#{seen[source.type]}")
+        return out
+
+    def group_names(self) -> list[str]:
+        """Every group name the file defines (inline groups, HubSpot lists, fixed-group SQL sources). Groups
+        named by a SQL query's `group` column are known only when it runs: see `has_query_named_groups`."""
+        return [_holder_name(holder) for _, holder in self._named_groups()]
+
+    def group_targets(self) -> list[tuple[str, list[TargetSpec]]]:
+        """Every group named in the file with its targets (defaults applied): what `validate --online` checks."""
+        return [(_holder_name(holder), self.targets_of(holder)) for _, holder in self._named_groups()]
+
+    @property
+    def has_query_named_groups(self) -> bool:
+        """Whether some SQL source names its groups from its rows (so `group_names` is not the full list)."""
+        return any(isinstance(s, SqlSourceSettings) and s.group is None for s in self.sources)
 
     @property
     def path(self) -> Path:
@@ -648,8 +1022,8 @@ class Config(BaseSettings):
                 return group
         raise KeyError(f"no group named {name!r}")
 
-    def targets_of(self, group: GroupSpec) -> list[TargetSpec]:
-        """The group's explicit targets, or every configured provider."""
+    def targets_of(self, group: TargetHolder) -> list[TargetSpec]:
+        """The group's (or SQL source's) explicit targets, or every configured provider."""
         if group.targets is not None:
             return list(group.targets)
         return [TargetSpec(provider=p.name) for p in self.providers]
@@ -937,7 +1311,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     try:
         config = Config(**data)
     except ValidationError as exc:
-        problems = soft + _translate(exc, data, walker, environ)
+        problems = soft + _translate(exc, data, walker, environ, file)
         _raise(file, problems)
     except SettingsError as exc:
         field = re.search(r'field "([^"]+)"', str(exc))
@@ -1001,6 +1375,9 @@ def _type_at(data: Any, loc: Loc) -> Any:
     return tp
 
 
+_UNION_TAGS: dict[str, Sequence[str]] = {"providers": list(PROVIDERS), "sources": SOURCE_TYPES}
+
+
 def _strip_tags(loc: Sequence[str | int]) -> Loc:
     """pydantic puts the discriminator's tag into locations inside a union (providers.0.communic8.token)."""
     out: list[str | int] = []
@@ -1008,13 +1385,20 @@ def _strip_tags(loc: Sequence[str | int]) -> Loc:
         if (
             isinstance(segment, str)
             and i >= 2
-            and loc[i - 2] == "providers"
+            and isinstance(loc[i - 2], str)
+            and segment in _UNION_TAGS.get(str(loc[i - 2]), ())
             and isinstance(loc[i - 1], int)
-            and segment in PROVIDERS
         ):
             continue
         out.append(segment)
     return tuple(out)
+
+
+def _union_kind(loc: Loc) -> tuple[str, str]:
+    """('provider', known types) or ('source', known types) for a location inside `providers` / `sources`."""
+    if loc and loc[0] == "sources":
+        return "source", ", ".join(SOURCE_TYPES)
+    return "provider", ", ".join(sorted(PROVIDERS))
 
 
 def _env_var_for(loc: Loc, environ: Mapping[str, str]) -> str | None:
@@ -1034,7 +1418,9 @@ def _line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
     return None
 
 
-def _translate(exc: ValidationError, data: Any, walker: _Walker, environ: Mapping[str, str]) -> list[_Problem]:
+def _translate(
+    exc: ValidationError, data: Any, walker: _Walker, environ: Mapping[str, str], file: str = ""
+) -> list[_Problem]:
     problems: list[_Problem] = []
     secrets = set(walker.secrets)
     for name, value in environ.items():
@@ -1048,7 +1434,16 @@ def _translate(exc: ValidationError, data: Any, walker: _Walker, environ: Mappin
         ctx = err.get("ctx") or {}
         located = ctx.get("error")
         if isinstance(located, LocatedErrors):
-            entries = [((*loc, *sub), msg) for sub, msg in located.problems]
+            entries = []
+            for i, (sub, msg) in enumerate(located.problems):
+                ref = located.refs.get(i)
+                if ref is not None:
+                    where_ref = (*loc, *ref)
+                    ref_line = None if _env_var_for(where_ref, environ) else _line_for(where_ref, walker.lines)
+                    named = where_ref[:-1] if where_ref[-1:] == ("name",) else where_ref  # groups[0], not .name
+                    shown = _dotted(named) + (f" ({file}:{ref_line})" if ref_line and file else "")
+                    msg = msg.replace("{ref}", shown)
+                entries.append(((*loc, *sub), msg))
         elif kind == "extra_forbidden":
             parent = loc[:-1]
             container = _value_at(data, parent)
@@ -1057,11 +1452,11 @@ def _translate(exc: ValidationError, data: Any, walker: _Walker, environ: Mappin
         elif kind == "missing":
             entries = [(loc, "missing required key")]
         elif kind == "union_tag_invalid":
-            known = ", ".join(sorted(PROVIDERS))
-            entries = [((*loc, "type"), f"unknown provider type {ctx.get('tag')!r} (expected one of: {known})")]
+            what, known = _union_kind(loc)
+            entries = [((*loc, "type"), f"unknown {what} type {ctx.get('tag')!r} (expected one of: {known})")]
         elif kind == "union_tag_not_found":
-            known = ", ".join(sorted(PROVIDERS))
-            entries = [((*loc, "type"), f"missing required key (the provider type, one of: {known})")]
+            what, known = _union_kind(loc)
+            entries = [((*loc, "type"), f"missing required key (the {what} type, one of: {known})")]
         else:
             entries = [(loc, _message(err, loc))]
         for where, message in entries:
@@ -1093,6 +1488,10 @@ def _message(err: Any, loc: Loc) -> str:
         return _READABLE[kind]
     if kind == "string_pattern_mismatch" and len(loc) == 3 and loc[0] == "providers" and loc[2] == "name":
         return "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
+    if kind == "string_pattern_mismatch" and len(loc) == 3 and loc[0] == "sources" and loc[2] == "name":
+        return "must start with a letter or digit and contain only letters, digits, '_', '.', ':', '#' and '-'"
+    if kind == "too_short" and loc and loc[-1] == "groups" and loc[0] == "sources":
+        return "give at least one group ({name, list_id})"
     message = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):

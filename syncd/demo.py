@@ -10,13 +10,14 @@ import asyncio
 import json
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
 from connectors.sandbox.server import ServerThread
-from connectors.sandbox.world import SandboxProvider, build_world, mount
+from connectors.sandbox.world import PEOPLE, SandboxCrm, SandboxProvider, build_crms, build_world, mount
 from syncd.cli import render_report
 from syncd.config import load_config
 from syncd.metrics import Metrics
@@ -24,9 +25,12 @@ from syncd.model import RunReport
 from syncd.reconciler import PassOptions, Reconciler
 from syncd.state import Store
 
+EMAIL_PROVIDERS = ["c8", "cr", "gt", "bc"]
+
 DEMO_GROUPS: list[dict[str, Any]] = [
     {
         "name": "US Sales Team",
+        "targets": EMAIL_PROVIDERS,
         "members": [
             "alice@example.com",
             {"email": "Bob.Stone@example.com", "first_name": "Bob", "last_name": "Stone"},
@@ -37,30 +41,52 @@ DEMO_GROUPS: list[dict[str, Any]] = [
             "not-an-email",  # invalid: rejected before planning, never sent
         ],
     },
+    # "Newsletter DE" comes from a HubSpot list (see connectors/sandbox/world.py, build_crms); its lists exist
+    # already at CleverReach and Bitcaster, and are mirrored exactly.
     {
-        "name": "Newsletter DE",
-        "removal_policy": "mirror",  # the CleverReach list exists already; mirror it exactly
-        "members": ["erin@example.de", "felix@example.de", "greta@example.de"],
+        "name": "Postal Mailing",  # printed mail: Stannp needs a postal address for everyone it adds
+        "targets": ["sp"],
+        "members": [
+            {
+                "email": p.email,
+                "first_name": p.first_name,
+                "last_name": p.last_name,
+                "address": {
+                    "line1": p.address.line1,
+                    "city": p.address.city,
+                    "postcode": p.address.postcode,
+                    "country": p.address.country,
+                },
+            }
+            if p.address
+            else {"email": p.email, "first_name": p.first_name, "last_name": p.last_name}
+            for p in (PEOPLE[0], PEOPLE[1], PEOPLE[4], PEOPLE[6])  # greta has no address: rejected, with why
+        ],
     },
 ]
 
 
-def demo_config(world: list[SandboxProvider], server_url: str, state_url: str) -> dict[str, Any]:
+def demo_config(
+    world: Sequence[SandboxProvider], server_url: str, state_url: str, crms: Sequence[SandboxCrm] = ()
+) -> dict[str, Any]:
     return {
         "state": {"url": state_url},
         "safety": {"max_removals": 500, "max_removal_ratio": 0.75},
         "providers": [p.config_entry(server_url) for p in world],
+        "sources": [c.source_entry(server_url) for c in crms],
         "groups": DEMO_GROUPS,
     }
 
 
 def run_demo(out: TextIO) -> int:
-    world = build_world()
-    with ServerThread(mount(world)) as server, tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp:
+    world, crms = build_world(), build_crms(targets=EMAIL_PROVIDERS)
+    with ServerThread(mount(world, crms)) as server, tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp:
         path = Path(tmp) / "syncd.yaml"
-        path.write_text(yaml.safe_dump(demo_config(world, server.url, f"sqlite:///{tmp}/syncd.db"), sort_keys=False))
+        cfg = demo_config(world, server.url, f"sqlite:///{tmp}/syncd.db", crms)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         config = load_config(path)
-        print(f"syncd demo: sandboxes for {', '.join(p.type for p in world)} on {server.url}", file=out)
+        names = ", ".join([*(p.type for p in world), *(c.type for c in crms)])
+        print(f"syncd demo: sandboxes for {names} on {server.url}", file=out)
         print(f"config: {path} (state DB beside it)\n", file=out)
 
         async def passes() -> list[RunReport]:
@@ -87,7 +113,7 @@ def run_demo(out: TextIO) -> int:
             print(file=out)
         last = reports[-1]
         writes = sum(p.requests["write"] for p in last.pairs)
-        steady = not last.changed and writes == 0
+        steady = not last.changed and writes == 0 and not last.errors
         print(
             f"second pass: {len(last.pairs)} pairs, {sum(p.requests['read'] for p in last.pairs)} read requests, "
             f"{writes} write requests: {'in sync' if steady else 'NOT in sync'}",
@@ -97,10 +123,14 @@ def run_demo(out: TextIO) -> int:
 
 
 def serve_sandboxes(host: str, port: int, out: TextIO) -> int:
-    world = build_world()
-    server = ServerThread(mount(world), host=host, port=port).start()
+    world, crms = build_world(), build_crms()
+    server = ServerThread(mount(world, crms), host=host, port=port).start()
     print(f"sandboxes on {server.url} (Ctrl-C to stop); a config to try them:\n", file=out)
-    print(yaml.safe_dump({"providers": [p.config_entry(server.url) for p in world]}, sort_keys=False), file=out)
+    example = {
+        "providers": [p.config_entry(server.url) for p in world],
+        "sources": [c.source_entry(server.url) for c in crms],
+    }
+    print(yaml.safe_dump(example, sort_keys=False), file=out)
     print(
         "Request logs: GET <base>/_sandbox/requests on each provider's prefix root, e.g. "
         + json.dumps(f"{server.url}/{world[0].prefix}/_sandbox/requests"),

@@ -11,6 +11,7 @@ from connectors.base import ConnectorError
 from connectors.registry import build_connector
 from connectors.settings import BuildContext
 from syncd.config import Config
+from syncd.sources import build_sources
 from syncd.state import Store
 
 
@@ -22,7 +23,9 @@ async def check_online(config: Config, out: TextIO) -> int:
         for settings in config.providers:
             connector = build_connector(settings, BuildContext())
             try:
-                pairs = [(g, t) for g in config.groups for t in config.targets_of(g) if t.provider == settings.name]
+                pairs = [
+                    (g, t) for g, targets in config.group_targets() for t in targets if t.provider == settings.name
+                ]
                 try:
                     await connector.find_group(name="syncd credentials check")
                 except ConnectorError as exc:
@@ -31,32 +34,36 @@ async def check_online(config: Config, out: TextIO) -> int:
                     continue
                 print(f"{settings.name}: credentials ok", file=out)
                 for group, target in pairs:
-                    binding = store.binding(group.name, settings.name)
+                    binding = store.binding(group, settings.name)
                     gid = target.group_id or (binding.remote_id if binding else None)
                     try:
                         remote = await connector.find_group(group_id=gid) if gid else None
                         if remote is None and not target.group_id:
-                            remote = await connector.find_group(name=group.name)
+                            remote = await connector.find_group(name=group)
                     except ConnectorError as exc:
                         problems += 1
-                        print(f"  {group.name!r}: lookup failed: {exc}", file=out)
+                        print(f"  {group!r}: lookup failed: {exc}", file=out)
                         continue
                     if remote is not None:
-                        print(f"  {group.name!r}: bound to {remote.name!r} (id {remote.id})", file=out)
+                        print(f"  {group!r}: bound to {remote.name!r} (id {remote.id})", file=out)
                     elif target.group_id:
                         problems += 1
-                        print(f"  {group.name!r}: no group with id {target.group_id!r}", file=out)
+                        print(f"  {group!r}: no group with id {target.group_id!r}", file=out)
                     elif connector.capabilities.can_create_group:
-                        print(f"  {group.name!r}: does not exist yet; the first run creates it", file=out)
+                        print(f"  {group!r}: does not exist yet; the first run creates it", file=out)
                     else:
                         problems += 1
                         print(
-                            f"  {group.name!r}: does not exist and {settings.name} cannot create groups: "
+                            f"  {group!r}: does not exist and {settings.name} cannot create groups: "
                             "create it there first",
                             file=out,
                         )
             finally:
                 await connector.aclose()
+        for source in build_sources(config):
+            for line in await source.check():
+                print(f"source {source.name}: {line.text}", file=out)
+                problems += not line.ok
     finally:
         store.close()
     return problems

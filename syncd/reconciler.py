@@ -22,7 +22,7 @@ from connectors.registry import build_connector
 from connectors.settings import BuildContext, ProviderSettings
 from syncd.applying import Applied, Applier, OpOutcome
 from syncd.config import Config
-from syncd.errors import SourceError, SyncdError
+from syncd.errors import SyncdError
 from syncd.metrics import Metrics
 from syncd.model import (
     DesiredGroup,
@@ -37,8 +37,7 @@ from syncd.model import (
     fingerprint,
 )
 from syncd.planning import Guard, plan
-from syncd.sources import Source
-from syncd.sources.yaml import YamlSource
+from syncd.sources import Source, build_sources, read_sources
 from syncd.state import Binding, Store, StoredReject
 
 log = logging.getLogger("syncd.reconciler")
@@ -140,7 +139,9 @@ class Reconciler:
         self.config = config
         self.store = store
         self.metrics = metrics or Metrics()
-        self.sources: Sequence[Source] = sources if sources is not None else [YamlSource(config)]
+        self.sources: Sequence[Source] = (
+            sources if sources is not None else build_sources(config, transport=transport, hooks=self.metrics)
+        )
         self.transport = transport  # tests: one transport serving every sandbox
         self.progress = progress
         self.plan_hook = plan_hook
@@ -175,9 +176,9 @@ class Reconciler:
         self.store.finish_run(run_id, outcome=outcome, errors=errors)
         self.metrics.observe_run(outcome, time.monotonic() - started)
         log.info(
-            "pass %s %s: %d pairs, outcome %s",
+            "pass %s%s: %d pairs, outcome %s",
             run_id[:8],
-            "(dry run)" if options.dry_run else "",
+            " (dry run)" if options.dry_run else "",
             len(results),
             outcome,
         )
@@ -199,15 +200,10 @@ class Reconciler:
         return [t for t in group.targets if t.provider == provider]
 
     async def _read_sources(self) -> tuple[list[DesiredGroup], list[str]]:
-        groups: list[DesiredGroup] = []
-        errors: list[str] = []
-        for source in self.sources:
-            try:
-                groups += await source.read()
-            except SourceError as exc:
-                log.error("%s; its groups are left untouched this pass", exc)
-                errors.append(str(exc))
-        return groups, errors
+        # Every source fails closed on its own (errors, timeouts, conflicts, implausibly empty groups): its
+        # groups are then simply not among the desired ones, so nothing is sent for them. See syncd.sources.
+        read = await read_sources(self.sources, self.store)
+        return read.groups, read.errors
 
     def _connector(self, settings: ProviderSettings) -> Connector:
         ctx = BuildContext(

@@ -168,7 +168,7 @@ def test_validate_offline_and_online(served: tuple[World, str]) -> None:
     world.cr.add_group("Exists", [])
     path = write(world, url, [{"name": "Exists", "targets": ["cr"]}, {"name": "New", "targets": ["c8"]}])
     offline = syncd("validate", "--config", str(path))
-    assert offline.returncode == 0 and "2 providers, 2 groups" in offline.stdout
+    assert offline.returncode == 0 and "2 providers, 0 sources, 2 groups" in offline.stdout
     assert world.c8.count() == world.cr.count() == 0
     online = syncd("validate", "--online", "--config", str(path))
     assert online.returncode == 0, online.stdout + online.stderr
@@ -201,8 +201,37 @@ def test_unknown_group_selection_is_an_error_before_any_request(served: tuple[Wo
 
 def test_example_config_validates(tmp_path: Path) -> None:
     example = Path(__file__).parent.parent / "config.example.yaml"
-    env = {"COMMUNIC8_TOKEN": "x", "CLEVERREACH_CLIENT_ID": "id", "CLEVERREACH_CLIENT_SECRET": "s"}
+    env = {
+        "COMMUNIC8_TOKEN": "x",
+        "CLEVERREACH_CLIENT_ID": "id",
+        "CLEVERREACH_CLIENT_SECRET": "s",
+        "GIFTRONAUT_CLIENT_ID": "id",
+        "GIFTRONAUT_CLIENT_SECRET": "s",
+        "STANNP_API_KEY": "k",
+        "BITCASTER_API_KEY": "k",
+    }
     text = yaml.safe_load(example.read_text())
     assert text["providers"]
     result = syncd("validate", "--config", str(example), env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_plan_then_apply_and_a_stale_plan_is_refused(served: tuple[World, str], tmp_path: Path) -> None:
+    world, url = served
+    world.people(emails(2))
+    path = write(world, url, [{"name": "Team", "members": emails(2), "targets": ["c8"]}])
+    plan_file = tmp_path / "plan.json"
+    planned = syncd("plan", "--config", str(path), "-o", str(plan_file), "--detailed-exitcode")
+    assert planned.returncode == 2, planned.stderr
+    assert "pending" in planned.stdout and f"syncd apply {plan_file}" in planned.stdout
+    assert world.mutating() == 0 and json.loads(plan_file.read_text())["pairs"][0]["group"] == "Team"
+
+    applied = syncd("apply", "--config", str(path), str(plan_file), "-o", "json")
+    assert applied.returncode == 0, applied.stderr
+    assert [(p["status"], p["add"]) for p in json.loads(applied.stdout)["pairs"]] == [("applied", 2)]
+
+    writes = world.mutating()
+    again = syncd("apply", "--config", str(path), str(plan_file))
+    assert again.returncode == 1
+    assert "refusing stale plan" in again.stderr and "provider group changed" in again.stderr
+    assert world.mutating() == writes

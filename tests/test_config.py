@@ -17,10 +17,13 @@ from syncd.config import (
     Config,
     ConfigErrors,
     GroupSpec,
+    HubSpotGroupSpec,
+    HubSpotSourceSettings,
     MemberSpec,
     SafetySettings,
     ScheduleSettings,
     ServerSettings,
+    SqlSourceSettings,
     StateSettings,
     TargetSpec,
     check_cron,
@@ -35,10 +38,18 @@ EXAMPLE = ROOT / "config.example.yaml"
 
 C8_TOKEN = "c8-SECRET-token-value-123"
 CR_SECRET = "cr-SECRET-client-secret-456"
+HS_TOKEN = "pat-na1-SECRET-hubspot-789"
+DB_PASSWORD = "db-SECRET-password-012"
 ENV = {
     "COMMUNIC8_TOKEN": C8_TOKEN,
     "CLEVERREACH_CLIENT_ID": "syncd-client",
     "CLEVERREACH_CLIENT_SECRET": CR_SECRET,
+    "HUBSPOT_TOKEN": HS_TOKEN,
+    "CRM_DB_PASSWORD": DB_PASSWORD,
+    "GIFTRONAUT_CLIENT_ID": "gt-client",
+    "GIFTRONAUT_CLIENT_SECRET": "gt-secret",
+    "STANNP_API_KEY": "stannp-key",
+    "BITCASTER_API_KEY": "bc-key",
 }
 
 # Two providers: lines 1-10. Cases below append to this and count lines from 11.
@@ -145,7 +156,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.schedule.jitter == timedelta(0)
     assert config.server.listen == "0.0.0.0:9108"
     assert config.safety == SafetySettings(max_removals=500, max_removal_ratio=0.25)
-    assert config.providers == [] and config.groups == []
+    assert config.providers == [] and config.groups == [] and config.sources == []
 
 
 def test_text_fields_keep_their_yaml_text(tmp_path: Path) -> None:
@@ -217,14 +228,13 @@ def test_a_problem_in_an_anchor_is_reported_once(tmp_path: Path) -> None:
 
 def test_example_config_loads_and_documents_every_key() -> None:
     config = load_config(EXAMPLE, env=ENV)
-    assert {p.type for p in config.providers} == {"communic8", "cleverreach"}
+    assert {p.type for p in config.providers} == set(PROVIDERS)
     assert config.groups and all(config.targets_of(g) for g in config.groups)
     forms = [g.targets for g in config.groups if g.targets]
     assert any(t.group_id for ts in forms for t in ts), "the example shows a {provider, group_id} target"
     assert any(m.address for g in config.groups for m in g.members), "the example shows a member mapping"
 
     text = EXAMPLE.read_text(encoding="utf-8")
-    assert "sources:" not in text.replace("`sources:`", "")
 
     def keys(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
         out: set[str] = set()
@@ -251,9 +261,32 @@ def _models_in(annotation: object) -> list[type[BaseModel]]:
     return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
 
 
+def test_example_sources_block_is_valid_once_uncommented(tmp_path: Path) -> None:
+    """The `sources:` block of the example is commented out (it needs credentials); uncommented, it loads."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# sources:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#") or line.startswith("# ---"):
+            break
+        block.append(line[2:])
+    text = EXAMPLE.read_text(encoding="utf-8").replace("\n".join(lines[start : start + len(block)]), "\n".join(block))
+    path = write(tmp_path, text)
+    config = load_config(path, env=ENV)
+    hubspot, sql = config.sources
+    assert isinstance(hubspot, HubSpotSourceSettings) and isinstance(sql, SqlSourceSettings)
+    assert hubspot.token.get_secret_value() == HS_TOKEN
+    assert [g.name for g in hubspot.groups] == ["Newsletter EN", "Webinar Attendees"]
+    assert hubspot.property_map["address.postcode"] == "zip"
+    assert sql.group is None and DB_PASSWORD in sql.url and DB_PASSWORD not in repr(config)
+    assert config.source_names() == ["hubspot", "crm-replica"]
+    assert config.has_query_named_groups
+
+
 def test_every_field_is_documented() -> None:
     models: list[type[BaseModel]] = [Config, StateSettings, ScheduleSettings, ServerSettings, SafetySettings]
     models += [TargetSpec, AddressSpec, MemberSpec, GroupSpec]
+    models += [HubSpotSourceSettings, HubSpotGroupSpec, SqlSourceSettings]
     for model in models:
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
@@ -327,7 +360,133 @@ BAD: list[tuple[str, str, dict[str, str] | None, int, str | None, str]] = [
     ("list expected", "groups: {name: x}\n", None, 1, "groups", "expected a list"),
     ("mapping expected", PROVIDERS_YAML + "  - c9\n", None, 11, "providers[2]", "expected a mapping"),
     ("unknown key top level", "state: {}\nsauces: []\n", None, 2, "sauces", "unknown key"),
-    ("sources not yet", "sources:\n  - type: hubspot\n", None, 1, "sources", "unknown key"),
+    (
+        "unknown source type",
+        "sources:\n  - type: salesforce\n",
+        None,
+        2,
+        "sources[0].type",
+        "unknown source type 'salesforce' (expected one of: hubspot, sql)",
+    ),
+    ("missing source type", "sources:\n  - url: sqlite:///x.db\n", None, 2, "sources[0].type", "the source type"),
+    (
+        "hubspot without token",
+        "sources:\n  - type: hubspot\n    groups: [{name: N, list_id: 1}]\n",
+        None,
+        2,
+        "sources[0].token",
+        "missing required key",
+    ),
+    (
+        "hubspot without groups",
+        "sources:\n  - type: hubspot\n    token: t\n    groups: []\n",
+        None,
+        4,
+        "sources[0].groups",
+        "at least one group",
+    ),
+    (
+        "hubspot list id not a number",
+        "sources:\n  - type: hubspot\n    token: t\n    groups:\n      - {name: N, list_id: my-list}\n",
+        None,
+        5,
+        "sources[0].groups[0].list_id",
+        "a HubSpot list id is a number",
+    ),
+    (
+        "hubspot unknown key in group",
+        "sources:\n  - type: hubspot\n    token: t\n    groups:\n      - {name: N, list_id: 1, listid: 2}\n",
+        None,
+        5,
+        "sources[0].groups[0].listid",
+        "did you mean 'list_id'?",
+    ),
+    (
+        "hubspot http base_url",
+        "sources:\n  - type: hubspot\n    token: t\n    base_url: http://api.hubapi.com\n"
+        "    groups: [{name: N, list_id: 1}]\n",
+        None,
+        4,
+        "sources[0].base_url",
+        "must use https",
+    ),
+    (
+        "hubspot property for an unknown member field",
+        "sources:\n  - type: hubspot\n    token: t\n    groups: [{name: N, list_id: 1}]\n"
+        "    properties:\n      address.line1: address\n      address.zip: zip\n",
+        None,
+        7,
+        "sources[0].properties.address.zip",
+        "not a member field (did you mean 'address.city'?)",
+    ),
+    (
+        "hubspot group targeting no provider",
+        PROVIDERS_YAML + "sources:\n  - type: hubspot\n    token: t\n    groups:\n      - name: N\n"
+        "        list_id: 1\n        targets: [c8, bc]\n",
+        None,
+        17,
+        "sources[0].groups[0].targets[1]",
+        "no provider named 'bc' (configured: c8, cr)",
+    ),
+    (
+        "sql source targeting no provider",
+        PROVIDERS_YAML + "sources:\n  - type: sql\n    url: sqlite:///crm.db\n    query: SELECT 1\n"
+        "    targets:\n      - bc\n",
+        None,
+        16,
+        "sources[0].targets[0]",
+        "no provider named 'bc'",
+    ),
+    (
+        "sql without query",
+        "sources:\n  - type: sql\n    url: sqlite:///crm.db\n",
+        None,
+        2,
+        "sources[0].query",
+        "missing required key",
+    ),
+    (
+        "sql empty query",
+        "sources:\n  - type: sql\n    url: sqlite:///crm.db\n    query: ' ; '\n",
+        None,
+        4,
+        "sources[0].query",
+        "must not be empty",
+    ),
+    (
+        "sql bad url",
+        "sources:\n  - type: sql\n    url: not a url\n    query: SELECT 1\n",
+        None,
+        3,
+        "sources[0].url",
+        "not a valid database URL",
+    ),
+    (
+        "sql unknown dialect",
+        "sources:\n  - type: sql\n    url: oracl://u:pw@h/db\n    query: SELECT 1\n",
+        None,
+        3,
+        "sources[0].url",
+        "unknown database dialect 'oracl'",
+    ),
+    (
+        "sql group_id without a fixed group",
+        PROVIDERS_YAML + "sources:\n  - type: sql\n    url: sqlite:///crm.db\n    query: SELECT 1\n"
+        "    targets: [{provider: cr, group_id: '7'}]\n",
+        None,
+        15,
+        "sources[0].targets[0]",
+        "set `group` (one fixed group) or drop group_id",
+    ),
+    (
+        "duplicate source names",
+        "sources:\n  - {type: sql, name: crm, url: 'sqlite:///a.db', query: SELECT 1}\n"
+        "  - {type: sql, name: crm, url: 'sqlite:///b.db', query: SELECT 1}\n",
+        None,
+        3,
+        "sources[1].name",
+        "source name 'crm' is already taken by sources[0]",
+    ),
     (
         "unknown key nested",
         "server:\n  lisen: 1.2.3.4:80\n",
@@ -802,3 +961,145 @@ def test_member_and_target_short_forms() -> None:
     assert MemberSpec.model_validate("a@b.c") == MemberSpec(email="a@b.c")
     assert TargetSpec.model_validate("c8") == TargetSpec(provider="c8")
     assert TargetSpec.model_validate({"provider": "bc", "group_id": 12}).group_id == "12"
+
+
+# -------------------------------------------------------------------------------------------- sources
+
+SOURCES_YAML = """\
+sources:
+  - type: hubspot
+    token: ${HUBSPOT_TOKEN}
+    groups:
+      - {name: Newsletter EN, list_id: 123, targets: [cr], removal_policy: mirror, max_removals: 9}
+      - name: Webinar
+        list_id: "0456"
+    properties: {address.line1: address, address.postcode: zip, address.country: country, first_name: nickname}
+    rate_limit: 10
+  - type: sql
+    url: postgresql://reader:${CRM_DB_PASSWORD}@replica/crm
+    query: SELECT segment AS "group", email FROM members;
+    targets: [c8]
+    max_removal_ratio: 0.1
+  - type: sql
+    name: exports
+    url: sqlite:///export.db
+    query: SELECT email FROM customers
+    group: Customers
+    targets: [{provider: cr, group_id: "77"}]
+    allow_empty: true
+    timeout: 5
+"""
+
+
+def test_sources_round_trip(tmp_path: Path) -> None:
+    config = load(tmp_path, PROVIDERS_YAML + SOURCES_YAML + "groups:\n  - name: Inline\n")
+    hubspot, crm, exports = config.sources
+    assert isinstance(hubspot, HubSpotSourceSettings)
+    assert hubspot.token.get_secret_value() == HS_TOKEN
+    assert hubspot.base_url == "https://api.hubapi.com"
+    assert (hubspot.rate_limit, hubspot.burst, hubspot.max_concurrency) == (10, 1, 4)
+    en, webinar = hubspot.groups
+    assert (en.name, en.list_id, en.removal_policy, en.max_removals) == ("Newsletter EN", "123", "mirror", 9)
+    assert webinar.list_id == "0456" and webinar.targets is None
+    assert config.targets_of(en) == [TargetSpec(provider="cr")]
+    assert config.targets_of(webinar) == [TargetSpec(provider="c8"), TargetSpec(provider="cr")]
+    assert hubspot.property_map == {
+        "email": "email",
+        "first_name": "nickname",
+        "last_name": "lastname",
+        "address.line1": "address",
+        "address.postcode": "zip",
+        "address.country": "country",
+    }
+    assert isinstance(crm, SqlSourceSettings)
+    assert crm.url == f"postgresql+psycopg://reader:{DB_PASSWORD}@replica/crm"  # psycopg 3, as for the state DB
+    assert crm.safe_url == "postgresql+psycopg://reader:***@replica/crm"
+    assert crm.query == 'SELECT segment AS "group", email FROM members'
+    assert (crm.group, crm.max_removal_ratio, crm.allow_empty, crm.timeout) == (None, 0.1, False, 60)
+    assert isinstance(exports, SqlSourceSettings)
+    assert (exports.group, exports.allow_empty, exports.timeout) == ("Customers", True, 5)
+    assert config.source_names() == ["hubspot", "sql", "exports"]
+    assert config.group_names() == ["Inline", "Newsletter EN", "Webinar", "Customers"]
+    assert config.group_targets() == [
+        ("Inline", [TargetSpec(provider="c8"), TargetSpec(provider="cr")]),
+        ("Newsletter EN", [TargetSpec(provider="cr")]),
+        ("Webinar", [TargetSpec(provider="c8"), TargetSpec(provider="cr")]),
+        ("Customers", [TargetSpec(provider="cr", group_id="77")]),
+    ]
+    assert config.has_query_named_groups
+    for text in (repr(config), str(config), repr(config.sources)):
+        assert HS_TOKEN not in text and DB_PASSWORD not in text
+
+
+def test_default_source_names_are_numbered_when_repeated(tmp_path: Path) -> None:
+    text = "sources:\n" + "".join(
+        f"  - {{type: sql, url: 'sqlite:///{n}.db', query: SELECT 1, group: G{n}}}\n" for n in range(3)
+    )
+    config = load(tmp_path, text)
+    assert config.source_names() == ["sql#1", "sql#2", "sql#3"]
+    assert not config.has_query_named_groups
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "other", "other_line"),
+    [
+        (  # an inline group and a HubSpot list
+            "groups:\n  - name: Newsletter\nsources:\n  - type: hubspot\n    token: t\n    groups:\n"
+            "      - {name: NEWSLETTER, list_id: 1}\n",
+            7,
+            "sources[0].groups[0].name",
+            "groups[0]",
+            2,
+        ),
+        (  # two HubSpot sources
+            "sources:\n  - type: hubspot\n    token: t\n    groups:\n      - {name: A, list_id: 1}\n"
+            "  - type: hubspot\n    token: u\n    groups:\n      - {name: B, list_id: 2}\n"
+            "      - {name: a, list_id: 3}\n",
+            10,
+            "sources[1].groups[1].name",
+            "sources[0].groups[0]",
+            5,
+        ),
+        (  # a HubSpot list and a fixed-group SQL source
+            "sources:\n  - type: hubspot\n    token: t\n    groups:\n      - {name: Customers, list_id: 1}\n"
+            "  - type: sql\n    url: sqlite:///x.db\n    query: SELECT email FROM c\n    group: customers\n",
+            9,
+            "sources[1].group",
+            "sources[0].groups[0]",
+            5,
+        ),
+    ],
+)
+def test_a_group_defined_twice_is_an_error_naming_both(
+    tmp_path: Path, text: str, line: int, key: str, other: str, other_line: int
+) -> None:
+    err = error_of(tmp_path, text)
+    path = tmp_path / "syncd.yaml"
+    assert (err.file, err.line, err.key) == (str(path), line, key), str(err)
+    assert f"already used by {other} ({path}:{other_line})" in err.message, str(err)
+    assert "\n" not in str(err)
+
+
+def test_sources_given_in_the_environment(tmp_path: Path) -> None:
+    env = {"SYNCD_SOURCES": '[{"type": "sql", "url": "sqlite:///x.db", "query": "SELECT 1", "group": "Inline"}]'}
+    err = error_of(tmp_path, "groups:\n  - name: inline\n", env)
+    assert "already used by groups[0]" in str(err) and "sources[0].group" in str(err)
+
+
+SOURCE_SECRET_ERRORS = [
+    "sources:\n  - type: sql\n    url: postgresql://u:${CRM_DB_PASSWORD}@db/x\n    query: SELECT 1\n    extra: 1\n",
+    "sources:\n  - type: sql\n    url: oracl://u:${CRM_DB_PASSWORD}@db/x\n    query: SELECT 1\n",
+    "sources:\n  - type: sql\n    url: postgresql://u:${CRM_DB_PASSWORD}@db/x\n    query: [SELECT 1]\n",
+    "sources:\n  - type: hubspot\n    token: ${HUBSPOT_TOKEN}\n    base_url: http://${HUBSPOT_TOKEN}.example\n"
+    "    groups: [{name: N, list_id: 1}]\n",
+    "sources:\n  - type: hubspot\n    token: [${HUBSPOT_TOKEN}]\n    groups: [{name: N, list_id: 1}]\n",
+    "sources:\n  - type: hubspot\n    token: t\n    groups: [{name: N, list_id: '${HUBSPOT_TOKEN}'}]\n",
+]
+
+
+@pytest.mark.parametrize("text", SOURCE_SECRET_ERRORS)
+def test_source_secrets_never_in_error_messages(tmp_path: Path, text: str) -> None:
+    err = error_of(tmp_path, text)
+    for secret in (HS_TOKEN, DB_PASSWORD):
+        assert secret not in str(err)
+        assert secret not in repr(err)

@@ -1,8 +1,9 @@
 """Every bundled sandbox, seeded with a small believable world, for `syncd demo` and `syncd sandbox`.
 
 Each provider contributes its sandbox, the path it is mounted under, the config entry that points syncd
-at it, and whatever the API needs to exist beforehand (Communic8 cannot create recipients, so its
-directory is seeded; one person is deliberately left out of it to show how syncd reports that).
+at it, and whatever the API needs to exist beforehand: Communic8 cannot create recipients, so its directory
+is seeded (one person is deliberately left out of it, and out of Bitcaster's address records, to show how
+syncd reports that); Bitcaster cannot create lists, so its lists exist already.
 """
 
 from __future__ import annotations
@@ -13,8 +14,18 @@ from typing import Any
 
 from connectors.base import Contact, PostalAddress
 from connectors.sandbox._core import Mount, SandboxApp
+from connectors.sandbox.bitcaster import DEFAULT_KEY as BC_KEY
+from connectors.sandbox.bitcaster import DEFAULT_ORG as BC_ORG
+from connectors.sandbox.bitcaster import DEFAULT_PROJECT as BC_PROJECT
+from connectors.sandbox.bitcaster import BitcasterSandbox
 from connectors.sandbox.cleverreach import CleverReachSandbox
 from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox
+from connectors.sandbox.giftronaut import DEFAULT_CLIENTS as GT_CLIENTS
+from connectors.sandbox.giftronaut import GiftronautSandbox
+from connectors.sandbox.hubspot import DEFAULT_TOKEN as HUBSPOT_TOKEN
+from connectors.sandbox.hubspot import HubSpotSandbox
+from connectors.sandbox.stannp import DEFAULT_KEY as STANNP_KEY
+from connectors.sandbox.stannp import StannpSandbox
 
 PEOPLE: tuple[Contact, ...] = (
     Contact("alice@example.com", "Alice", "Moreau", PostalAddress("1 Main St", None, "Leeds", "LS1 1AA", "GB")),
@@ -49,13 +60,38 @@ def build_world(people: Sequence[Contact] = PEOPLE) -> list[SandboxProvider]:
     for p in people:
         if p.key != NOT_IN_COMMUNIC8:
             c8.add_recipient(p.email, p.first_name or "", p.last_name or "")
-    key_value = next(iter(DEFAULT_KEYS.values()))
+    c8_key = next(iter(DEFAULT_KEYS.values()))
 
     cr = CleverReachSandbox(clients={"syncd-demo": "demo-client-secret"})
     cr.add_group("Newsletter DE", [STALE[0], STALE[1], "erin@example.de"])
 
+    gt = GiftronautSandbox()  # recipients are created as needed; one exists already
+    gt_client, gt_secret = next(iter(GT_CLIENTS.items()))
+    gt.add_recipient("carol@example.com", "Carol", "Nguyen")
+
+    sp = StannpSandbox()  # the lowest plan: 300 requests/min, with X-RateLimit-* headers
+    alice = people[0] if people else None
+    if alice is not None and alice.address is not None:  # alice exists already: added by id, not created
+        a = alice.address
+        sp.add_recipient(
+            alice.email,
+            firstname=alice.first_name or "",
+            lastname=alice.last_name or "",
+            address1=a.line1 or "",
+            city=a.city or "",
+            postcode=a.postcode or "",
+            country=a.country or "",
+        )
+
+    bc = BitcasterSandbox()  # Bitcaster cannot create lists or remove members: its lists exist already
+    for p in people:
+        if p.key != NOT_IN_COMMUNIC8:  # no address record in Bitcaster either: shown as a reject
+            bc.add_address(p.email)
+    bc.add_list("US Sales Team", ["alice@example.com"])
+    bc.add_list("Newsletter DE", ["erin@example.de", "left.company@example.de"])
+
     return [
-        SandboxProvider("c8", "communic8", "communic8", c8, {"token": key_value}, "/int/v1"),
+        SandboxProvider("c8", "communic8", "communic8", c8, {"token": c8_key}, "/int/v1"),
         SandboxProvider(
             "cr",
             "cleverreach",
@@ -64,8 +100,64 @@ def build_world(people: Sequence[Contact] = PEOPLE) -> list[SandboxProvider]:
             {"client_id": "syncd-demo", "client_secret": "demo-client-secret"},
             "/v3",
         ),
+        SandboxProvider(
+            "gt", "giftronaut", "giftronaut", gt, {"client_id": gt_client, "client_secret": gt_secret}, "/api/v1"
+        ),
+        SandboxProvider("sp", "stannp", "stannp", sp, {"api_key": STANNP_KEY}, "/v1"),
+        SandboxProvider(
+            "bc",
+            "bitcaster",
+            "bitcaster",
+            bc,
+            # burst 15 + 60 s x 0.25/s = 30 per 60 s: the demo's few requests go at once, the limit holds
+            {"token": BC_KEY, "organization": BC_ORG, "project": BC_PROJECT, "rate_limit": 0.25, "burst": 15},
+            "/api",
+        ),
     ]
 
 
-def mount(world: Sequence[SandboxProvider]) -> Mount:
-    return Mount({p.prefix: p.app for p in world})
+NEWSLETTER_DE = ("erin@example.de", "felix@example.de", "greta@example.de")  # HubSpot list "Newsletter DE"
+
+
+@dataclass
+class SandboxCrm:
+    """A CRM sandbox desired groups are read from: where it is mounted and its `sources:` entry."""
+
+    type: str
+    prefix: str  # mounted under http://host:port/<prefix>
+    app: SandboxApp
+    entry: dict[str, Any] = field(default_factory=dict)  # source keys besides type/base_url
+
+    def source_entry(self, server_url: str) -> dict[str, Any]:
+        return {"type": self.type, "base_url": f"{server_url.rstrip('/')}/{self.prefix}", **self.entry}
+
+
+def build_crms(people: Sequence[Contact] = PEOPLE, *, targets: Sequence[str] = ()) -> list[SandboxCrm]:
+    """HubSpot, holding everyone as contacts, with a list "Newsletter DE": the German subscribers plus one
+    contact without an email, which syncd reports as a reject."""
+    hs = HubSpotSandbox()
+    ids: dict[str, str] = {}
+    for p in people:
+        a = p.address
+        extra = {} if a is None else {"address": a.line1, "city": a.city, "zip": a.postcode, "country": a.country}
+        ids[p.key] = hs.add_contact(p.email, p.first_name, p.last_name, **extra)
+    no_email = hs.add_contact(None, "Hans", "Ohnemail")
+    list_id = hs.add_list("Newsletter DE", [*(ids[e] for e in NEWSLETTER_DE if e in ids), no_email])
+    group: dict[str, Any] = {"name": "Newsletter DE", "list_id": list_id, "removal_policy": "mirror"}
+    if targets:
+        group["targets"] = list(targets)
+    entry = {
+        "token": HUBSPOT_TOKEN,
+        "groups": [group],
+        "properties": {
+            "address.line1": "address",
+            "address.city": "city",
+            "address.postcode": "zip",
+            "address.country": "country",
+        },
+    }
+    return [SandboxCrm("hubspot", "hubspot", hs, entry)]
+
+
+def mount(world: Sequence[SandboxProvider], crms: Sequence[SandboxCrm] = ()) -> Mount:
+    return Mount({**{p.prefix: p.app for p in world}, **{c.prefix: c.app for c in crms}})

@@ -1,18 +1,52 @@
 """Where desired groups come from. Every source yields `DesiredGroup`s; the reconciler does not care which.
 
-A source that fails raises `SourceError`, and the reconciler then leaves every group of that source
-untouched for the pass (fail closed: an empty or broken read must never look like "remove everyone").
+* `yaml`: the inline `groups:` of the config file;
+* `hubspot`: HubSpot lists (`sources: [{type: hubspot, …}]`);
+* `sql`: one query against any database SQLAlchemy reaches (`sources: [{type: sql, …}]`).
+
+`build_sources(config)` builds them all from the config; `read_sources` reads them for one pass. A source that
+fails raises `SourceError`, and the pass then leaves every group of that source untouched (fail closed: an
+empty or broken read must never look like "remove everyone"); see `syncd.sources.base`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import httpx
 
-from syncd.model import DesiredGroup
+from connectors.http import RequestHooks
+from syncd.config import Config, HubSpotSourceSettings
+from syncd.sources.base import CheckLine, LastPass, PartialRead, ReadResult, Source, read_sources
+from syncd.sources.hubspot import HubSpotSource
+from syncd.sources.sql import SqlSource
+from syncd.sources.yaml import YamlSource
 
 
-class Source(Protocol):
-    name: str  # shown in reports and logs: "yaml:syncd.yaml", "hubspot", "sql:…"
+def build_sources(
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    hooks: RequestHooks | None = None,
+) -> list[Source]:
+    """The inline groups, then every entry of `sources:` in file order. `transport` (tests: an ASGI transport
+    bound to a sandbox) and `hooks` (syncd's metrics) go to the sources that speak HTTP."""
+    sources: list[Source] = [YamlSource(config)]
+    for entry, name in zip(config.sources, config.source_names(), strict=True):
+        if isinstance(entry, HubSpotSourceSettings):
+            sources.append(HubSpotSource(entry, config, name=name, transport=transport, hooks=hooks))
+        else:
+            sources.append(SqlSource(entry, config, name=name))
+    return sources
 
-    async def read(self) -> Sequence[DesiredGroup]: ...
+
+__all__ = [
+    "CheckLine",
+    "HubSpotSource",
+    "LastPass",
+    "PartialRead",
+    "ReadResult",
+    "Source",
+    "SqlSource",
+    "YamlSource",
+    "build_sources",
+    "read_sources",
+]

@@ -299,6 +299,24 @@ class Store:
         assert value is None or isinstance(value, datetime)
         return value
 
+    def last_desired(self, groups: Sequence[str]) -> dict[str, int]:
+        """Per group name (exact spelling), the desired member count its latest pair result of a real (not
+        dry) run recorded; groups never recorded by a real run are absent. Sources use it to tell a group that
+        suddenly comes back empty (suspect: fail closed) from one that was always empty."""
+        names = _unique(groups)
+        found: dict[str, int] = {}
+        for chunk in _chunks(names):
+            latest = (
+                sa.select(sa.func.max(pair_results.c.id))
+                .join(runs, runs.c.id == pair_results.c.run_id)
+                .where(self._one_of(pair_results.c.group_name, chunk), runs.c.dry_run.is_(False))
+                .group_by(pair_results.c.group_name)
+            )
+            query = sa.select(pair_results.c.group_name, pair_results.c.desired).where(pair_results.c.id.in_(latest))
+            with self._tx("last_desired") as conn:
+                found.update({row.group_name: int(row.desired) for row in conn.execute(query)})
+        return found
+
     # ----------------------------------------------------------------------------------------- ledger
 
     def record_ledger(self, run_id: str, entries: Sequence[LedgerEntry]) -> None:

@@ -1,0 +1,144 @@
+"""The source protocol, and how one pass reads every source: concurrently, each failing closed on its own.
+
+A pass must never mistake a broken read for "these people left". So, for every source:
+
+* an error (HTTP, database, timeout, a bug) leaves every group of that source untouched this pass;
+* a CRM group that comes back empty although its last real pass had members is left untouched, unless the
+  source says `allow_empty` (sources opt in with a truthy `guard_empty` attribute: the inline YAML groups are
+  what the user wrote, so an empty one there is deliberate);
+* a group defined by two sources (only possible at run time, for groups named by a SQL query's rows) is
+  applied from neither.
+
+Each of these is one line in `ReadResult.errors`: the pass reports it and exits 1, and since the group is not
+among the desired groups at all, no request for it reaches any provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from syncd.errors import SourceError
+from syncd.model import DesiredGroup
+
+log = logging.getLogger("syncd.sources")
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    """One line of `syncd validate --online` about a source: what was found, and whether it is a problem."""
+
+    ok: bool
+    text: str
+
+
+class Source(Protocol):
+    name: str  # shown in reports and logs: "yaml:syncd.yaml", "hubspot", "sql", or the configured name
+
+    async def read(self) -> Sequence[DesiredGroup]: ...
+
+    async def check(self) -> list[CheckLine]:
+        """For `syncd validate --online`: can the source be read (credentials, lists, the query)?"""
+        ...
+
+
+class LastPass(Protocol):
+    """What the state DB remembers of earlier passes (`syncd.state.Store` is one)."""
+
+    def last_desired(self, groups: Sequence[str]) -> dict[str, int]: ...
+
+
+class PartialRead(SourceError):
+    """Some groups of a source could not be read (the message says which and why); `groups` are the ones
+    that could. Those still apply; the failed ones are left untouched."""
+
+    def __init__(self, source: str, message: str, groups: Sequence[DesiredGroup]) -> None:
+        super().__init__(source, message)
+        self.groups = tuple(groups)
+
+
+@dataclass
+class ReadResult:
+    groups: list[DesiredGroup] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def read_sources(sources: Sequence[Source], last_pass: LastPass | None = None) -> ReadResult:
+    """Read every source concurrently; see the module docstring for what fails closed."""
+    answers = await asyncio.gather(*(_read_one(source) for source in sources))
+    result = ReadResult()
+    by_source: list[tuple[Source, list[DesiredGroup]]] = []
+    for source, (groups, error) in zip(sources, answers, strict=True):
+        if error is not None:
+            # A partial read names the groups it left untouched; otherwise that is every group of the source.
+            log.error("%s", error if groups else f"{error}; its groups are left untouched this pass")
+            result.errors.append(error)
+        by_source.append((source, groups))
+
+    # A group name yielded by two sources: neither definition wins.
+    owners: dict[str, list[str]] = {}
+    for source, groups in by_source:
+        for group in groups:
+            names = owners.setdefault(group.name.casefold(), [])
+            if source.name not in names:
+                names.append(source.name)
+    conflicts = {key for key, names in owners.items() if len(names) > 1}
+    kept = [(s, g) for s, groups in by_source for g in groups if g.name.casefold() not in conflicts]
+    for key in sorted(conflicts):
+        name = next(g.name for _, gs in by_source for g in gs if g.name.casefold() == key)
+        message = (
+            f"group {name!r} is defined by more than one source ({', '.join(owners[key])}): neither definition "
+            "is applied this pass; give each group one source"
+        )
+        log.error("%s", message)
+        result.errors.append(message)
+
+    # A CRM group that had members on the last real pass and now has none: suspect, left untouched.
+    empty = [group for source, group in kept if getattr(source, "guard_empty", False) and not group.members]
+    before = last_pass.last_desired([g.name for g in empty]) if empty and last_pass is not None else {}
+    for source, group in kept:
+        had = before.get(group.name, 0) if not group.members else 0
+        if had > 0 and getattr(source, "guard_empty", False):
+            message = str(
+                SourceError(
+                    source.name,
+                    f"group {group.name!r} came back empty although it had {had} member{'s' if had != 1 else ''} "
+                    "on the last pass: left untouched (a CRM answering empty is more often broken than right; "
+                    "set allow_empty: true on the source if the group really is empty now)",
+                )
+            )
+            log.error("%s", message)
+            result.errors.append(message)
+            continue
+        result.groups.append(group)
+    return result
+
+
+async def _read_one(source: Source) -> tuple[list[DesiredGroup], str | None]:
+    started = time.monotonic()
+    try:
+        groups = list(await source.read())
+    except PartialRead as exc:
+        return list(exc.groups), str(exc)
+    except SourceError as exc:
+        return [], str(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug in a source fails that source closed, not the pass
+        log.exception("source %s crashed", source.name)
+        return [], str(SourceError(source.name, f"internal error: {type(exc).__name__}: {exc}"))
+    if groups or getattr(source, "guard_empty", None) is not None:  # the inline groups need no line when none
+        log.info(
+            "source %s: %d group%s, %d members, %d rejected, read in %.1fs",
+            source.name,
+            len(groups),
+            "" if len(groups) == 1 else "s",
+            sum(len(g.members) for g in groups),
+            sum(len(g.rejected) for g in groups),
+            time.monotonic() - started,
+        )
+    return groups, None

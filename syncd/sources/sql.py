@@ -1,0 +1,314 @@
+"""Any SQL database as a source of desired groups: one query, one row per (group, member).
+
+Columns are matched by name, case-insensitively: `email` (required), `first_name`, `last_name`, the address
+fields `line1`, `line2`, `city`, `postcode`, `country`, and `group` (the group's name) unless the source
+configures a fixed `group`. Any other column is an error (a misspelt `firstname` must not silently drop data).
+Rows whose group names differ only in case belong to one group (the first spelling names it).
+
+Fail closed:
+
+* The query runs in its own daemon thread (SQLAlchemy is synchronous) under `timeout`. When it runs out the
+  query is cancelled in the database (sqlite3 `interrupt()`, psycopg `cancel()`; PostgreSQL also gets a
+  `statement_timeout` for the transaction) and the source fails for the pass. A driver that cannot be
+  interrupted leaves only a daemon thread behind; the pass goes on without waiting for it.
+* The query runs in a read-only transaction where the database has one (PostgreSQL `SET TRANSACTION READ
+  ONLY`, SQLite `PRAGMA query_only`), which is rolled back, never committed. A missing SQLite file is an error
+  (SQLite would otherwise create an empty database and answer "no such table").
+* A query returning no rows at all, when groups come from its `group` column, fails the source unless
+  `allow_empty` is set; a fixed group that comes back empty after having members is caught by the generic
+  guard (`syncd.sources.base`).
+* A row without a group fails the source (a LEFT JOIN gone wrong should not shrink a group); a row without an
+  email is a reject of its group.
+
+The URL's password never appears in an error, a log line or a repr: messages name the URL with the password
+masked and carry only the first line of the driver's error (PostgreSQL's DETAIL lines can quote row values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+from connectors.base import Contact, PostalAddress
+from syncd.config import Config, SqlSourceSettings
+from syncd.errors import SourceError
+from syncd.model import DesiredGroup, Reject, RejectCode, Target
+from syncd.planning import admit
+from syncd.sources.base import CheckLine
+
+log = logging.getLogger("syncd.sources.sql")
+
+ADDRESS_COLUMNS = ("line1", "line2", "city", "postcode", "country")
+MEMBER_COLUMNS = ("email", "first_name", "last_name", *ADDRESS_COLUMNS)
+GROUP_COLUMN = "group"
+
+Rows = tuple[list[str], list[Sequence[Any]]]
+
+
+class _Interrupt:
+    """Cancels the running query from another thread, once the worker has a connection to cancel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self.fired = False
+
+    def attach(self, connection: Any) -> None:
+        with self._lock:
+            self._connection = connection
+            fired = self.fired
+        if fired:
+            self._cancel(connection)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            connection = self._connection
+        if connection is not None:
+            # psycopg's cancel talks to the server: never on the event loop's thread.
+            threading.Thread(target=self._cancel, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def _cancel(connection: Any) -> None:
+        for method in ("interrupt", "cancel_safe", "cancel"):  # sqlite3; psycopg >= 3.2; older psycopg
+            cancel = getattr(connection, method, None)
+            if callable(cancel):
+                try:
+                    cancel()
+                except Exception:  # the query may have finished meanwhile
+                    log.debug("cancelling the query with %s() failed", method, exc_info=True)
+                return
+
+
+class SqlSource:
+    """One `type: sql` source."""
+
+    def __init__(self, settings: SqlSourceSettings, config: Config, *, name: str = "sql") -> None:
+        self.settings = settings
+        self.config = config
+        self.name = name
+        self.guard_empty = not settings.allow_empty
+        self._url: URL = make_url(settings.url)
+
+    def __repr__(self) -> str:
+        return f"SqlSource(name={self.name!r}, url={self.safe_url!r})"
+
+    @property
+    def safe_url(self) -> str:
+        return self._url.render_as_string(hide_password=True)
+
+    async def read(self) -> list[DesiredGroup]:
+        return self._groups(*await self._fetch())
+
+    async def check(self) -> list[CheckLine]:
+        """For `syncd validate --online`: run the query (read-only) and say what it yields."""
+        try:
+            groups = await self.read()
+        except SourceError as exc:
+            return [CheckLine(False, exc.message)]
+        members = sum(len(g.members) for g in groups)
+        return [CheckLine(True, f"{len(groups)} group{'s' if len(groups) != 1 else ''}, {members} members")]
+
+    # -- running the query ----------------------------------------------------------------------------
+    async def _fetch(self) -> Rows:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Rows] = loop.create_future()
+        interrupt = _Interrupt()
+
+        def deliver(result: Rows | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert result is not None
+                future.set_result(result)
+
+        def work() -> None:
+            try:
+                result: Rows | None = self._query(interrupt)
+                error: BaseException | None = None
+            except BaseException as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+                loop.call_soon_threadsafe(deliver, result, error)
+
+        threading.Thread(target=work, name=f"syncd-source-{self.name}", daemon=True).start()
+        timeout = self.settings.timeout
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            interrupt.fire()
+            raise SourceError(
+                self.name, f"the query did not finish within {timeout:g}s (timeout): cancelled, nothing changes"
+            ) from None
+        except asyncio.CancelledError:
+            interrupt.fire()
+            raise
+
+    def _query(self, interrupt: _Interrupt) -> Rows:
+        """Runs in the worker thread."""
+        url = self._url
+        backend = url.get_backend_name()
+        in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+        if backend == "sqlite" and not in_memory and not Path(url.database or "").exists():
+            raise SourceError(self.name, f"database {self.safe_url}: the file does not exist")
+        connect_args: dict[str, Any] = {}
+        if backend == "postgresql" and "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = max(1, min(30, round(self.settings.timeout)))
+        try:
+            engine = sa.create_engine(url, poolclass=NullPool, hide_parameters=True, connect_args=connect_args)
+        except ImportError as exc:
+            raise SourceError(
+                self.name, f"database {self.safe_url}: its driver is not installed ({exc.name})"
+            ) from None
+        except Exception as exc:
+            raise SourceError(self.name, self._describe(exc, "cannot use the database URL")) from None
+        try:
+            with engine.connect() as conn:
+                interrupt.attach(conn.connection.driver_connection)
+                with conn.begin() as tx:
+                    if backend == "sqlite":
+                        conn.exec_driver_sql("PRAGMA query_only = ON")
+                    elif backend == "postgresql":
+                        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                        millis = max(1, round(self.settings.timeout * 1000))
+                        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {millis}")
+                    # no_parameters: the query goes to the driver as written (a literal % or :name is no
+                    # placeholder).
+                    result = conn.execution_options(no_parameters=True).exec_driver_sql(self.settings.query)
+                    if not result.returns_rows:
+                        raise SourceError(self.name, "the query returns no rows (is it a SELECT?)")
+                    columns = [str(c) for c in result.keys()]  # noqa: SIM118 (iterating a Result yields rows)
+                    rows: list[Sequence[Any]] = [tuple(row) for row in result]
+                    tx.rollback()
+            return columns, rows
+        except SourceError:
+            raise
+        except Exception as exc:
+            if interrupt.fired:
+                raise SourceError(self.name, "the query was cancelled (timeout)") from None
+            raise SourceError(self.name, self._describe(exc, "the query failed")) from None
+        finally:
+            engine.dispose()
+
+    def _describe(self, exc: BaseException, what: str) -> str:
+        original = getattr(exc, "orig", None) or exc
+        lines = str(original).strip().splitlines()
+        # The first line only: PostgreSQL's DETAIL lines can quote row values (member emails).
+        reason = lines[0].strip() if lines else type(original).__name__
+        password = self._url.password
+        if password:
+            reason = reason.replace(str(password), "***")
+        return f"database {self.safe_url}: {what}: {reason}"
+
+    # -- rows to groups -------------------------------------------------------------------------------
+    def _groups(self, columns: list[str], rows: list[Sequence[Any]]) -> list[DesiredGroup]:
+        index = self._columns(columns)
+        fixed = self.settings.group
+        if not rows and fixed is None:
+            if self.settings.allow_empty:
+                return []
+            raise SourceError(
+                self.name,
+                "the query returned no rows: every group it names is left untouched (set allow_empty: true "
+                "if no group should have members now)",
+            )
+        order: list[str] = []
+        spelled: dict[str, str] = {}
+        candidates: dict[str, list[Contact]] = {}
+        missing: dict[str, list[Reject]] = {}
+        if fixed is not None:
+            order.append(fixed.casefold())
+            spelled[fixed.casefold()] = fixed
+        for number, row in enumerate(rows, start=1):
+            name = fixed if fixed is not None else _text(row[index[GROUP_COLUMN]])
+            if name is None:
+                raise SourceError(
+                    self.name,
+                    f"row {number} has no group (NULL or empty `group`): filter such rows out in the query",
+                )
+            key = name.casefold()
+            if key not in spelled:
+                spelled[key] = name
+                order.append(key)
+            email = _text(row[index["email"]])
+            if email is None:
+                missing.setdefault(key, []).append(
+                    Reject("", f"row {number} of the query has no email", RejectCode.MISSING_FIELDS)
+                )
+                continue
+            candidates.setdefault(key, []).append(self._contact(row, index, email))
+        targets = tuple(Target(t.provider, t.group_id) for t in self.config.targets_of(self.settings))
+        groups = []
+        for key in order:
+            members, invalid = admit(candidates.get(key, []))
+            groups.append(
+                DesiredGroup(
+                    name=spelled[key],
+                    members=members,
+                    rejected=tuple(missing.get(key, [])) + invalid,
+                    targets=targets,
+                    source=self.name,
+                    removal_policy=self.settings.removal_policy,
+                    max_removals=self.settings.max_removals,
+                    max_removal_ratio=self.settings.max_removal_ratio,
+                )
+            )
+        log.debug("%s: %d rows, %d groups", self.name, len(rows), len(groups))
+        return groups
+
+    def _columns(self, columns: list[str]) -> dict[str, int]:
+        index: dict[str, int] = {}
+        for i, column in enumerate(columns):
+            key = column.strip().lower()
+            allowed = MEMBER_COLUMNS if self.settings.group is not None else (GROUP_COLUMN, *MEMBER_COLUMNS)
+            if key not in allowed:
+                hint = (
+                    " (this source sets a fixed `group`: drop the group column, or drop `group` from the config)"
+                    if key == GROUP_COLUMN
+                    else ""
+                )
+                raise SourceError(
+                    self.name,
+                    f"the query returns a column {column!r} syncd does not know{hint}; expected: " + ", ".join(allowed),
+                )
+            if key in index:
+                raise SourceError(self.name, f"the query returns the column {key!r} twice")
+            index[key] = i
+        if "email" not in index:
+            raise SourceError(self.name, "the query returns no `email` column")
+        if self.settings.group is None and GROUP_COLUMN not in index:
+            raise SourceError(
+                self.name,
+                'the query returns no `group` column (SELECT … AS "group") and the source sets no fixed `group`',
+            )
+        return index
+
+    @staticmethod
+    def _contact(row: Sequence[Any], index: dict[str, int], email: str) -> Contact:
+        def get(column: str) -> str | None:
+            return _text(row[index[column]]) if column in index else None
+
+        parts = [get(c) for c in ADDRESS_COLUMNS]
+        address = PostalAddress(*parts) if any(parts) else None
+        return Contact(email=email, first_name=get("first_name"), last_name=get("last_name"), address=address)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+__all__ = ["SqlSource"]
