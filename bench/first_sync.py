@@ -69,7 +69,16 @@ def one(provider_type: str, n: int, paced: bool = False) -> dict[str, Any]:
         cfg = {
             "state": {"url": f"sqlite:///{tmp}/state.db"},
             "providers": [entry],
-            "groups": [{"name": "Bench", "members": emails}],
+            # half the members in the mapping form, so both shapes of the config loader are exercised
+            "groups": [
+                {
+                    "name": "Bench",
+                    "members": [
+                        e if i % 2 else {"email": e, "first_name": "Bench", "last_name": str(i)}
+                        for i, e in enumerate(emails)
+                    ],
+                }
+            ],
         }
         path = Path(tmp) / "syncd.yaml"
         path.write_text(yaml.safe_dump(cfg))

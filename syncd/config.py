@@ -1179,8 +1179,9 @@ class _Walker:
                 continue
             first_line[key] = line
             child = (*loc, key)
-            for stale in [p for p in self.lines if p[: len(child)] == child]:
-                del self.lines[stale]  # a key given here overrides one merged in with <<
+            if key in merged:  # a key given here overrides one merged in with <<: forget the merged lines
+                for stale in [p for p in self.lines if p[: len(child)] == child]:
+                    del self.lines[stale]
             self.lines[child] = line
             value = self.walk(value_node, child, _child_type(tp, key, tag))
             if isinstance(value, str) and value:
