@@ -50,7 +50,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from connectors.base import Contact, PostalAddress
@@ -198,6 +198,21 @@ def check_cron(expr: str) -> str:
 # --------------------------------------------------------------------------------------------- models
 
 
+def _database_url(value: str) -> URL:
+    """A SQLAlchemy URL; a plain postgresql:// means psycopg 3, the driver syncd ships with (SQLAlchemy's default
+    would be psycopg2). Messages never include the URL: it may carry a password."""
+    try:
+        url = make_url(value.strip())
+    except ArgumentError:
+        raise ValueError(
+            "not a valid database URL (expected e.g. sqlite:///path/to/file.db or "
+            "postgresql+psycopg://user:password@host/dbname)"
+        ) from None
+    if url.get_backend_name() in ("postgres", "postgresql") and "+" not in url.drivername:
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
 class StateSettings(BaseModel):
     """Where syncd keeps its runs, ledger, bindings and caches."""
 
@@ -213,21 +228,10 @@ class StateSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        # Messages here never include the URL: it may carry a password.
-        try:
-            url = make_url(value.strip())
-        except ArgumentError:
-            raise ValueError(
-                "not a valid database URL (expected e.g. sqlite:///syncd.db or "
-                "postgresql+psycopg://user:password@host/dbname)"
-            ) from None
-        backend = url.get_backend_name()
-        if backend in ("postgres", "postgresql") and "+" not in url.drivername:
-            # SQLAlchemy's default PostgreSQL driver is psycopg2; syncd ships with psycopg (3).
-            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"unsupported database {backend!r} (syncd supports sqlite and postgresql)")
-        return value.strip()
+        url = _database_url(value)
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {url.get_backend_name()!r} (syncd supports sqlite and postgresql)")
+        return url.render_as_string(hide_password=False)
 
     @property
     def safe_url(self) -> str:
@@ -750,16 +754,7 @@ class SqlSourceSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        # Messages here never include the URL: it may carry a password.
-        try:
-            url = make_url(value.strip())
-        except ArgumentError:
-            raise ValueError(
-                "not a valid database URL (expected e.g. postgresql+psycopg://user:password@host/dbname "
-                "or sqlite:///path/to/file.db)"
-            ) from None
-        if url.get_backend_name() in ("postgres", "postgresql") and "+" not in url.drivername:
-            url = url.set(drivername="postgresql+psycopg")  # syncd ships with psycopg (3), not psycopg2
+        url = _database_url(value)
         try:
             url.get_dialect()
         except NoSuchModuleError:
