@@ -36,7 +36,8 @@ real server:
 * a list is `{name, id (int), members: <url of its members>}`; a member is
   `{id, address, user, channel, active}`; both listings are plain JSON arrays (a DRF paginated
   `{results, next}` object is followed too, in case a server enables pagination);
-* errors are DRF `{"detail": ...}` (401/403/404/405/429) and `{"error": ...}` from `add/` (400);
+* errors are DRF `{"detail": ...}` (401/403/404/405/429) and `{"error": ...}` from `add/` (400); a 400 saying
+  "invalid ... address(es)" in any shape (`error`, `detail`, a list, plain text) is the all-or-nothing refusal;
 * a path without its trailing slash answers 301; over the rate limit, 429 with `Retry-After`;
 * `add/` answers `{message, expected, found, added}`. Upstream source (bitcaster-io/bitcaster,
   `src/bitcaster/api/distribution_list.py`) shows `message` is the posted array, `expected`/`found` counts
@@ -158,6 +159,7 @@ class BitcasterSettings(ProviderSettings):
 # ------------------------------------------------------------------------------------- wire handling
 
 _SCOPE = re.compile(r"/o/(?P<org>[^/]+)/p/(?P<prj>[^/]+)/")
+_INVALID_ADDRESSES = re.compile(r"\binvalid\b[^.\n]{0,40}?\baddress", re.IGNORECASE)
 
 
 def _body(response: httpx.Response) -> Any:
@@ -202,9 +204,10 @@ def classify(response: httpx.Response) -> ConnectorError | None:
             status=status,
         )
     message = error_message(response)
-    body = _body(response)
-    if status == 400 and isinstance(body, dict) and MSG_INVALID_ADDRESSES in str(body.get("error", "")):
-        # Upstream sends str(ValidationError): "[ErrorDetail(string='Invalid addresses', ...)]"; match inside it.
+    if status == 400 and _INVALID_ADDRESSES.search(response.text):
+        # The docs give `{"error": "Invalid addresses"}`; upstream sends str(ValidationError) in `error`
+        # ("[ErrorDetail(string='Invalid addresses', ...)]"), and DRF's own shapes are a list or `detail`. So the
+        # words are looked for in the whole body, whatever its shape (and "Invalid email addresses" too).
         return BatchRejected(f"{where}: {MSG_INVALID_ADDRESSES} (some address has no address record)", status=400)
     if status == 405:
         return UnsupportedOperation(

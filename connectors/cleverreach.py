@@ -6,7 +6,8 @@ a CleverReach group's *active* receivers equal to a desired group. v1/v2 are dep
 How the API is used (PROVIDERS.md, "CleverReach", and its "Wire shapes assumed" entry):
 
 - Auth: a static v3 token as `Authorization: Bearer`, or OAuth2 client credentials against
-  `<host>/oauth/token.php` (seen in community code, not in the official reference). The token is cached
+  `<host>/oauth/token.php` (seen in community code, not in the official reference; the client authenticates
+  with HTTP Basic, as that code does, and with form fields, as most servers also accept). The token is cached
   until shortly before `expires_in`; a 401 before that refreshes it once (`ClientCredentialsAuth`).
   CleverReach also accepts `?token=` in the query string: never used here, because query strings end up in
   proxy and server logs.
@@ -16,7 +17,8 @@ How the API is used (PROVIDERS.md, "CleverReach", and its "Wire shapes assumed" 
 - Members are the group's *active* receivers (`deactivated == 0` and `activated > 0`), read with
   `GET /groups/{id}/receivers?page=N&pagesize=5000&type=active` from page 0. 5000 is the documented page
   cap and the answer carries no total, so a page shorter than 5000 is the last one (a group of exactly 5000
-  costs a second, empty page).
+  costs a second, empty page), unless it is the first page and its length could be a server's own cap (50,
+  the documented default, or another round number: `PageEnd`); then pages are read on while that full.
 - Adds: `POST /groups/{id}/receivers/upsert` with a JSON array of `{email, activated, deactivated: 0,
   global_attributes: {firstname, lastname}}`: creates the receiver, or reactivates and updates it.
 - Removes, by `remove_mode`: `deactivate` (default) sends `{email, deactivated: <now>}` entries in one
@@ -84,6 +86,7 @@ from connectors.http import (
     ApiClient,
     BearerAuth,
     ClientCredentialsAuth,
+    PageEnd,
     RequestHooks,
     RetryPolicy,
     derive_url,
@@ -97,6 +100,7 @@ log = logging.getLogger("syncd.connectors.cleverreach")
 
 DEFAULT_BASE_URL = "https://rest.cleverreach.com/v3"
 PAGE_SIZE = 5000  # documented cap of `pagesize`
+DEFAULT_PAGE_SIZE = 50  # documented default of `pagesize`: what a server that ignores ours sends
 MAX_UPSERT = 1000  # UNVERIFIED: receivers per upsert/upsertplus call
 PACING = Pacing(rate=5.0, burst=5, max_concurrency=4)  # UNVERIFIED: no published limit
 REJECT_REASON = "not accepted by CleverReach (blacklisted or bounced address)"
@@ -228,10 +232,17 @@ def _seg(value: str) -> str:
     return quote(value.strip(), safe="")
 
 
-def _group(body: Any) -> RemoteGroup:
-    if not isinstance(body, dict) or "id" not in body or "name" not in body:
-        raise ProtocolError("CleverReach group without id/name")
-    return RemoteGroup(id=str(body["id"]), name=str(body["name"]))
+def _group(body: Any, fallback_name: str | None = None) -> RemoteGroup:
+    """A group object. A create's answer may be leaner than a read's (the docs do not show it): a name it
+    leaves out is the one sent, and a bare id (a number, or `{"id": ...}`) is accepted there."""
+    if fallback_name is not None and isinstance(body, int | str) and not isinstance(body, bool):
+        body = {"id": body}
+    if not isinstance(body, dict) or body.get("id") in (None, "") or isinstance(body.get("id"), bool):
+        raise ProtocolError("CleverReach group without an id")
+    name = body.get("name", fallback_name)
+    if name is None:
+        raise ProtocolError("CleverReach group without a name")
+    return RemoteGroup(id=str(body["id"]).strip(), name=str(name))
 
 
 def _receivers(body: Any, what: str) -> list[dict[str, Any]]:
@@ -318,7 +329,8 @@ class CleverReachConnector:
         failures = 0
         while True:
             try:
-                return _group(await self.api.json("POST", "groups", json={"name": name}, idempotent=False))
+                body = await self.api.json("POST", "groups", json={"name": name}, idempotent=False)
+                return _group(body, fallback_name=name)
             except TransientError as exc:
                 failures += 1
                 if failures > self.api.retry.max_retries:
@@ -334,6 +346,9 @@ class CleverReachConnector:
     # -- members ------------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> Sequence[RemoteMember]:
         path = f"groups/{_seg(group.id)}/receivers"
+        # No total in the answer: a full page may have a successor, a short one is the last, unless the first
+        # page is short in a way a server cap (or an ignored `pagesize`: 50 by default) would explain.
+        end = PageEnd(PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
 
         async def fetch(page: int) -> tuple[list[RemoteMember], int | None]:
             params = {"page": page, "pagesize": PAGE_SIZE, "type": "active"}
@@ -343,8 +358,7 @@ class CleverReachConnector:
                 for r in receivers
                 if isinstance(r.get("email"), str) and _active(r)  # `type=active`, checked again
             ]
-            # No total in the answer: a full page may have a successor, a short one is the last.
-            return members, page + 1 if len(receivers) >= PAGE_SIZE else None
+            return members, page + 1 if end.more(len(receivers)) else None
 
         unique: dict[str, RemoteMember] = {}
         for member in await paginate(fetch, 0):
@@ -444,7 +458,11 @@ def build(settings: CleverReachSettings, ctx: BuildContext) -> CleverReachConnec
     else:
         # the model validator guarantees both are set when token is not
         assert settings.client_id is not None and settings.client_secret is not None
-        auth = ClientCredentialsAuth(settings.resolved_token_url, settings.client_id, settings.client_secret)
+        # The client authenticates both as form fields and with HTTP Basic: the token endpoint is known only from
+        # community code, which uses Basic (`curl -u id:secret`), and form fields are the other common reading.
+        auth = ClientCredentialsAuth(
+            settings.resolved_token_url, settings.client_id, settings.client_secret, basic=True
+        )
     client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
     capabilities = capabilities_for(settings.remove_mode).with_batch_size(settings.batch_size)
     return CleverReachConnector(

@@ -30,6 +30,11 @@ real account:
 * the OAuth token endpoint is `<base_url>/oauth/token` (form `client_id`, `client_secret`) answering
   `{access_token, token_type, expires_in}`.
 
+Tolerated where an independent server could differ within the docs: ids as JSON numbers as well as strings;
+`total` absent (or a numeric string), or pages capped below the `limit` asked (`connectors.http.PageEnd`);
+group listings and the create answer without `leads` (then the group is read by id); the batch refusal in
+mended words ("Not all emails found ...").
+
 Unverified defaults (the docs say nothing): at most 1000 members per add/remove/reset request, and pacing
 of 10 requests/s with bursts of 5 and 4 requests in flight. Override them with `batch_size`, `rate_limit`,
 `burst` and `max_concurrency` once the real limits are known.
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote
@@ -70,12 +76,12 @@ from connectors.http import (
     ApiClient,
     BearerAuth,
     ClientCredentialsAuth,
+    PageEnd,
     RequestHooks,
     RetryPolicy,
     derive_url,
     error_for_status,
     make_client,
-    next_offset,
     paginate,
 )
 from connectors.settings import BuildContext, ProviderSettings, check_token_url
@@ -86,11 +92,15 @@ T = TypeVar("T")
 
 API_ROOT = "/int/v1"
 PAGE_SIZE = 100  # the largest page `limit` is assumed to allow (unverified)
+DEFAULT_LIMIT = 20  # the documented default `limit`: what a server that ignores ours would send
 CREATE_ATTEMPTS = 3  # a group create that may or may not have landed is looked up by name, then re-sent
 
 NOT_A_RECIPIENT = "no Communic8 recipient with this email (Communic8 has no API to create recipients)"
 MSG_NO_OBJECT = "Object does not exist"
 MSG_UNKNOWN_EMAILS = "Not all emails founded as recipient in system"  # sic: the API's own spelling
+# The refusal of a batch naming an unknown recipient: the documented words, and the same with the grammar
+# mended ("found") or about ids, as a server that does not copy the typo may say it.
+_UNKNOWN_RECIPIENTS = re.compile(r"\s*not all \w+ (?:were )?found", re.IGNORECASE)
 
 CAPABILITIES = Capabilities(
     member_key=MemberKeyKind.EMAIL,
@@ -186,7 +196,7 @@ def classify(response: httpx.Response) -> ConnectorError | None:
     where = f"{response.request.method} {response.request.url.path}"
     if message == MSG_NO_OBJECT:
         return NotFound(f"{where}: {message}", status=response.status_code)
-    if message.startswith("Not all emails founded"):
+    if _UNKNOWN_RECIPIENTS.match(message):
         return BatchRejected(f"{where}: {message}", status=response.status_code)
     return FatalError(f"{where}: {message}", status=response.status_code)
 
@@ -197,20 +207,48 @@ def _data(body: Any, where: str) -> Any:
     return body.get("data")
 
 
+def _oid(value: Any) -> str | None:
+    """An object id: a string as documented (Mongo ObjectIds), or a number (a server with integer ids)."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """A count (`total`, `leadsTotal`): a JSON number, or a numeric string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
 def _group(obj: Any, where: str) -> RemoteGroup:
-    if not isinstance(obj, dict) or not isinstance(obj.get("_id"), str):
+    gid = _oid(obj.get("_id")) if isinstance(obj, dict) else None
+    if gid is None:
         raise ProtocolError(f"{where}: expected a recipient group object with an _id")
-    total = obj.get("leadsTotal")
-    return RemoteGroup(
-        id=obj["_id"], name=str(obj.get("name") or ""), member_count=total if isinstance(total, int) else None
-    )
+    return RemoteGroup(id=gid, name=str(obj.get("name") or ""), member_count=_count(obj.get("leadsTotal")))
 
 
-def _leads(obj: Any, where: str) -> list[str]:
+def _leads(obj: Any, where: str, *, required: bool = True) -> list[str] | None:
+    """A group's member ids (`leads`: ids, or objects carrying an `_id` where a server populates them), or
+    None when the object has no leads list and `required` is false."""
     leads = obj.get("leads") if isinstance(obj, dict) else None
     if not isinstance(leads, list):
-        raise ProtocolError(f"{where}: recipient group without a leads list")
-    return list(dict.fromkeys(str(lead) for lead in leads))  # de-duplicated, order kept
+        if required:
+            raise ProtocolError(f"{where}: recipient group without a leads list")
+        return None
+    ids: list[str] = []
+    for lead in leads:
+        rid = _oid(lead.get("_id") if isinstance(lead, dict) else lead)
+        if rid is None:
+            raise ProtocolError(f"{where}: a lead that is not a recipient id")
+        ids.append(rid)
+    return list(dict.fromkeys(ids))  # de-duplicated, order kept
 
 
 def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
@@ -269,27 +307,27 @@ class Communic8Connector:
                 obj = None
             if obj is not None:
                 group = _group(obj, where)
-                self._handoff[group.id] = _leads(obj, where)
+                self._handoff[group.id] = _required(_leads(obj, where))
                 return group
         if name is None:
             return None
         return await self._find_by_name(name)
 
     async def _find_by_name(self, name: str) -> RemoteGroup | None:
-        found: list[tuple[RemoteGroup, list[str]]] = []
+        found: list[tuple[RemoteGroup, list[str] | None]] = []
         where = "GET /recipientGroup"
+        end = PageEnd(PAGE_SIZE, default=DEFAULT_LIMIT)
 
         async def fetch(skip: int) -> tuple[list[Any], int | None]:
             body = await self.api.json("GET", "recipientGroup", params={"name": name, "limit": PAGE_SIZE, "skip": skip})
             page = _data(body, where)
             if not isinstance(page, list):
                 raise ProtocolError(f"{where}: data is not a list")
-            # The name filter may match partially (and ignore case): only an exact name is this group.
+            # The name filter may match partially (and ignore case), or not at all: only the exact name counts.
             exact = [o for o in page if isinstance(o, dict) and o.get("name") == name]
-            found.extend((_group(o, where), _leads(o, where)) for o in exact)
-            total = body.get("total")
-            more = next_offset(skip, len(page), PAGE_SIZE, total if isinstance(total, int) else None)
-            return page, None if found else more
+            found.extend((_group(o, where), _leads(o, where, required=False)) for o in exact)
+            more = end.more(len(page), _count(body.get("total")))
+            return page, None if found or not more else skip + len(page)
 
         await paginate(fetch, 0)
         if not found:
@@ -297,7 +335,8 @@ class Communic8Connector:
         if len(found) > 1:
             log.debug("%s: %d groups are named alike; taking the first", self.name, len(found))
         group, leads = found[0]
-        self._handoff[group.id] = leads
+        if leads is not None:  # a listing without leads: read_members asks for the group itself
+            self._handoff[group.id] = leads
         return group
 
     async def create_group(self, name: str) -> RemoteGroup:
@@ -316,7 +355,8 @@ class Communic8Connector:
                 continue
             obj = _data(body, "POST /recipientGroup")
             group = _group(obj, "POST /recipientGroup")
-            self._handoff[group.id] = _leads(obj, "POST /recipientGroup")
+            # Created with a name only, so it has no members, whether or not the answer lists its leads.
+            self._handoff[group.id] = _leads(obj, "POST /recipientGroup", required=False) or []
             return group
         raise AssertionError("unreachable")
 
@@ -325,7 +365,7 @@ class Communic8Connector:
         leads = self._handoff.pop(group.id, None)
         if leads is None:
             where = "GET /recipientGroup/{id}"
-            leads = _leads(_data(await self.api.json("GET", _group_path(group.id)), where), where)
+            leads = _required(_leads(_data(await self.api.json("GET", _group_path(group.id)), where), where))
         emails = self._emails_by_id()
         if not self._directory_read and any(lead not in emails for lead in leads):
             await self._read_directory()
@@ -489,24 +529,25 @@ class Communic8Connector:
             if self._directory_read:
                 return
             where = "GET /recipient"
+            end = PageEnd(PAGE_SIZE, default=DEFAULT_LIMIT)
 
             async def fetch(skip: int) -> tuple[list[Any], int | None]:
                 body = await self.api.json("GET", "recipient", params={"limit": PAGE_SIZE, "skip": skip})
                 page = _data(body, where)
                 if not isinstance(page, list):
                     raise ProtocolError(f"{where}: data is not a list")
-                total = body.get("total")
-                return page, next_offset(skip, len(page), PAGE_SIZE, total if isinstance(total, int) else None)
+                return page, skip + len(page) if end.more(len(page), _count(body.get("total"))) else None
 
             ids: dict[str, str] = {}
             spelling: dict[str, str] = {}
             for item in await paginate(fetch, 0):
-                if not isinstance(item, dict) or not isinstance(item.get("_id"), str):
+                rid = _oid(item.get("_id")) if isinstance(item, dict) else None
+                if rid is None:
                     raise ProtocolError(f"{where}: recipient without an _id")
                 email = item.get("email")
                 if isinstance(email, str) and email.strip():
-                    ids[email_key(email)] = item["_id"]
-                    spelling[item["_id"]] = email.strip()
+                    ids[email_key(email)] = rid
+                    spelling[rid] = email.strip()
             stale = [key for key in self._known() if key not in ids]
             if stale:
                 self.cache.forget(stale)
@@ -519,6 +560,11 @@ class Communic8Connector:
                 len(ids),
                 len(stale),
             )
+
+
+def _required(leads: list[str] | None) -> list[str]:
+    assert leads is not None  # _leads(required=True) raises instead of answering None
+    return leads
 
 
 def _group_path(group_id: str) -> str:

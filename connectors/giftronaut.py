@@ -34,7 +34,8 @@ real account:
   the status then decides (`classify`), an uncoded 400/422 on a create is a (non-permanent) reject, an
   uncoded 409 on a create is treated as "exists", an uncoded 404 on a member add as a possibly stale id;
 * listings are `{"data": [...], "page", "pageSize", "total"}` with pages from 1 (a bare list, or a total
-  under `pagination`/`meta`, is accepted too; without a total, a short page is the last);
+  under `pagination`/`meta`, is accepted too; without a total, a short page is the last, unless it is a
+  first page whose length a server's own cap could explain: then pages are read on while that full);
 * group `{groupId: "RG-...", groupName, memberCount}`; recipient `{recipientId: "RE-...", email, firstName,
   lastName, company, department}`; member item `{recipientId, email, firstName, lastName}`; single objects
   bare (a `{"data": {...}}` wrapper is accepted);
@@ -96,6 +97,7 @@ from connectors.base import (
 from connectors.http import (
     ApiClient,
     ClientCredentialsAuth,
+    PageEnd,
     RequestHooks,
     RetryPolicy,
     derive_url,
@@ -114,6 +116,7 @@ API_ROOT = "/api/v1"
 TOKEN_PATH = "/oauth2/token"  # on the API host, outside the versioned root
 DEFAULT_SCOPE = "recipients.read recipients.write"
 PAGE_SIZE = 100  # the documented pageSize cap
+DEFAULT_PAGE_SIZE = 20  # the documented default pageSize: what a server that ignores ours sends
 MAX_PAGES = 100_000  # a listing that does not end is a server bug, not a reason to loop forever
 IDEMPOTENCY_HEADER = "X-Idempotency-Key"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -333,6 +336,9 @@ def _unwrap(body: Any) -> Any:
 
 
 def _int(value: Any) -> int | None:
+    """A count or size: a JSON number, or a numeric string (the docs do not show the listing's types)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
@@ -355,21 +361,19 @@ def _listing(body: Any, where: str) -> tuple[list[dict[str, Any]], int | None, i
 
 
 def _page_size(items: list[dict[str, Any]], total: int | None, size: int | None) -> int:
-    """The page size the server really used: the one it says, else a full first page's length."""
-    if size:
-        return size
-    if total is not None and 0 < len(items) < min(total, PAGE_SIZE):
-        return len(items)  # the server capped the page below what we asked, and did not say so
-    return PAGE_SIZE
+    """The page size the server really used, from a first page: a first page shorter than both the total and
+    the page size (the one the answer says, else the one asked) was capped, so its length is the page size
+    (an answer may echo the size asked while capping lower); else the size the answer says, or the one asked."""
+    said = size or PAGE_SIZE
+    if total is not None and 0 < len(items) < min(total, said):
+        return len(items)  # the server capped the page below that, and did not say so
+    return said
 
 
-def _more(page: int, got: int, size: int, total: int | None) -> bool:
-    """Whether a page-numbered listing continues after `page`. The total wins; else a full page may."""
-    if got == 0:
-        return False
-    if total is not None:
-        return page * size < total
-    return got >= size
+def _page_end(size: int | None, expected: int | None = None) -> PageEnd:
+    """Where a listing ends: its total when it has one; else a short page, judged against the page size the
+    server says it used (or the one asked), allowing for a server that caps pages without saying so."""
+    return PageEnd(size or PAGE_SIZE, default=DEFAULT_PAGE_SIZE, expected=expected)
 
 
 def _text(value: Any) -> str | None:
@@ -548,7 +552,7 @@ class GiftronautConnector:
     # -- members -----------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
         where = "GET /recipient-groups/{id}/members"
-        items = await self._all_pages(_group_path(group.id) + "/members", {}, where)
+        items = await self._all_pages(_group_path(group.id) + "/members", {}, where, expected=group.member_count)
         members: dict[str, RemoteMember] = {}
         for item in items:
             email, rid = _recipient(item)
@@ -775,14 +779,17 @@ class GiftronautConnector:
             if total is not None:
                 self._directory_total = total
                 self._directory_page_size = _page_size(items, total, size)
-            elif len(items) < (size or PAGE_SIZE):
-                self._directory_complete = True  # no total, but a short first page is the whole directory
+            elif not _page_end(size, expected=self._largest_group).more(len(items)):
+                # No total, but a first page that is short (and not possibly a server's cap) is the whole
+                # directory. A page that may be capped leaves the directory's size unknown: search instead.
+                self._directory_complete = True
 
     async def _search(self, email: str) -> str | None:
         """The recipient id of exactly this email (searchKeyword matches names and emails partially)."""
         key = email_key(email)
         where = "GET /recipients?searchKeyword"
         page = 1
+        end: PageEnd | None = None
         while True:
             params = {"searchKeyword": email.strip(), "pageSize": PAGE_SIZE, "page": page}
             items, total, size = _listing(await self.api.json("GET", "recipients", params=params), where)
@@ -790,20 +797,24 @@ class GiftronautConnector:
             self._remember(ids)  # every exact email seen is knowledge for later
             if key in ids:
                 return ids[key]
-            if not _more(page, len(items), _page_size(items, total, size), total) or page >= MAX_PAGES:
+            end = end or _page_end(size)
+            if not end.more(len(items), total) or page >= MAX_PAGES:
                 self._absent.add(key)
                 return None
             page += 1
 
-    async def _all_pages(self, path: str, params: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    async def _all_pages(
+        self, path: str, params: dict[str, Any], where: str, *, expected: int | None = None
+    ) -> list[dict[str, Any]]:
         """Every item of a page-numbered listing: page 1, then (its total known) the rest concurrently; without
-        a total, page after page until a short one."""
+        a total, page after page until a short one (`PageEnd`: a first page that may be a server's cap, or that
+        holds fewer than `expected` items, is not taken for the whole listing)."""
         items, total, size = _listing(
             await self.api.json("GET", path, params={**params, "page": 1, "pageSize": PAGE_SIZE}), where
         )
         out = list(items)
-        size = _page_size(items, total, size)
         if total is not None:
+            size = _page_size(items, total, size)
             pages = min(math.ceil(total / size), MAX_PAGES)
             rest = await _settle(
                 self.api.json("GET", path, params={**params, "page": p, "pageSize": PAGE_SIZE})
@@ -813,7 +824,8 @@ class GiftronautConnector:
                 out.extend(_listing(body, where)[0])
             return out
         page = 1
-        while _more(page, len(items), size, None):
+        end = _page_end(size, expected)
+        while end.more(len(items)):
             page += 1
             if page > MAX_PAGES:
                 raise ProtocolError(f"{where}: the listing did not end after {MAX_PAGES} pages")

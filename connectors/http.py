@@ -338,6 +338,16 @@ class ApiClient:
                 q = self.quota(response)
                 if q is not None:
                     self.bucket.observe_quota(q.remaining, q.reset_in)
+            if error is None and response is not None and 300 <= response.status_code < 400:
+                # No connector follows redirects (a redirected POST loses its body, and credentials must not
+                # travel to another host). A provider's classifier that passes a 3xx as "below 400, so fine"
+                # would make a write that never happened look done: it is an error, whatever the provider.
+                location = httpx.URL(response.headers.get("Location", "")).path or "?"
+                error = ProtocolError(
+                    f"{method} {_path(url)}: HTTP {response.status_code} redirect to {location}; syncd does not "
+                    "follow redirects: check base_url",
+                    status=response.status_code,
+                )
             if error is None:
                 assert response is not None
                 return response
@@ -405,6 +415,58 @@ async def paginate(
     return items
 
 
+# Page sizes servers commonly cap listings at (framework defaults and round maxima).
+COMMON_PAGE_CAPS = frozenset({10, 20, 25, 50, 100, 200, 250, 500, 1000})
+
+
+def plausible_page_cap(size: int) -> bool:
+    """Whether a server could be capping its pages at `size`: one of the round numbers page caps are."""
+    return size in COMMON_PAGE_CAPS
+
+
+class PageEnd:
+    """Whether a paged listing goes on after the page just read, for APIs that do not always say.
+
+    The total, when an answer carries one, decides. Without it, the end is a page shorter than the server's
+    page size, and that is not necessarily the size asked for: a server may cap pages lower than documented,
+    or ignore the size parameter and use its default. The first page therefore tells the page size: a full
+    first page (as asked) means the server honours the size, and a short page after it is the last one; a
+    short first page is the whole listing unless it could be a cap (its length is the endpoint's documented
+    default, a round number servers cap at, or less than a count known from elsewhere such as a group's
+    member count), in which case the listing goes on while pages are that full. Documented behaviour thus
+    costs no request more than before; a possibly capped first page costs at most one more (an empty page)
+    when it was the whole listing after all, which is cheaper than silently reading part of a group (and then
+    re-adding, or never removing, the rest).
+    """
+
+    def __init__(self, asked: int, *, default: int | None = None, expected: int | None = None) -> None:
+        self.asked = max(1, asked)
+        self.default = default
+        self.expected = expected
+        self.size: int | None = None  # the page size the server turned out to use
+        self.read = 0
+
+    def more(self, got: int, total: int | None = None) -> bool:
+        """Call once per page, in order, with the page's item count and its total (None when absent)."""
+        self.read += got
+        if got <= 0:
+            return False  # an empty page ends any listing
+        if total is not None:
+            return self.read < total
+        if self.size is None:
+            if got >= self.asked:
+                self.size = self.asked
+            elif (
+                (self.expected is not None and self.read < self.expected)
+                or got == self.default
+                or plausible_page_cap(got)
+            ):
+                self.size = got  # maybe capped: read on while pages are this full
+            else:
+                return False
+        return got >= self.size
+
+
 def next_offset(offset: int, got: int, limit: int, total: int | None = None) -> int | None:
     """The next offset of an offset/limit listing, or None at the end. `total`, when the API sends it, wins;
     otherwise a short page is the last one (ask for the documented maximum page size)."""
@@ -466,6 +528,7 @@ class ClientCredentialsAuth(httpx.Auth):
         client_secret: SecretStr,
         *,
         scope: str | None = None,
+        basic: bool = False,
         skew: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -473,6 +536,9 @@ class ClientCredentialsAuth(httpx.Auth):
         self._client_id = client_id
         self._client_secret = client_secret
         self._scope = scope
+        # Also authenticate the client with HTTP Basic (RFC 6749 2.3.1, the one method every OAuth server
+        # must support), for token endpoints documented only by community code that uses `-u id:secret`.
+        self._basic = basic
         self._skew = skew
         self._clock = clock
         self._token: _Token | None = None
@@ -490,9 +556,15 @@ class ClientCredentialsAuth(httpx.Auth):
         }
         if self._scope:
             form["scope"] = self._scope
-        return httpx.Request("POST", self.token_url, data=form, headers={"Accept": "application/json"})
+        headers = {"Accept": "application/json"}
+        if self._basic:
+            # As `curl -u` sends it: not form-encoded first (servers that skip RFC 6749's decoding step
+            # would then see a different secret whenever it holds a reserved character).
+            raw = f"{self._client_id}:{self._client_secret.get_secret_value()}"
+            headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode("ascii")
+        return httpx.Request("POST", self.token_url, data=form, headers=headers)
 
-    def _accept_token(self, response: httpx.Response) -> None:
+    def _accept_token(self, response: httpx.Response) -> _Token:
         self.token_requests += 1
         if response.status_code == 429:
             raise RateLimited("token endpoint rate limited", status=429, delay=retry_after(response))
@@ -509,7 +581,11 @@ class ClientCredentialsAuth(httpx.Auth):
             expires_in = float(body.get("expires_in") or 3600)
         except (ValueError, KeyError, TypeError) as exc:
             raise ProtocolError("token endpoint answered without access_token") from exc
-        self._token = _Token(SecretStr(value), self._clock() + max(0.0, expires_in - self._skew))
+        # Refresh `skew` seconds early, but never so early that a short-lived token (an `expires_in` at or below
+        # the skew) counts as expired the moment it arrives: it is used for half its life at least.
+        margin = min(self._skew, max(0.0, expires_in) / 2)
+        self._token = _Token(SecretStr(value), self._clock() + max(0.0, expires_in - margin))
+        return self._token
 
     def _valid(self) -> _Token | None:
         token = self._token
@@ -525,21 +601,21 @@ class ClientCredentialsAuth(httpx.Auth):
                 if token is None:
                     answer = yield self._token_request()
                     await answer.aread()  # overriding async_auth_flow means reading bodies ourselves
-                    self._accept_token(answer)
-                    token = self._valid()
-        assert token is not None
+                    token = self._accept_token(answer)  # this request uses it, however short its life
         request.headers["Authorization"] = f"Bearer {token.value.get_secret_value()}"
         response = yield request
         if response.status_code != 401:
             return
+        fresh: _Token | None
         async with self._lock:
             if self._token is token:  # nobody refreshed since we used it
                 self._token = None
                 answer = yield self._token_request()
                 await answer.aread()
-                self._accept_token(answer)
-        fresh = self._valid()
-        if fresh is None:
+                fresh = self._accept_token(answer)
+            else:
+                fresh = self._token  # another request refreshed it meanwhile: use that one
+        if fresh is None or fresh is token:
             return
         request.headers["Authorization"] = f"Bearer {fresh.value.get_secret_value()}"
         yield request
@@ -578,11 +654,13 @@ def make_client(
 
 
 __all__ = [
+    "COMMON_PAGE_CAPS",
     "ApiClient",
     "ApiKeyBasicAuth",
     "BearerAuth",
     "ClientCredentialsAuth",
     "NoHooks",
+    "PageEnd",
     "Quota",
     "RequestHooks",
     "RequestKind",
@@ -596,6 +674,7 @@ __all__ = [
     "make_client",
     "next_offset",
     "paginate",
+    "plausible_page_cap",
     "quota_from_headers",
     "retry_after",
 ]

@@ -35,7 +35,9 @@ Wire shapes assumed (PROVIDERS.md "Wire shapes assumed"; check them against a re
   resets (an epoch timestamp is recognised and converted);
 * `GET /recipients/list` takes `group_id` (optional), `offset` and `limit` (default 100, at most 1000) and
   answers `{id, email, firstname, lastname, company, address1, address2, city, postcode, country, ref_id}`
-  items with no total, so a page shorter than the limit is the last one; an unknown `group_id` may answer
+  items with no total, so a page shorter than the limit is the last one, unless it is the first page and a
+  server cap could explain it (the default 100, a round number, or fewer items than the group listing
+  counted: `PageEnd`), in which case pages are read on while that full; an unknown `group_id` may answer
   404 or an empty list (an empty first page is checked against the group listing, so a deleted group is
   reported as gone instead of being read as empty);
 * `groups/add` and `groups/remove` take at most 1000 ids; an unknown id fails the request with HTTP 400;
@@ -48,11 +50,13 @@ Wire shapes assumed (PROVIDERS.md "Wire shapes assumed"; check them against a re
 Unverified defaults (override them once the real limits are known):
 
 * at most 1000 ids per `groups/add` / `groups/remove` request (`batch_size` lowers it);
-* pages of 1000 recipients, and of 50 groups (the docs' own example limit: a smaller page than asked for is
-  taken as the last one, so a larger guess could miss groups if the server caps silently);
+* pages of 1000 recipients, and of 50 groups (the docs' own example limit); a first page shorter than asked
+  whose length could be a silent server cap is not taken for the last one (at most one more request);
 * pacing of the lowest plan: 300 requests/min = 5/s, bursts of 5, 4 requests in flight (`rate_limit`,
   `burst`, `max_concurrency`; the quota headers slow it further, never speed it up);
-* HTTP Basic auth with the key as username (the documented way); `auth_scheme: bearer` for the newer docs;
+* HTTP Basic auth with the key as username (the documented way), falling back to `Authorization: Bearer`
+  (the newer docs, and every example of the groups excerpt) when Basic answers 401 (`auth_scheme: auto`,
+  the default; `basic` or `bearer` pin one);
 * Stannp honouring `Idempotency-Key` (a fresh one on every logical POST, the same one on its retries):
   nothing depends on it (a group create whose outcome is unknown is looked up by name before it is sent
   again; recipients are created with `on_duplicate=update`; adds, removes and purges are idempotent anyway).
@@ -65,11 +69,12 @@ one letter. Logging is DEBUG only and carries neither emails nor the key.
 from __future__ import annotations
 
 import asyncio
+import base64
 import enum
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -101,13 +106,13 @@ from connectors.http import (
     ApiClient,
     ApiKeyBasicAuth,
     BearerAuth,
+    PageEnd,
     Quota,
     RequestHooks,
     RetryPolicy,
     TokenBucket,
     error_for_status,
     make_client,
-    next_offset,
     paginate,
     quota_from_headers,
 )
@@ -121,6 +126,7 @@ DEFAULT_BASE_URL = "https://api-eu1.stannp.com/v1"
 US_BASE_URL = "https://api-us1.stannp.com/v1"
 MAX_IDS = 1000  # UNVERIFIED: recipient ids per groups/add and groups/remove request
 PAGE_SIZE = 1000  # the assumed cap of `limit` on /recipients/list
+PAGE_DEFAULT = 100  # the assumed default `limit` of /recipients/list: what a server ignoring ours sends
 GROUP_PAGE_SIZE = 50  # UNVERIFIED: the docs' example limit for /groups/list
 CREATE_ATTEMPTS = 3  # a group create whose outcome is unknown is looked up by name, then sent again
 PACING = Pacing(rate=300 / 60, burst=5, max_concurrency=4)  # the lowest plan: 300 requests/min
@@ -145,8 +151,50 @@ CAPABILITIES = Capabilities(
 
 
 class AuthScheme(enum.StrEnum):
+    AUTO = "auto"
     BASIC = "basic"
     BEARER = "bearer"
+
+
+class ApiKeyAuth(httpx.Auth):
+    """`auth_scheme: auto`: the key as HTTP Basic first (the documented way); when that answers 401, the same
+    request once more with `Authorization: Bearer` (the newer docs' way, and the only one their examples show).
+    The scheme that worked is kept for the connector's life, so this costs one request at most, and only
+    against a server that takes Bearer alone. A key refused both ways is an AuthError as before."""
+
+    requires_request_body = True  # a request may be sent twice
+
+    def __init__(self, key: SecretStr) -> None:
+        self._key = key
+        self.scheme: AuthScheme | None = None  # the one that worked, once known
+
+    def __repr__(self) -> str:
+        return f"ApiKeyAuth(scheme={self.scheme}, key=**********)"
+
+    def _header(self, scheme: AuthScheme) -> str:
+        key = self._key.get_secret_value()
+        if scheme is AuthScheme.BEARER:
+            return f"Bearer {key}"
+        return "Basic " + base64.b64encode(f"{key}:".encode()).decode("ascii")
+
+    def _learn(self, scheme: AuthScheme, response: httpx.Response) -> None:
+        # A 429 or 5xx can come before the key is even looked at: only other answers prove the scheme works.
+        if response.status_code not in (401, 429) and response.status_code < 500:
+            self.scheme = scheme
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.scheme is not None:
+            request.headers["Authorization"] = self._header(self.scheme)
+            yield request
+            return
+        request.headers["Authorization"] = self._header(AuthScheme.BASIC)
+        response = yield request
+        if response.status_code != 401:
+            self._learn(AuthScheme.BASIC, response)
+            return
+        request.headers["Authorization"] = self._header(AuthScheme.BEARER)
+        response = yield request
+        self._learn(AuthScheme.BEARER, response)
 
 
 class StannpSettings(ProviderSettings):
@@ -160,9 +208,10 @@ class StannpSettings(ProviderSettings):
     )
     api_key: SecretStr = Field(description="The account's API key (Settings → API in the Stannp dashboard).")
     auth_scheme: AuthScheme = Field(
-        default=AuthScheme.BASIC,
-        description="How the key is sent: `basic` (default, as documented: HTTP Basic with the key as username "
-        "and an empty password) or `bearer` (`Authorization: Bearer <key>`, shown in newer docs).",
+        default=AuthScheme.AUTO,
+        description="How the key is sent: `basic` (as documented: HTTP Basic with the key as username and an "
+        "empty password), `bearer` (`Authorization: Bearer <key>`, shown in newer docs), or `auto` (default: "
+        "basic, and bearer if the API answers 401 to basic; the one that works is kept).",
     )
 
     @field_validator("api_key")
@@ -445,10 +494,12 @@ class StannpConnector:
                 return self._groups
             where = "GET /groups/list"
 
+            end = PageEnd(GROUP_PAGE_SIZE)
+
             async def fetch(offset: int) -> tuple[list[RemoteGroup], int | None]:
                 params = {"offset": offset, "limit": GROUP_PAGE_SIZE}
                 items = _items(await self.api.json("GET", "groups/list", params=params), where)
-                return [_group(i, where) for i in items], next_offset(offset, len(items), GROUP_PAGE_SIZE)
+                return [_group(i, where) for i in items], offset + len(items) if end.more(len(items)) else None
 
             self._groups = await paginate(fetch, 0)
             log.debug("%s: %d groups listed", self.name, len(self._groups))
@@ -487,11 +538,13 @@ class StannpConnector:
     # -- reading -----------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
         where = "GET /recipients/list"
+        # The group listing's member count (when the group came from it) tells a capped page from the last one.
+        end = PageEnd(PAGE_SIZE, default=PAGE_DEFAULT, expected=group.member_count)
 
         async def fetch(offset: int) -> tuple[list[dict[str, Any]], int | None]:
             params = {"group_id": group.id, "offset": offset, "limit": PAGE_SIZE}
             items = _items(await self.api.json("GET", "recipients/list", params=params), where)
-            return items, next_offset(offset, len(items), PAGE_SIZE)
+            return items, offset + len(items) if end.more(len(items)) else None
 
         items = await paginate(fetch, 0)
         if not items:
@@ -563,11 +616,12 @@ class StannpConnector:
             if self._listed is not None:
                 return
             where = "GET /recipients/list"
+            end = PageEnd(PAGE_SIZE, default=PAGE_DEFAULT)
 
             async def fetch(offset: int) -> tuple[list[dict[str, Any]], int | None]:
                 params = {"offset": offset, "limit": PAGE_SIZE}
                 items = _items(await self.api.json("GET", "recipients/list", params=params), where)
-                return items, next_offset(offset, len(items), PAGE_SIZE)
+                return items, offset + len(items) if end.more(len(items)) else None
 
             listed: set[str] = set()
             owner: dict[str, str] = {}  # id -> email key
@@ -768,8 +822,10 @@ def build(settings: StannpSettings, ctx: BuildContext) -> StannpConnector:
     auth: httpx.Auth
     if settings.auth_scheme is AuthScheme.BEARER:
         auth = BearerAuth(settings.api_key)
-    else:
+    elif settings.auth_scheme is AuthScheme.BASIC:
         auth = ApiKeyBasicAuth(settings.api_key)
+    else:
+        auth = ApiKeyAuth(settings.api_key)
     client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
     capabilities = CAPABILITIES.with_batch_size(settings.batch_size)
     return StannpConnector(
@@ -786,6 +842,7 @@ def build(settings: StannpSettings, ctx: BuildContext) -> StannpConnector:
 
 __all__ = [
     "CAPABILITIES",
+    "ApiKeyAuth",
     "AuthScheme",
     "RecipientRefused",
     "StannpConnector",

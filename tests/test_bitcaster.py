@@ -712,3 +712,39 @@ async def test_no_email_or_key_in_logs(caplog: pytest.LogCaptureFixture) -> None
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "@example.com" not in text and DEFAULT_KEY not in text
     assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("syncd.connectors"))
+
+
+# --------------------------------------------------- other answers an independent server may give
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ["Invalid addresses"],  # DRF's own shape for a ValidationError raised in a view
+        {"detail": "Invalid addresses"},
+        {"error": "Invalid email addresses"},  # the excerpt's words: "invalid email addresses"
+        "Invalid addresses",
+    ],
+)
+async def test_the_all_or_nothing_refusal_in_other_shapes_still_isolates_the_unknown(answer: Any) -> None:
+    sandbox = quiet_sandbox(invalid_answer=answer)
+    known = people(4)
+    for e in known:
+        sandbox.add_address(e)
+    gid = sandbox.add_list("Team")
+    c = connect(sandbox)
+    try:
+        result = await c.add_members(
+            RemoteGroup(str(gid), "Team"), contacts([*known[:2], "ghost@example.com", *known[2:]])
+        )
+    finally:
+        await c.aclose()
+    assert sorted(result.done) == known
+    assert [(r.email, r.code) for r in result.rejected] == [("ghost@example.com", "unknown_address")]
+    assert sandbox.list_emails(gid) == known
+
+
+def test_a_400_that_is_not_about_addresses_is_not_a_batch_reject() -> None:
+    for body in ({"detail": "JSON parse error - Expecting value"}, ["Expected a list of items but got type dict."]):
+        found = classify(_answer(400, body))
+        assert type(found) is FatalError

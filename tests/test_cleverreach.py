@@ -17,6 +17,7 @@ from connectors.base import (
     Contact,
     FatalError,
     NotFound,
+    ProtocolError,
     RateLimited,
     RemoteGroup,
     ResetKind,
@@ -482,3 +483,65 @@ async def test_requests_are_tallied_as_reads_and_writes() -> None:
     finally:
         await c.aclose()
     assert tally.as_dict() == {"read": 2, "write": 2}
+
+
+# --------------------------------------------------- other answers an independent server may give
+
+
+@pytest.mark.parametrize(("cap", "n", "pages"), [(100, 250, 3), (50, 100, 3), (100, 100, 2), (100, 37, 1)])
+async def test_a_server_capping_pages_below_5000_is_read_to_the_end(cap: int, n: int, pages: int) -> None:
+    # The docs say pagesize <= 5000 but give no total: a server that caps lower (or ignores pagesize and sends
+    # its default 50) must not have the group cut after the first page. A short first page of a length no cap
+    # explains (37) still ends the read at once.
+    sb = CleverReachSandbox(page_cap=cap)
+    sb.add_token(STATIC_TOKEN)
+    gid = sb.add_group("Big", emails(n))
+    c = static(sb)
+    try:
+        with count_requests() as tally:
+            members = await c.read_members(group(gid))
+    finally:
+        await c.aclose()
+    assert sorted(m.key for m in members) == emails(n)
+    assert tally.read == pages == len(sb.requests)
+
+
+@pytest.mark.parametrize("token_auth", ["basic", "form"])
+async def test_token_endpoint_taking_the_client_either_way(token_auth: str) -> None:
+    # /oauth/token.php is known from community code, which sends the client with HTTP Basic; others read form
+    # fields. The connector sends both, so either kind of server issues the token.
+    sb = CleverReachSandbox(clients={"cr-client": CLIENT_SECRET}, token_auth=token_auth)
+    gid = sb.add_group("G", emails(2))
+    c = connector(sb, client_id="cr-client")
+    try:
+        assert len(await c.read_members(group(gid))) == 2
+    finally:
+        await c.aclose()
+    assert sb.token_requests == 1 and all(r.status == 200 for r in sb.requests)
+
+
+async def test_a_create_answering_only_the_id_keeps_the_name() -> None:
+    sb = CleverReachSandbox(lean_create=True)
+    sb.add_token(STATIC_TOKEN)
+    c = static(sb)
+    try:
+        created = await c.create_group("Fresh")
+    finally:
+        await c.aclose()
+    assert created == RemoteGroup(id=str(next(iter(sb.groups))), name="Fresh")
+    assert sb.count(method="POST") == 1
+
+
+async def test_a_redirect_is_an_error_not_a_silent_success() -> None:
+    # Nothing follows redirects; a write answered with a 3xx did not happen, so it must not count as done.
+    sb = sandbox()
+    gid = sb.add_group("G", emails(2))
+    sb.inject(Fault(status=301, body="", headers={"Location": "/v3/elsewhere"}, method="DELETE", path="/clear$"))
+    c = static(sb)
+    try:
+        with pytest.raises(ProtocolError, match="redirect"):
+            await c.reset_members(group(gid), contacts(emails(1, "new")))
+    finally:
+        await c.aclose()
+    assert sb.count(method="DELETE") == 1 and sb.count(method="POST") == 0  # not retried, no upsert after it
+    assert sb.active_emails(gid) == set(emails(2))

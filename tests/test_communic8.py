@@ -511,3 +511,107 @@ def test_capabilities_and_batch_size() -> None:
     assert c.capabilities.reset.value == "atomic" and c.capabilities.member_key.value == "email"
     for f in Communic8Settings.model_fields.values():
         assert f.description, "every settings key is documented"
+
+
+# --------------------------------------------------- other answers an independent server may give
+
+
+async def test_listings_without_total_and_with_a_lower_page_cap_are_read_to_the_end() -> None:
+    # `total` is optional in the docs and the page cap is unverified: a server that caps pages at 50 and sends
+    # no total must not have its listings cut after the first (short) page.
+    sandbox = Communic8Sandbox(page_cap=50, omit_total=True)
+    emails = people(120)
+    for e in emails:
+        sandbox.add_recipient(e)
+    for i in range(120):
+        sandbox.add_group(f"Team 1 / {i}")
+    target = sandbox.add_group("Team 1")
+    c = connect(sandbox)
+    try:
+        found = await c.find_group(name="Team 1")
+        assert found is not None and found.id == target
+        assert [r.query.split("skip=")[1] for r in sandbox.requests] == ["0", "50", "100"]
+        sandbox.clear_log()
+        result = await c.add_members(found, contacts(emails))
+        assert sorted(result.done) == emails and not result.rejected
+        assert sandbox.count(method="GET", path=RECIPIENTS) == 3  # 50 + 50 + 20: the short page ends it
+        assert sandbox.group_emails(target) == set(emails)
+    finally:
+        await c.aclose()
+
+
+async def test_a_short_round_first_page_costs_one_more_request_only_without_a_total() -> None:
+    emails = people(50)
+    for omit_total, pages in ((False, 1), (True, 2)):
+        sandbox = Communic8Sandbox(omit_total=omit_total)
+        for e in emails:
+            sandbox.add_recipient(e)
+        gid = sandbox.add_group("G")
+        c = connect(sandbox)
+        try:
+            result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+            assert len(result.done) == 50
+            # 50 of 100 asked: maybe a server cap, so without a total one more (empty) page makes sure.
+            assert sandbox.count(method="GET", path=RECIPIENTS) == pages
+        finally:
+            await c.aclose()
+
+
+async def test_numeric_ids_work_everywhere() -> None:
+    sandbox = Communic8Sandbox(int_ids=True)
+    emails = people(4)
+    gid = sandbox.add_group("G", emails[:2])
+    for e in emails:
+        sandbox.add_recipient(e)
+    c = connect(sandbox)
+    try:
+        raw = await c.api.json("GET", f"recipientGroup/{gid}")
+        assert isinstance(raw["data"]["_id"], int)  # the knob does what it says
+        group = await c.find_group(name="G")
+        assert group is not None and group.id == gid
+        members = await c.read_members(group)
+        assert sorted(m.key for m in members) == emails[:2] and all(m.id for m in members)
+        await c.add_members(group, contacts(emails[2:]))
+        await c.remove_members(group, members[:1])
+        assert sandbox.group_emails(gid) == set(emails[1:])
+        created = await c.create_group("New")
+        assert created.id.isdigit() and await c.read_members(created) == []
+    finally:
+        await c.aclose()
+
+
+async def test_group_answers_without_leads_are_read_by_id() -> None:
+    sandbox = Communic8Sandbox(lean_groups=True)
+    gid = sandbox.add_group("G", people(3))
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        group = await c.find_group(name="G")
+        assert group is not None and group.id == gid
+        assert sorted(m.key for m in await c.read_members(group)) == people(3)
+        assert [r.path for r in sandbox.requests] == ["/int/v1/recipientGroup", f"/int/v1/recipientGroup/{gid}"]
+        sandbox.clear_log()
+        created = await c.create_group("New")  # created by name only: it has no members to read
+        assert await c.read_members(created) == [] and sandbox.count() == 1
+    finally:
+        await c.aclose()
+
+
+@pytest.mark.parametrize(
+    "words", ["Not all emails found as recipient in system", "Not all recipients were found", "not all ids found"]
+)
+async def test_the_refusal_in_mended_words_is_still_isolated(words: str) -> None:
+    # The docs quote the refusal with its typo ("founded"); a server that mends it must still have its refusal
+    # read as "some recipient is unknown" (split the batch), not as a failure of the whole add.
+    sandbox = Communic8Sandbox(unknown_message=words)
+    emails = people(4)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    sandbox.delete_recipient(emails[2])  # the cache still vouches for it
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+    finally:
+        await c.aclose()
+    assert [r.email for r in result.rejected] == [emails[2]]
+    assert sandbox.group_emails(gid) == set(emails) - {emails[2]}

@@ -1033,3 +1033,111 @@ async def test_sandbox_auth_scopes_and_rate_limit() -> None:
         assert int(limited.headers["Retry-After"]) >= 1
     finally:
         await reader.aclose()
+
+
+# --------------------------------------------------- other answers an independent server may give
+
+
+async def test_bare_listings_from_a_server_capping_pages_lower_are_read_to_the_end() -> None:
+    # The docs give pageSize <= 100 and the listing shape is assumed: a server answering `{"data": [...]}` only
+    # (no total, no pageSize) and capping pages at 50 must not have a group cut after its first page.
+    sb = GiftronautSandbox(page_cap=50, bare_listings=True)
+    emails = people(120)
+    gid = sb.add_group("Team", emails)
+    sb.add_group("Team B")
+    c = connect(sb)
+    try:
+        found = await c.find_group(name="Team")  # the search listing: one page of 2, no cap can explain it
+        assert found is not None and found.id == gid and found.member_count == 120
+        assert len(api(sb)) == 1
+        # Known to hold 120 (memberCount), or not known at all (50 of 100 asked may be a cap): read on either way.
+        for group in (found, RemoteGroup(gid, "Team")):
+            sb.clear_log()
+            with count_requests() as tally:
+                members = await c.read_members(group)
+            assert sorted(m.key for m in members) == emails
+            assert tally.read == 3 == len(api(sb))  # 50 + 50 + 20: the short page ends it
+            assert [parse_qs(r.query)["page"] for r in api(sb)] == [["1"], ["2"], ["3"]]
+    finally:
+        await c.aclose()
+
+
+async def test_a_possibly_capped_first_directory_page_does_not_pass_for_the_whole_directory() -> None:
+    # Without a total, a first directory page of 50 (of the 100 asked) may be a cap: the people not on it are
+    # searched for, not taken as absent (which would send 70 creates, each answered 409 RECIPIENT_EXISTS).
+    sb = GiftronautSandbox(page_cap=50, bare_listings=True)
+    emails = people(120)
+    for e in emails:
+        sb.add_recipient(e)
+    group = group_of(sb)
+    c = connect(sb)
+    try:
+        await apply_adds(c, group, contacts(emails))
+        assert creates(sb) == 0 and sb.recipient_count() == 120
+        assert directory_pages(sb) == 1 and searches(sb) == 70
+        assert sb.group_emails(group.id) == set(emails)
+    finally:
+        await c.aclose()
+
+
+async def test_counts_given_as_numeric_strings_are_read() -> None:
+    class StringCounts(GiftronautSandbox):
+        def _listing(self, items: Any, total: int, page: int, size: int) -> dict[str, Any]:
+            listing = super()._listing(items, total, page, size)
+            return {**listing, "total": str(total), "pageSize": str(size), "page": str(page)}
+
+        def _group_json(self, group: dict[str, Any]) -> dict[str, Any]:
+            return {**super()._group_json(group), "memberCount": str(len(self.memberships[group["groupId"]]))}
+
+    sb = StringCounts(page_cap=50)
+    emails = people(120)
+    gid = sb.add_group("Team", emails)
+    c = connect(sb)
+    try:
+        group = await c.find_group(group_id=gid)
+        assert group is not None and group.member_count == 120
+        sb.clear_log()
+        assert sorted(m.key for m in await c.read_members(group)) == emails
+        assert len(api(sb)) == 3  # total "120" at pageSize "50": pages 2 and 3 fetched at once
+    finally:
+        await c.aclose()
+
+
+@pytest.mark.parametrize("ttl", [30.0, 60.0])
+async def test_a_token_living_less_than_the_refresh_margin_is_used_not_refused(ttl: float) -> None:
+    # expires_in is read from the answer; a server issuing short-lived tokens (at or below the 60 s refresh
+    # margin) must not make the fresh token count as expired before its first use.
+    sb = GiftronautSandbox(token_ttl=ttl)
+    group = group_of(sb, "G", people(2))
+    c = connect(sb)
+    try:
+        assert len(await c.read_members(group)) == 2
+        assert len(await c.read_members(group)) == 2
+    finally:
+        await c.aclose()
+    assert sb.token_requests == 1  # still valid for the second read: reused, not fetched again
+    assert all(r.status in (200, 201) for r in sb.requests)
+
+
+async def test_a_listing_echoing_the_page_size_asked_while_capping_lower_is_read_whole() -> None:
+    class EchoesAsked(GiftronautSandbox):
+        """Answers `pageSize` as asked (100) while holding at most 50 per page: the page's own length tells."""
+
+        def _paging(self, request: Any) -> tuple[int, int]:
+            page, size = super()._paging(request)
+            self.asked = int(request.query.get("pageSize", "20"))
+            return page, size
+
+        def _listing(self, items: Any, total: int, page: int, size: int) -> dict[str, Any]:
+            return {**super()._listing(items, total, page, size), "pageSize": self.asked}
+
+    sb = EchoesAsked(page_cap=50)
+    emails = people(120)
+    gid = sb.add_group("Team", emails)
+    c = connect(sb)
+    try:
+        members = await c.read_members(RemoteGroup(gid, "Team"))
+    finally:
+        await c.aclose()
+    assert sorted(m.key for m in members) == emails
+    assert len(api(sb)) == 3

@@ -963,7 +963,7 @@ async def test_bare_bodies_without_a_data_envelope_are_accepted() -> None:
 
 def test_settings_defaults_and_validation() -> None:
     s = StannpSettings.model_validate({"name": "stannp", "type": "stannp", "api_key": "k"})
-    assert s.base_url == "https://api-eu1.stannp.com/v1" and s.auth_scheme == "basic"
+    assert s.base_url == "https://api-eu1.stannp.com/v1" and s.auth_scheme == "auto"  # basic, else bearer
     assert s.pacing(CAPABILITIES.pacing) == Pacing(rate=5.0, burst=5, max_concurrency=4)
     us = settings(base_url="https://api-us1.stannp.com/v1", auth_scheme="bearer")
     assert us.base_url.endswith("us1.stannp.com/v1") and us.auth_scheme == "bearer"
@@ -1061,3 +1061,90 @@ async def test_sandbox_routes_follow_the_docs() -> None:
     assert listed[0]["recipients"] == "2" and listed[0]["id"] == gid
     assert deleted.json() == {"success": True, "data": True} and not sb.groups
     assert sb.recipient_count() == 1003  # deleting a group without delete_recipients keeps them
+
+
+# --------------------------------------------------- other answers an independent server may give
+
+
+@pytest.mark.parametrize(("cap", "n", "known_count", "reads"), [(100, 250, False, 3), (30, 70, True, 3)])
+async def test_member_reads_survive_a_server_capping_pages_below_1000(
+    cap: int, n: int, known_count: bool, reads: int
+) -> None:
+    # The listing has no total and its cap is unverified: a server capping below the 1000 asked (at its
+    # default 100, or at 30 with the group listing counting 70) must not have the group cut after one page.
+    sb = sandbox(page_cap=cap)
+    people = emails(n)
+    gid = sb.add_group("Big", people)
+    c = connect(sb)
+    try:
+        group = await c.find_group(group_id=gid) if known_count else RemoteGroup(gid, "Big")
+        assert group is not None and (group.member_count == n) is known_count
+        sb.clear_log()
+        with count_requests() as tally:
+            members = await c.read_members(group)
+    finally:
+        await c.aclose()
+    assert sorted(m.key for m in members) == people
+    assert tally.read == reads == sb.count()
+
+
+async def test_the_group_listing_survives_a_server_capping_pages_below_50() -> None:
+    sb = sandbox(page_cap=20)
+    ids = [sb.add_group(f"Team {i}") for i in range(45)]
+    c = connect(sb)
+    try:
+        found = await c.find_group(name="Team 44")
+        assert found is not None and found.id == ids[44]
+        assert [dict(parse_qsl(r.query))["offset"] for r in sb.requests] == ["0", "20", "40"]
+    finally:
+        await c.aclose()
+
+
+async def test_the_account_listing_survives_a_capped_page_so_existing_people_are_not_created() -> None:
+    sb = sandbox(page_cap=100)
+    existing = emails(250)
+    seed(sb, existing)
+    gid = sb.add_group("G")
+    c = connect(sb)
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(existing))
+    finally:
+        await c.aclose()
+    assert sorted(result.done) == existing and not result.rejected
+    assert sb.count(path=LISTING) == 3  # 100 + 100 + 50
+    assert sb.count(path=NEW) == 0 and sb.count(path=ADD) == 1  # one groups/add, no recipients/new
+    assert sb.group_emails(gid) == set(existing)
+
+
+@pytest.mark.parametrize(("schemes", "first_401s"), [(("bearer",), 1), (("basic",), 0), (("basic", "bearer"), 0)])
+async def test_the_default_auth_works_whichever_way_the_server_takes_the_key(
+    schemes: tuple[str, ...], first_401s: int
+) -> None:
+    # PROVIDERS.md documents HTTP Basic; the groups excerpt's examples all send `Authorization: Bearer`. A server
+    # taking only one of them must work with the default settings, at the cost of one refused request at most.
+    sb = sandbox(schemes=schemes)
+    gid = sb.add_group("G", emails(3))
+    c = connect(sb, auth_scheme=None)  # the default
+    try:
+        with count_requests() as tally:
+            group = await c.find_group(group_id=gid)
+            assert group is not None
+            assert sorted(m.key for m in await c.read_members(group)) == emails(3)
+            await c.add_members(group, contacts(["new@example.com"]))
+    finally:
+        await c.aclose()
+    assert [r.status for r in sb.requests].count(401) == first_401s  # learnt once, kept afterwards
+    assert all(r.status == 200 for r in sb.requests[first_401s:])
+    assert tally.as_dict() == {"read": 3, "write": 1}  # a refused scheme is not a request of the pair's
+
+
+async def test_a_bad_key_with_the_default_auth_is_tried_both_ways_then_an_auth_error() -> None:
+    sb = sandbox()
+    c = connect(sb, auth_scheme=None, api_key="wrong-key-123")
+    try:
+        with pytest.raises(AuthError) as caught:
+            await c.find_group(name="G")
+    finally:
+        await c.aclose()
+    assert caught.value.status == 401 and "wrong-key-123" not in str(caught.value) + repr(c.api.client.auth)
+    assert [r.status for r in sb.requests] == [401, 401]

@@ -108,8 +108,12 @@ class BitcasterSandbox(SandboxApp):
         *,
         keys: dict[str, tuple[str, str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        invalid_answer: Any = None,
     ) -> None:
         super().__init__()
+        # The body of add/'s 400 refusal: `{"error": "Invalid addresses"}` (the docs') unless a test asks for
+        # another shape a server could send (a DRF list, `detail`, plain text).
+        self.invalid_answer: Any = {"error": INVALID_ADDRESSES} if invalid_answer is None else invalid_answer
         self.clock = clock
         self.projects: dict[tuple[str, str], Project] = {}
         self.keys: dict[str, tuple[str, str]] = {}  # API key -> (organization, project)
@@ -279,7 +283,7 @@ class BitcasterSandbox(SandboxApp):
         matched.sort(key=lambda r: r.id)
         expected, found = len(data), len(matched)
         if found != expected:
-            return Response(400, {"error": INVALID_ADDRESSES})  # all or nothing: nothing was added
+            return Response(400, self.invalid_answer)  # all or nothing: nothing was added
         for record in matched:
             dl.members.setdefault(record.id, None)
         return {"message": data, "expected": expected, "found": found, "added": [r.address for r in matched]}

@@ -15,6 +15,11 @@ Behaviour that matters to syncd:
   address is silently left out of the answer and not stored; only upsertplus honours `deactivated > 0`;
 - `DELETE /groups/{id}/receivers/{pool_id}` (id or email) and `DELETE /groups/{id}/clear` answer `true`;
 - errors are `{"error": {"code", "message"}}`, except the token endpoint's OAuth shape.
+
+Knobs for the other answers an independent server could give within the docs: `page_cap` (where `pagesize`
+is silently capped; 5000 by default), `token_auth` (`"any"` by default: form fields or HTTP Basic; `"basic"`
+or `"form"` accept only that way of authenticating the client) and `lean_create` (`POST /groups` answers
+`{"id"}` only).
 """
 
 from __future__ import annotations
@@ -106,8 +111,14 @@ class CleverReachSandbox(SandboxApp):
         tokens: Iterable[str] = (),
         token_ttl: int = 3600,
         clock: Callable[[], float] = time.time,
+        page_cap: int = PAGE_CAP,
+        token_auth: str = "any",
+        lean_create: bool = False,
     ) -> None:
         super().__init__()
+        self.page_cap = page_cap
+        self.token_auth = token_auth
+        self.lean_create = lean_create
         self.clients: dict[str, str] = dict(clients or {})  # OAuth client id -> secret
         self.static_tokens: set[str] = set(tokens)
         self.issued: dict[str, float] = {}  # access token -> expiry (unix time)
@@ -194,8 +205,10 @@ class CleverReachSandbox(SandboxApp):
     def _token(self, request: Request) -> Response:
         form = request.form()
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        if self.token_auth == "basic":
+            client_id = secret = ""
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
+        if header.lower().startswith("basic ") and self.token_auth != "form":
             try:
                 client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
             except ValueError:
@@ -223,7 +236,8 @@ class CleverReachSandbox(SandboxApp):
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name.strip():
             raise _error(400, "Bad Request: name is required")
-        return self._new_group(name).as_json()
+        group = self._new_group(name)
+        return {"id": group.id} if self.lean_create else group.as_json()
 
     def _get_group(self, request: Request) -> dict[str, Any]:
         return self._group(request).as_json()
@@ -239,7 +253,7 @@ class CleverReachSandbox(SandboxApp):
         if request.method == "POST" and isinstance(body := request.json(), dict):
             params.update(body)
         page = _int(params.get("page"), "page", 0)
-        size = min(_int(params.get("pagesize"), "pagesize", DEFAULT_PAGE_SIZE), PAGE_CAP)
+        size = min(_int(params.get("pagesize"), "pagesize", DEFAULT_PAGE_SIZE), self.page_cap)
         kind = params.get("type") or "all"
         if page < 0 or size < 1 or kind not in ("all", "active", "inactive"):
             raise _error(400, "Bad Request: invalid page, pagesize or type")

@@ -13,6 +13,12 @@ Assumptions where the docs are silent (the "Wire shapes assumed" of PROVIDERS.md
 group must name existing recipients; a malformed id is treated like an unknown one; deleting a recipient
 (a test helper: the API has no such call either) removes it from every group.
 
+Knobs for the other answers an independent server could give within the docs (all off by default):
+`page_cap` (the most a listing page holds; 100 by default), `omit_total` (listings without `total`),
+`int_ids` (numeric ids, sent as JSON numbers) and `lean_groups` (group listings and the create answer carry
+no `leads`; `GET /recipientGroup/:id` still does), `unknown_message` (the words of the all-or-nothing
+refusal, the documented "Not all emails founded as recipient in system" by default).
+
 Credentials: Communic8 access keys have an id and a value. The value works as a static Bearer token; the
 pair works as OAuth client credentials (`client_id` = id, `client_secret` = value) at `POST /oauth/token`.
 """
@@ -38,8 +44,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _page(request: Request) -> tuple[int, int]:
-    """limit (default 20, at most 100) and skip of a listing; garbage reads as the default."""
+def _page(request: Request, cap: int = 100) -> tuple[int, int]:
+    """limit (default 20, at most `cap`) and skip of a listing; garbage reads as the default."""
     query = request.query
     try:
         limit = int(query.get("limit", "20"))
@@ -49,7 +55,7 @@ def _page(request: Request) -> tuple[int, int]:
         skip = max(0, int(query.get("skip", "0")))
     except ValueError:
         skip = 0
-    return (min(limit, 100) if limit > 0 else 20), skip
+    return (min(limit, cap) if limit > 0 else min(20, cap)), skip
 
 
 def _fail(message: str) -> dict[str, Any]:
@@ -59,8 +65,23 @@ def _fail(message: str) -> dict[str, Any]:
 class Communic8Sandbox(SandboxApp):
     name = "communic8"
 
-    def __init__(self, *, keys: dict[str, str] | None = None, token_ttl: float = 3600.0) -> None:
+    def __init__(
+        self,
+        *,
+        keys: dict[str, str] | None = None,
+        token_ttl: float = 3600.0,
+        page_cap: int = 100,
+        omit_total: bool = False,
+        int_ids: bool = False,
+        lean_groups: bool = False,
+        unknown_message: str = UNKNOWN_RECIPIENTS,
+    ) -> None:
         super().__init__()
+        self.unknown_message = unknown_message
+        self.page_cap = page_cap
+        self.omit_total = omit_total
+        self.int_ids = int_ids
+        self.lean_groups = lean_groups
         self.keys: dict[str, str] = dict(DEFAULT_KEYS if keys is None else keys)  # access key id -> value
         self.token_ttl = token_ttl
         self.tokens: dict[str, float] = {}  # OAuth access token -> monotonic expiry
@@ -139,6 +160,20 @@ class Communic8Sandbox(SandboxApp):
     def not_found(self, request: Request) -> Response:
         return Response(404, "Not Found")
 
+    def decorate(self, request: Request, response: Response) -> None:
+        if not isinstance(response.body, dict):
+            return
+        if self.omit_total:
+            response.body.pop("total", None)
+        if self.int_ids:
+            response.body = _numeric_ids(response.body)
+
+    def _group_out(self, group: dict[str, Any], *, lean: bool = False) -> dict[str, Any]:
+        out = dict(group)
+        if lean and self.lean_groups:
+            del out["leads"]
+        return out
+
     def rate_limited(self, retry_after: float) -> Response:
         # express-rate-limit's default answer
         seconds = max(1, round(retry_after + 0.49))
@@ -158,14 +193,15 @@ class Communic8Sandbox(SandboxApp):
         return Response(200, {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_ttl)})
 
     def _list_groups(self, request: Request) -> dict[str, Any]:
-        limit, skip = _page(request)
+        limit, skip = _page(request, self.page_cap)
         groups = list(self.groups.values())
         name = request.query.get("name")
         if name:
             groups = [g for g in groups if name.lower() in g["name"].lower()]
         if request.query.get("own", "").lower() == "true":
             groups = [g for g in groups if g["ownerId"] == self.owner_id]
-        return {"success": True, "data": [dict(g) for g in groups[skip : skip + limit]], "total": len(groups)}
+        page = [self._group_out(g, lean=True) for g in groups[skip : skip + limit]]
+        return {"success": True, "data": page, "total": len(groups)}
 
     def _create_group(self, request: Request) -> dict[str, Any]:
         body = request.json()
@@ -175,8 +211,8 @@ class Communic8Sandbox(SandboxApp):
             return _fail("pb_c_list validation failed: name: Path `name` is required.")
         leads = body.get("leads") or []
         if not isinstance(leads, list) or any(lead not in self.recipients for lead in leads):
-            return _fail(UNKNOWN_RECIPIENTS)
-        return {"success": True, "data": dict(self._new_group(name, list(dict.fromkeys(leads))))}
+            return _fail(self.unknown_message)
+        return {"success": True, "data": self._group_out(self._new_group(name, list(dict.fromkeys(leads))), lean=True)}
 
     def _get_group(self, request: Request) -> Response | dict[str, Any]:
         group = self.groups.get(request.params["id"])
@@ -213,7 +249,7 @@ class Communic8Sandbox(SandboxApp):
         else:
             resolved = [self._recipient_id(e) for e in given]
         if any(rid is None for rid in resolved):
-            return _fail(UNKNOWN_RECIPIENTS)  # all or nothing: one unknown recipient changes nothing
+            return _fail(self.unknown_message)  # all or nothing: one unknown recipient changes nothing
         wanted = [rid for rid in dict.fromkeys(resolved) if rid is not None]
         leads: list[str] = group["leads"]
         if add and body.get("reset") is True:
@@ -231,12 +267,14 @@ class Communic8Sandbox(SandboxApp):
         return {"success": True, "data": {"successCount": changed, "errorCount": 0, "errorLog": []}}
 
     def _list_recipients(self, request: Request) -> dict[str, Any]:
-        limit, skip = _page(request)
+        limit, skip = _page(request, self.page_cap)
         page = itertools.islice(self.recipients.values(), skip, skip + limit)  # no copy of the whole directory
         return {"success": True, "data": [dict(r) for r in page], "total": len(self.recipients)}
 
     # -- state --------------------------------------------------------------------------------------
     def _new_id(self) -> str:
+        if self.int_ids:
+            return str(next(self._counter) + 1)
         return f"{int(time.time()):08x}{self._machine}{next(self._counter) % 0x1000000:06x}"
 
     def _recipient_id(self, email: str) -> str | None:
@@ -261,3 +299,20 @@ class Communic8Sandbox(SandboxApp):
     def _set_leads(self, group: dict[str, Any], leads: list[str]) -> None:
         if leads != group["leads"]:
             group.update(leads=leads, leadsTotal=len(leads), mDate=_now(), __v=group["__v"] + 1)
+
+
+def _numeric_ids(value: Any) -> Any:
+    """An answer with its ids as JSON numbers (`_id`, `ownerId`, `leads`), as a server with integer ids sends."""
+    if isinstance(value, list):
+        return [_numeric_ids(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in ("_id", "ownerId") and isinstance(item, str) and item.isdigit():
+            out[key] = int(item)
+        elif key == "leads" and isinstance(item, list):
+            out[key] = [int(v) if isinstance(v, str) and v.isdigit() else v for v in item]
+        else:
+            out[key] = _numeric_ids(item)
+    return out

@@ -34,6 +34,10 @@ text fields are optional strings of at most 100 characters (longer ones get VALI
 for whatever validation the real API does); group names need not be unique; removing a recipient that is
 not a member answers 404 MEMBER_NOT_FOUND.
 
+Knobs for the other answers an independent server could give within the docs: `page_cap` (where `pageSize`
+is silently capped; 100 by default) and `bare_listings` (listings answer `{"data": [...]}` only: no `page`,
+`pageSize` or `total`).
+
 Test helpers besides the base class's faults: `inject_after(Fault)` spoils the answer of a request the
 server *did* process (a 5xx or a dropped connection after the change landed), which is what idempotency keys
 are for.
@@ -88,7 +92,7 @@ def _key(email: str) -> str:
 
 
 def _paging(request: Request) -> tuple[int, int]:
-    """page (from 1) and pageSize (default 20, silently capped at 100) of a listing."""
+    """page (from 1) and pageSize (default 20) of a listing, before the sandbox's cap."""
     values: dict[str, int] = {}
     for name, default in (("page", 1), ("pageSize", DEFAULT_PAGE_SIZE)):
         raw = request.query.get(name, "")
@@ -98,7 +102,7 @@ def _paging(request: Request) -> tuple[int, int]:
             raise _error(400, "VALIDATION_ERROR", f"{name} must be an integer") from None
         if values[name] < 1:
             raise _error(400, "VALIDATION_ERROR", f"{name} must be at least 1")
-    return values["page"], min(values["pageSize"], PAGE_CAP)
+    return values["page"], values["pageSize"]
 
 
 def _listing(items: Iterable[dict[str, Any]], total: int, page: int, size: int) -> dict[str, Any]:
@@ -146,8 +150,12 @@ class GiftronautSandbox(SandboxApp):
         rate_limit: RateLimit | None = None,
         retry_after_header: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        page_cap: int = PAGE_CAP,
+        bare_listings: bool = False,
     ) -> None:
         super().__init__()
+        self.page_cap = page_cap
+        self.bare_listings = bare_listings
         self.clients: dict[str, str] = dict(DEFAULT_CLIENTS if clients is None else clients)  # id -> secret
         self.token_ttl = token_ttl
         self.clock = clock
@@ -362,12 +370,21 @@ class GiftronautSandbox(SandboxApp):
 
         return wrapped
 
+    # -- listings -----------------------------------------------------------------------------------
+    def _paging(self, request: Request) -> tuple[int, int]:
+        page, size = _paging(request)
+        return page, min(size, self.page_cap)  # silently capped
+
+    def _listing(self, items: Iterable[dict[str, Any]], total: int, page: int, size: int) -> dict[str, Any]:
+        listing = _listing(items, total, page, size)
+        return {"data": listing["data"]} if self.bare_listings else listing
+
     # -- groups -------------------------------------------------------------------------------------
     def _list_groups(self, request: Request) -> dict[str, Any]:
-        page, size = _paging(request)
+        page, size = self._paging(request)
         search = request.query.get("search", "").strip().lower()
         groups = [g for g in self.groups.values() if search in g["groupName"].lower()]
-        return _listing((self._group_json(g) for g in groups), len(groups), page, size)
+        return self._listing((self._group_json(g) for g in groups), len(groups), page, size)
 
     def _create_group(self, request: Request) -> Response:
         name = _text(_object(request), "groupName", required=True)
@@ -392,9 +409,9 @@ class GiftronautSandbox(SandboxApp):
     # -- members ------------------------------------------------------------------------------------
     def _list_members(self, request: Request) -> dict[str, Any]:
         group = self._group(request)
-        page, size = _paging(request)
+        page, size = self._paging(request)
         members = self.memberships[group["groupId"]]
-        return _listing((self._member_json(rid) for rid in members), len(members), page, size)
+        return self._listing((self._member_json(rid) for rid in members), len(members), page, size)
 
     def _add_member(self, request: Request) -> Response:
         group = self._group(request)
@@ -420,12 +437,12 @@ class GiftronautSandbox(SandboxApp):
 
     # -- recipients ---------------------------------------------------------------------------------
     def _list_recipients(self, request: Request) -> dict[str, Any]:
-        page, size = _paging(request)
+        page, size = self._paging(request)
         keyword = request.query.get("searchKeyword", "").strip().lower()
         if not keyword:  # no copy of the whole directory per page
-            return _listing(self.recipients.values(), len(self.recipients), page, size)
+            return self._listing(self.recipients.values(), len(self.recipients), page, size)
         found = [r for r in self.recipients.values() if keyword in self._haystack(r)]
-        return _listing(found, len(found), page, size)
+        return self._listing(found, len(found), page, size)
 
     def _get_recipient(self, request: Request) -> dict[str, Any]:
         recipient = self.recipients.get(request.params["rid"])

@@ -21,7 +21,9 @@
   with the same email (case-insensitive; `update` overwrites the fields given); `group_id` joins it to a
   group. Answer `{"success": true, "data": {"id": "…", "valid": true}}`.
 * Ids are numeric strings; `int_ids=True` answers them as numbers instead, so a client can be checked for
-  tolerance. A POST with an `Idempotency-Key` already seen on that path is answered with the first answer
+  tolerance. `page_cap` caps both listings' pages lower than assumed (1000), silently, as a server whose real
+  cap differs would; `schemes` limits how the key is accepted (`("bearer",)`: as the excerpt's examples send
+  it, only). A POST with an `Idempotency-Key` already seen on that path is answered with the first answer
   and changes nothing.
 
 Bodies are read as JSON or as form fields, whichever the Content-Type says.
@@ -108,8 +110,12 @@ class StannpSandbox(SandboxApp):
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         int_ids: bool = False,
+        page_cap: int = PAGE_MAX,
+        schemes: Iterable[str] = ("basic", "bearer"),
     ) -> None:
         super().__init__()
+        self.schemes = {s.lower() for s in schemes}  # how the key may come: a server may take only one way
+        self.page_cap = page_cap  # the most a listing page holds (groups and recipients); 1000 as assumed
         self.keys = set(keys)
         self.clock = clock
         self.plan = RateLimit(limit, window, sliding=False, clock=clock) if limit else None
@@ -224,7 +230,8 @@ class StannpSandbox(SandboxApp):
             if not allowed:
                 message = f"Too many requests: the limit is {self.plan.limit} per {self.plan.window:g} seconds"
                 return Response(429, {"success": False, "error": message})
-        if self._key(request.headers.get("authorization", "")) in self.keys:
+        header = request.headers.get("authorization", "")
+        if header.partition(" ")[0].lower() in self.schemes and self._key(header) in self.keys:
             return None
         return Response(401, {"success": False, "error": AUTH_ERROR})
 
@@ -297,7 +304,7 @@ class StannpSandbox(SandboxApp):
     def _list_groups(self, request: Request) -> dict[str, Any]:
         offset = max(0, _int(request.query.get("offset"), "offset", 0))
         groups = list(self.groups.values())
-        limit = _int(request.query.get("limit"), "limit", len(groups))
+        limit = min(_int(request.query.get("limit"), "limit", len(groups)), self.page_cap)
         page = groups[offset : offset + max(0, limit)]
         return {"success": True, "data": [self._group_json(g) for g in page]}
 
@@ -363,7 +370,7 @@ class StannpSandbox(SandboxApp):
         query = request.query
         offset = max(0, _int(query.get("offset"), "offset", 0))
         limit = _int(query.get("limit"), "limit", PAGE_DEFAULT)
-        limit = min(limit, PAGE_MAX) if limit > 0 else PAGE_DEFAULT
+        limit = min(limit, self.page_cap) if limit > 0 else min(PAGE_DEFAULT, self.page_cap)
         if query.get("group_id"):
             ids: Iterable[int] = self._group(query["group_id"]).members
         else:
