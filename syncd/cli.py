@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--group", metavar="NAME")
     history.add_argument("--provider", metavar="NAME")
     history.add_argument("--member", metavar="EMAIL")
-    history.add_argument("--limit", type=int, default=100)
+    history.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="the newest N entries (100)")
     history.add_argument("--include-dry-runs", action="store_true", help="also show what dry runs would have done")
     history.add_argument("--output", "-o", choices=["text", "json"], default="text")
 
@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=8400)
     sandbox.add_argument("--host", default="127.0.0.1")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,6 +179,8 @@ def cmd_one_shot(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args.config))
     if args.command != "apply":
         _check_selection(config, args.group, args.provider)
+    for warning in config.warnings():
+        print(f"syncd: warning: {config.path}: {warning}", file=sys.stderr)
     metrics = Metrics()
     store = Store.open(config.state.url)
     progress = progress_display()  # on a terminal only
@@ -233,10 +245,10 @@ def _check_selection(config: object, groups: Sequence[str], providers: Sequence[
                 file=str(config.path),
                 key="--provider",
             )
-    known_groups = {name.lower() for name in config.group_names()}
+    known_groups = {name.casefold() for name in config.group_names()}
     # Groups a SQL query names from its rows are known only when it runs: then any name may be one of them.
     for name in [] if config.has_query_named_groups else groups:
-        if name.lower() not in known_groups:
+        if name.casefold() not in known_groups:
             raise ConfigError(f"no group named {name!r} in the config", file=str(config.path), key="--group")
 
 
@@ -245,7 +257,7 @@ def render_report(report: RunReport, out: TextIO) -> None:
     print(title, file=out)
     if not report.pairs:
         print("  no (group, provider) pairs selected", file=out)
-    rows = [("GROUP", "PROVIDER", "STRATEGY", "ADD", "REMOVE", "REJECTED", "STATUS", "REQUESTS")]
+    rows: list[tuple[str, ...]] = [("GROUP", "PROVIDER", "STRATEGY", "ADD", "REMOVE", "REJECTED", "STATUS", "REQUESTS")]
     for p in report.pairs:
         add = f"+{p.add}"
         remove = f"-{p.remove}" + (f" ({p.unsupported_remove} unsupported)" if p.unsupported_remove else "")
@@ -263,7 +275,7 @@ def render_report(report: RunReport, out: TextIO) -> None:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     right = {3, 4, 5}
-    for row in rows:
+    for row in rows if report.pairs else []:  # no table of nothing
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         print("  " + "  ".join(cells).rstrip(), file=out)
     for p in report.pairs:
@@ -281,10 +293,15 @@ def render_report(report: RunReport, out: TextIO) -> None:
     for e in report.errors:
         print(f"  error     {e}", file=out)
     pending = sum(p.add + p.remove for p in report.pairs)
-    if report.dry_run:
-        print(f"  {pending} member changes would be made." if pending else "  nothing to change.", file=out)
+    created = report.groups_created
+    would = " would be" if report.dry_run else ""
+    parts = [f"{pending} member changes{would} made"] if pending else []
+    if created:  # a group created empty changes no member, yet is a change
+        parts.append(f"{created} empty group{'s' if created != 1 else ''}{would} created")
+    if parts:
+        print(f"  {', and '.join(parts)}.", file=out)
     else:
-        print(f"  {pending} member changes made." if pending else "  nothing changed.", file=out)
+        print("  nothing to change." if report.dry_run else "  nothing changed.", file=out)
 
 
 # ------------------------------------------------------------------------------------------------ serve
@@ -312,6 +329,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         " + those SQL queries name" if config.has_query_named_groups else ""
     )
     print(f"{config.path}: ok ({len(config.providers)} providers, {len(config.sources)} sources, {groups})")
+    for warning in config.warnings():
+        print(f"{config.path}: warning: {warning}")
     if not args.online:
         return EXIT_OK
     from syncd.online import check_online

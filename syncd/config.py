@@ -912,6 +912,7 @@ class Config(BaseSettings):
         refs: dict[int, Loc] = {}
         # Every group name known before anything runs: inline groups, HubSpot lists, fixed-group SQL sources.
         defined: dict[str, Loc] = {}
+        pinned: dict[tuple[str, str], Loc] = {}  # (provider, group_id) -> where a target pins it
         for loc, holder in self._named_groups():
             name = _holder_name(holder)
             key = name.casefold()
@@ -926,13 +927,22 @@ class Config(BaseSettings):
                 )
             defined.setdefault(key, loc)
             for ti, target in enumerate(holder.targets or ()):
+                where = (*loc[:-1], "targets", ti)
                 if target.provider not in names:
-                    problems.append(
-                        (
-                            (*loc[:-1], "targets", ti),
-                            f"no provider named {target.provider!r} (configured: {configured})",
+                    problems.append((where, f"no provider named {target.provider!r} (configured: {configured})"))
+                elif target.group_id is not None:
+                    # Two desired groups on one provider group would undo each other's changes on every pass.
+                    pinned_key = (target.provider, target.group_id)
+                    if pinned_key in pinned:
+                        refs[len(problems)] = pinned[pinned_key]
+                        problems.append(
+                            (
+                                where,
+                                f"{target.provider} group {target.group_id!r} is already the target of {{ref}}: two "
+                                "groups synced into one provider group would undo each other's changes",
+                            )
                         )
-                    )
+                    pinned.setdefault(pinned_key, where)
         for si, source in enumerate(self.sources):
             if isinstance(source, SqlSourceSettings) and source.group is None:
                 for ti, target in enumerate(source.targets or ()):
@@ -993,6 +1003,19 @@ class Config(BaseSettings):
     def group_targets(self) -> list[tuple[str, list[TargetSpec]]]:
         """Every group named in the file with its targets (defaults applied): what `validate --online` checks."""
         return [(_holder_name(holder), self.targets_of(holder)) for _, holder in self._named_groups()]
+
+    def warnings(self) -> list[str]:
+        """What is valid but almost surely not meant: a config with which some (or every) group is synced nowhere."""
+        out: list[str] = []
+        if not self.providers:
+            out.append("no providers are configured: no group is synced anywhere")
+        if not self.groups and not self.sources:
+            out.append("no groups and no sources are configured: there is nothing to sync")
+        if self.providers:
+            for name, targets in self.group_targets():
+                if not targets:
+                    out.append(f"group {name!r} has an empty targets list: it is synced nowhere")
+        return out
 
     @property
     def has_query_named_groups(self) -> bool:

@@ -248,7 +248,16 @@ class RunReport:
 
     @property
     def changed(self) -> bool:
-        return any(p.add or p.remove for p in self.pairs)
+        """Changes were made (or, in a dry run, would be): members added or removed, or a group created
+        (a pair `applied` or `pending` with no member change is a group creation)."""
+        return any(p.add or p.remove or p.status in (PairStatus.APPLIED, PairStatus.PENDING) for p in self.pairs)
+
+    @property
+    def groups_created(self) -> int:
+        """Pairs whose only change was creating their (empty) provider group."""
+        return sum(
+            1 for p in self.pairs if not (p.add or p.remove) and p.status in (PairStatus.APPLIED, PairStatus.PENDING)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -11,7 +11,7 @@ from connectors.base import ConnectorError
 from connectors.registry import build_connector
 from connectors.settings import BuildContext
 from syncd.config import Config
-from syncd.sources import build_sources
+from syncd.sources import CheckLine, build_sources
 from syncd.state import Store
 
 
@@ -21,7 +21,12 @@ async def check_online(config: Config, out: TextIO) -> int:
     store = Store.open(config.state.url)
     try:
         for settings in config.providers:
-            connector = build_connector(settings, BuildContext())
+            try:
+                connector = build_connector(settings, BuildContext())
+            except Exception as exc:  # e.g. an invalid proxy in the environment
+                problems += 1
+                print(f"{settings.name}: cannot be used: {type(exc).__name__}: {exc}", file=out)
+                continue
             try:
                 pairs = [
                     (g, t) for g, targets in config.group_targets() for t in targets if t.provider == settings.name
@@ -61,7 +66,11 @@ async def check_online(config: Config, out: TextIO) -> int:
             finally:
                 await connector.aclose()
         for source in build_sources(config):
-            for line in await source.check():
+            try:
+                lines = await source.check()
+            except Exception as exc:  # a source that cannot even try (as above): one line, like any other problem
+                lines = [CheckLine(False, f"cannot be checked: {type(exc).__name__}: {exc}")]
+            for line in lines:
                 print(f"source {source.name}: {line.text}", file=out)
                 problems += not line.ok
     finally:

@@ -25,7 +25,10 @@ from syncd.model import (
     Member,
     Op,
     OpKind,
+    PairStatus,
     Plan,
+    Reject,
+    RejectCode,
     RemoteMember,
     RunReport,
     Strategy,
@@ -63,6 +66,15 @@ def _member(data: dict[str, Any]) -> Member:
     )
 
 
+def _remote(items: Sequence[dict[str, Any]]) -> tuple[RemoteMember, ...]:
+    return tuple(RemoteMember(m.get("email"), m.get("id")) for m in items)
+
+
+def _reject_code(code: object) -> RejectCode | str:
+    text = str(code or "rejected")
+    return RejectCode(text) if text in RejectCode._value2member_map_ else text
+
+
 @dataclass(frozen=True)
 class SavedPair:
     group: str
@@ -92,6 +104,11 @@ class SavedPair:
             ],
             "to_add": [asdict(c) for c in p.to_add],
             "to_remove": [{"email": m.email, "id": m.id} for m in p.to_remove],
+            # What the plan leaves undone and why, so that applying it reports (and records) what the run would.
+            "held_back": [{"email": m.email, "id": m.id} for m in p.held_back],
+            "unsupported": [{"email": m.email, "id": m.id} for m in p.unsupported],
+            "rejected": [{"email": r.email, "reason": r.reason, "code": str(r.code)} for r in p.rejected],
+            "kept": p.kept,
         }
 
     @classmethod
@@ -115,7 +132,13 @@ class SavedPair:
             desired=int(data["desired"]),
             actual=data["actual"],
             to_add=tuple(_member(c) for c in data.get("to_add", [])),
-            to_remove=tuple(RemoteMember(m.get("email"), m.get("id")) for m in data.get("to_remove", [])),
+            to_remove=_remote(data.get("to_remove", [])),
+            held_back=_remote(data.get("held_back", [])),
+            unsupported=_remote(data.get("unsupported", [])),
+            rejected=tuple(
+                Reject(r["email"], r["reason"], _reject_code(r.get("code"))) for r in data.get("rejected", [])
+            ),
+            kept=int(data.get("kept", 0)),
             guard=data.get("guard"),
             cost=len(ops),
         )
@@ -140,9 +163,12 @@ class PlanRecorder:
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": config_path,
             "allow_mass_removal": allow_mass_removal,
-            "pairs": [p.as_dict() for p in sorted(self.pairs, key=lambda p: (p.group.lower(), p.provider))],
+            "pairs": [p.as_dict() for p in sorted(self.pairs, key=lambda p: (p.group.casefold(), p.provider))],
         }
-        Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+        try:
+            Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+        except OSError as exc:
+            raise SyncdError(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -162,7 +188,7 @@ class SavedPlan:
             pairs = [SavedPair.from_dict(p) for p in doc["pairs"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise SyncdError(f"{path}: malformed plan ({type(exc).__name__}: {exc})") from None
-        return cls({(p.group.lower(), p.provider): p for p in pairs}, bool(doc.get("allow_mass_removal")))
+        return cls({(p.group.casefold(), p.provider): p for p in pairs}, bool(doc.get("allow_mass_removal")))
 
     def options(self, *, dry_run: bool) -> PassOptions:
         return PassOptions(
@@ -185,17 +211,26 @@ class StalenessCheck:
         self.stale: list[str] = []
 
     async def __call__(self, group: DesiredGroup, plan: Plan, actual: Sequence[RemoteMember] | None) -> Plan:
-        key = (group.name.lower(), plan.provider)
+        key = (group.name.casefold(), plan.provider)
         self.seen.add(key)
         why = _why_stale(self.saved.pairs.get(key), group, actual)
         if why:
             self.stale.append(f"{group.name} → {plan.provider}: {why}")
         return plan
 
-    def missing(self) -> list[str]:
-        return [
-            f"{p.group} → {p.provider}: not found any more" for k, p in self.saved.pairs.items() if k not in self.seen
+    def missing(self, report: RunReport) -> list[str]:
+        """The plan's pairs the check never saw, and why: the check pass's own failures say it better than
+        "not found" (a provider or source that could not be read does not mean the group is gone)."""
+        failed = {(p.group.casefold(), p.provider): p.error for p in report.pairs if p.status is PairStatus.FAILED}
+        out = [
+            f"{p.group} → {p.provider}: "
+            + (f"could not be checked: {failed[k]}" if k in failed else "not found any more")
+            for k, p in self.saved.pairs.items()
+            if k not in self.seen
         ]
+        if out:
+            out += [f"could not be checked: {e}" for e in report.errors]
+        return out
 
 
 def _why_stale(saved: SavedPair | None, group: DesiredGroup, actual: Sequence[RemoteMember] | None) -> str | None:
@@ -215,7 +250,7 @@ class SavedPlanApplier:
         self.saved = saved
 
     async def __call__(self, group: DesiredGroup, plan: Plan, actual: Sequence[RemoteMember] | None) -> Plan:
-        saved = self.saved.pairs.get((group.name.lower(), plan.provider))
+        saved = self.saved.pairs.get((group.name.casefold(), plan.provider))
         why = _why_stale(saved, group, actual)
         if why or saved is None:
             raise StalePlanError(f"plan is stale: {why}")
@@ -226,6 +261,9 @@ async def make_plan(
     config: Config, store: Store, metrics: Metrics, options: PassOptions, out: str | Path, **kwargs: Any
 ) -> RunReport:
     """A dry run whose plans are saved to `out`."""
+    folder = Path(out).parent
+    if not folder.is_dir():  # said before anything is contacted, not after the whole pass
+        raise SyncdError(f"cannot write the plan to {out}: there is no directory {folder}")
     recorder = PlanRecorder()
     reconciler = Reconciler(config, store, metrics, plan_hook=recorder, **kwargs)
     report = await reconciler.run(replace(options, dry_run=True))
@@ -238,8 +276,8 @@ async def apply_plan(config: Config, store: Store, metrics: Metrics, path: str |
     moved; else apply the saved ops. Between the check and the apply each pair is checked once more."""
     saved = SavedPlan.load(path)
     check = StalenessCheck(saved)
-    await Reconciler(config, store, metrics, plan_hook=check, **kwargs).run(saved.options(dry_run=True))
-    problems = check.stale + check.missing()
+    checked = await Reconciler(config, store, metrics, plan_hook=check, **kwargs).run(saved.options(dry_run=True))
+    problems = check.stale + check.missing(checked)
     if problems:
         raise StalePlanError(
             f"refusing stale plan {path}; nothing was applied. Make a new plan. " + "; ".join(problems)

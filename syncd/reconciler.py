@@ -8,7 +8,9 @@ why, and lets the others finish. A source that cannot be read changes nothing fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,7 +60,7 @@ class PassOptions:
     dry_run: bool = False
     groups: frozenset[str] = frozenset()  # only these groups (case-insensitive); empty = all
     providers: frozenset[str] = frozenset()  # only these providers; empty = all
-    pairs: frozenset[tuple[str, str]] | None = None  # only these (lower-cased group, provider) pairs
+    pairs: frozenset[tuple[str, str]] | None = None  # only these (casefolded group, provider) pairs
     allow_mass_removal: bool = False
     trigger: str = "cli"
     # Several replicas on one PostgreSQL state DB: a pair is worked only under a lease held by this id.
@@ -153,24 +155,60 @@ class Reconciler:
         started = time.monotonic()
         selection = {"groups": sorted(options.groups), "providers": sorted(options.providers)}
         run_id = self.store.start_run(dry_run=options.dry_run, trigger=options.trigger, selection=selection)
-        groups, errors = await self._read_sources()
-        wanted = {g.lower() for g in options.groups}
-        groups = [g for g in groups if not wanted or g.name.lower() in wanted]
-        providers = [p for p in self.config.providers if not options.providers or p.name in options.providers]
-        connectors = {p.name: self._connector(p) for p in providers if any(self._targets(g, p.name) for g in groups)}
         try:
+            return await self._pass(run_id, options, stop, started)
+        except Exception as exc:
+            # The pass cannot go on (the state DB went away, a bug): it still does not stay "running" forever.
+            with contextlib.suppress(SyncdError):
+                self.store.finish_run(run_id, outcome="failure", errors=[f"the pass ended early: {exc}"])
+            raise
+
+    async def _pass(self, run_id: str, options: PassOptions, stop: asyncio.Event | None, started: float) -> RunReport:
+        wanted = {g.casefold() for g in options.groups}
+        groups, errors = await self._read_sources(wanted)
+        groups = [g for g in groups if not wanted or g.name.casefold() in wanted]
+        providers = [p for p in self.config.providers if not options.providers or p.name in options.providers]
+        connectors: dict[str, Connector] = {}
+        unusable: dict[str, str] = {}  # provider -> why its connector could not be built
+        try:
+            for settings in providers:
+                if not any(self._targets(g, settings.name) for g in groups):
+                    continue
+                try:
+                    connectors[settings.name] = self._connector(settings)
+                except Exception as exc:  # e.g. an invalid proxy in the environment: that provider's pairs fail
+                    log.error("provider %s cannot be used: %s: %s", settings.name, type(exc).__name__, exc)
+                    unusable[settings.name] = f"provider {settings.name} cannot be used: {type(exc).__name__}: {exc}"
             known = {name: self.store.known_rejects(name) for name in connectors}
-            pairs = [
-                _Pair(g, t, connectors[t.provider], known[t.provider])
+            selected = [
+                (g, t)
                 for g in groups
                 for t in g.targets
-                if t.provider in connectors and (options.pairs is None or (g.name.lower(), t.provider) in options.pairs)
+                if (t.provider in connectors or t.provider in unusable)
+                and (options.pairs is None or (g.name.casefold(), t.provider) in options.pairs)
             ]
-            ran = await asyncio.gather(*(self._run_pair(pair, options, run_id, stop) for pair in pairs))
+            pairs = [
+                _Pair(g, t, connectors[t.provider], known[t.provider]) for g, t in selected if t.provider in connectors
+            ]
+            # Every pair runs to its end, whatever happens to the others: none is left running unawaited while
+            # the connectors close under it. Then the first exception a pair let out (if any) ends the pass.
+            ran = await asyncio.gather(
+                *(self._run_pair(pair, options, run_id, stop) for pair in pairs), return_exceptions=True
+            )
         finally:
             for connector in connectors.values():
                 await connector.aclose()
-        results = [r for r in ran if r is not None]
+        for answer in ran:
+            if isinstance(answer, BaseException):
+                raise answer
+        answers = iter(ran)  # in the order of `selected`, less the pairs of unusable providers
+        results: list[PairResult] = []
+        for g, t in selected:
+            result = (
+                self._unusable(g, t.provider, run_id, unusable[t.provider]) if t.provider in unusable else next(answers)
+            )
+            if isinstance(result, PairResult):  # None: not worked (stopping, or another replica's lease)
+                results.append(result)
         report = RunReport(run_id=run_id, dry_run=options.dry_run, pairs=tuple(results), errors=tuple(errors))
         outcome = "interrupted" if stop is not None and stop.is_set() else self._outcome(report)
         self.store.finish_run(run_id, outcome=outcome, errors=errors)
@@ -199,11 +237,19 @@ class Reconciler:
     def _targets(group: DesiredGroup, provider: str) -> list[Target]:
         return [t for t in group.targets if t.provider == provider]
 
-    async def _read_sources(self) -> tuple[list[DesiredGroup], list[str]]:
+    async def _read_sources(self, wanted: set[str]) -> tuple[list[DesiredGroup], list[str]]:
         # Every source fails closed on its own (errors, timeouts, conflicts, implausibly empty groups): its
         # groups are then simply not among the desired ones, so nothing is sent for them. See syncd.sources.
-        read = await read_sources(self.sources, self.store)
+        # A pass over some groups only (`wanted`, casefolded) leaves out the sources that cannot yield any of
+        # them: nothing is asked of a CRM for groups nobody chose, and its trouble is not this pass's.
+        sources = [s for s in self.sources if self._may_yield(s, wanted)]
+        read = await read_sources(sources, self.store)
         return read.groups, read.errors
+
+    @staticmethod
+    def _may_yield(source: Source, wanted: set[str]) -> bool:
+        names: Sequence[str] | None = getattr(source, "group_names", None)
+        return not wanted or names is None or any(name.casefold() in wanted for name in names)
 
     def _connector(self, settings: ProviderSettings) -> Connector:
         ctx = BuildContext(
@@ -244,7 +290,7 @@ class Reconciler:
         group, provider = pair.group, pair.target.provider
         with count_requests(pair.tally):
             try:
-                remote, actual, created_by_syncd = await self._read(pair, options)
+                remote, actual, created_by_syncd, bound_as = await self._read(pair, options)
                 policy = group.removal_policy or (
                     RemovalPolicy.MIRROR if created_by_syncd or remote is None else RemovalPolicy.OWNED
                 )
@@ -256,7 +302,7 @@ class Reconciler:
                     capabilities=pair.connector.capabilities,
                     policy=policy,
                     guard=self._guard(group, options),
-                    owned=self.store.owned(group.name, provider) if policy is RemovalPolicy.OWNED else frozenset(),
+                    owned=self.store.owned(bound_as, provider) if policy is RemovalPolicy.OWNED else frozenset(),
                     known_rejects=pair.known_rejects,
                     allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
                 )
@@ -284,16 +330,26 @@ class Reconciler:
 
     async def _read(
         self, pair: _Pair, options: PassOptions
-    ) -> tuple[RemoteGroup | None, list[RemoteMember] | None, bool]:
-        """The bound provider group, its members, and whether syncd created it (None, None: it does not exist
-        yet and will be created). A stored binding is trusted without a look-up: the member read proves the
-        group is still there, so a steady-state pass costs one read. A binding, once made, is followed by id,
-        so a rename on either side creates no duplicate."""
-        binding = self.store.binding(pair.group.name, pair.target.provider)
+    ) -> tuple[RemoteGroup | None, list[RemoteMember] | None, bool, str]:
+        """The bound provider group, its members, whether syncd created it (None, None: it does not exist
+        yet and will be created), and the group name the state DB keeps the pair under. A stored binding is
+        trusted without a look-up: the member read proves the group is still there, so a steady-state pass
+        costs one read. A binding, once made, is followed by id, so a rename on either side creates no
+        duplicate; a group renamed in its source only in case keeps its binding (group names are compared
+        case-insensitively), which a real run then files under the new spelling."""
+        name, provider = pair.group.name, pair.target.provider
+        binding = self.store.binding(name, provider)
+        bound_as = name
+        if binding is not None and binding.group != name:
+            if options.dry_run:
+                bound_as = binding.group
+            else:
+                self.store.rename_group(binding.group, name, provider)
         if binding is not None and not pair.target.group_id:
             remote = RemoteGroup(binding.remote_id, binding.remote_name)
             try:
-                return remote, list(await pair.connector.read_members(remote)), binding.created_by_syncd
+                members = list(await pair.connector.read_members(remote))
+                return remote, members, binding.created_by_syncd, bound_as
             except NotFound:
                 log.warning(
                     "group %r: the %s group %s it was bound to is gone; looking it up by name",
@@ -303,8 +359,8 @@ class Reconciler:
                 )
         found, created = await self._bind(pair, binding, options)
         if found is None:
-            return None, None, created
-        return found, list(await pair.connector.read_members(found)), created
+            return None, None, created, bound_as
+        return found, list(await pair.connector.read_members(found)), created, bound_as
 
     async def _bind(
         self, pair: _Pair, binding: Binding | None, options: PassOptions
@@ -336,18 +392,26 @@ class Reconciler:
 
     # -- recording ------------------------------------------------------------------------------------
     def _failed(self, pair: _Pair, run_id: str, message: str) -> PairResult:
-        log.error("group %r → %s failed: %s", pair.group.name, pair.target.provider, message)
+        return self._record_failure(pair.group, pair.target.provider, run_id, message, pair.tally.as_dict())
+
+    def _unusable(self, group: DesiredGroup, provider: str, run_id: str, message: str) -> PairResult:
+        return self._record_failure(group, provider, run_id, message, RequestTally().as_dict())
+
+    def _record_failure(
+        self, group: DesiredGroup, provider: str, run_id: str, message: str, requests: dict[str, int]
+    ) -> PairResult:
+        log.error("group %r → %s failed: %s", group.name, provider, message)
         result = PairResult(
-            group=pair.group.name,
-            provider=pair.target.provider,
+            group=group.name,
+            provider=provider,
             strategy=Strategy.INCREMENTAL,
             status=PairStatus.FAILED,
-            desired=len(pair.group.members),
+            desired=len(group.members),
             actual_before=0,
             add=0,
             remove=0,
-            rejected=pair.group.rejected,
-            requests=pair.tally.as_dict(),
+            rejected=group.rejected,
+            requests=requests,
             error=message,
         )
         self.store.record_pair(run_id, result, remote_group_id=None)
@@ -424,5 +488,10 @@ class Reconciler:
             r.status,
             r.requests["read"],
             r.requests["write"],
-            f"; removals held back: {p.guard}" if p.guard else "",
+            (
+                f"; removals held back: {p.guard} (to let them through: syncd run --allow-mass-removal "
+                f"--group {shlex.quote(r.group)}, or raise safety.max_removals / max_removal_ratio)"
+                if p.guard
+                else ""
+            ),
         )

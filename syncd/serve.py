@@ -247,11 +247,12 @@ class Daemon:
             return store
 
     def _seed_last_success(self, store: Store) -> None:
-        for group in self.config.groups:
-            for target in self.config.targets_of(group):
-                when = store.last_success(group.name, target.provider)
+        # Every group the file names (inline, HubSpot lists, fixed-group SQL sources), not only the inline ones.
+        for group, targets in self.config.group_targets():
+            for target in targets:
+                when = store.last_success(group, target.provider)
                 if when is not None:
-                    self.metrics.seed_last_success(group.name, target.provider, when.timestamp())
+                    self.metrics.seed_last_success(group, target.provider, when.timestamp())
 
     # -- a pass ---------------------------------------------------------------------------------------
     async def run_pass(self) -> None:

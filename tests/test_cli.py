@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from connectors.sandbox.server import ServerThread
+from syncd.model import PairStatus
+from syncd.state import Store
 from tests.e2e import World, emails, provider_entries
 
 
@@ -235,3 +237,93 @@ def test_plan_then_apply_and_a_stale_plan_is_refused(served: tuple[World, str], 
     assert again.returncode == 1
     assert "refusing stale plan" in again.stderr and "provider group changed" in again.stderr
     assert world.mutating() == writes
+
+
+def test_a_group_created_empty_is_a_change_for_the_detailed_exit_code(served: tuple[World, str]) -> None:
+    world, url = served
+    path = write(world, url, [{"name": "Empty", "members": [], "targets": ["cr"]}])
+
+    dry = syncd("run", "--config", str(path), "--dry-run", "--detailed-exitcode", "-o", "json")
+    assert dry.returncode == 2, dry.stderr  # the group would be created: a change is pending
+    assert [p["status"] for p in json.loads(dry.stdout)["pairs"]] == ["pending"]
+    assert "1 empty group would be created" in syncd("run", "--config", str(path), "--dry-run").stdout
+    assert world.mutating() == 0
+
+    applied = syncd("run", "--config", str(path), "--detailed-exitcode")
+    assert applied.returncode == 2, applied.stderr
+    assert "1 empty group created" in applied.stdout and len(world.cr.groups) == 1
+
+    again = syncd("run", "--config", str(path), "--detailed-exitcode")
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+
+
+def test_a_provider_that_cannot_be_set_up_fails_its_pairs_and_the_run_is_closed(served: tuple[World, str]) -> None:
+    world, url = served
+    world.people(["a@example.com"])
+    path = write(world, url, [{"name": "T", "members": ["a@example.com"]}])
+    # httpx refuses to build a client for a proxy it does not know: a real way for a connector not to come up
+    result = syncd("run", "--config", str(path), "-o", "json", env={"ALL_PROXY": "socks9://proxy.invalid:1"})
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    pairs = json.loads(result.stdout)["pairs"]
+    assert sorted((p["provider"], p["status"]) for p in pairs) == [("c8", "failed"), ("cr", "failed")]
+    assert all(f"provider {p['provider']} cannot be used" in p["error"] and "proxy" in p["error"] for p in pairs)
+    assert world.c8.count() == world.cr.count() == 0
+    store = Store.open(f"sqlite:///{world.tmp}/state.db")
+    try:
+        (run,) = store.runs()
+        assert run.outcome == "failure" and {p.status for p in store.pairs(run.id)} == {PairStatus.FAILED}
+    finally:
+        store.close()
+
+
+def test_plan_to_a_missing_directory_is_one_line_before_any_request(served: tuple[World, str], tmp_path: Path) -> None:
+    world, url = served
+    world.people(["a@example.com"])
+    path = write(world, url, [{"name": "T", "members": ["a@example.com"]}])
+    result = syncd("plan", "--config", str(path), "-o", str(tmp_path / "no" / "such" / "plan.json"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("syncd: cannot write the plan to ")
+    assert "Traceback" not in result.stderr
+    assert world.c8.count() == world.cr.count() == 0
+
+
+def test_a_config_that_syncs_nothing_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.yaml"
+    path.write_text(
+        f"state: {{url: 'sqlite:///{tmp_path}/s.db'}}\ngroups:\n  - {{name: G, members: [a@example.com]}}\n"
+    )
+    run = syncd("run", "--config", str(path))
+    assert run.returncode == 0
+    assert "warning" in run.stderr and "no providers are configured" in run.stderr
+    assert "no (group, provider) pairs selected" in run.stdout and "GROUP" not in run.stdout
+    validate = syncd("validate", "--config", str(path))
+    assert validate.returncode == 0 and "warning: no providers are configured" in validate.stdout
+
+
+def test_validate_online_reports_a_provider_that_cannot_be_set_up(served: tuple[World, str]) -> None:
+    world, url = served
+    path = write(world, url, [{"name": "T"}])
+    result = syncd("validate", "--online", "--config", str(path), env={"ALL_PROXY": "socks9://proxy.invalid:1"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "c8: cannot be used: ValueError" in result.stdout and "cr: cannot be used" in result.stdout
+
+
+def test_the_guard_log_line_says_how_to_let_the_removals_through(served: tuple[World, str]) -> None:
+    world, url = served
+    world.people(emails(2))
+    path = write(world, url, [{"name": "Sales Team", "members": emails(2), "targets": ["c8"]}])
+    assert syncd("run", "--config", str(path)).returncode == 0
+    path = write(world, url, [{"name": "Sales Team", "members": [], "targets": ["c8"]}])
+    result = syncd("run", "--config", str(path), "--log-format", "json")
+    assert result.returncode == 1
+    (line,) = [json.loads(x) for x in result.stderr.splitlines() if "held back" in x]
+    assert line["level"] == "warning" and "would remove all 2 members" in line["msg"]
+    assert "syncd run --allow-mass-removal --group 'Sales Team'" in line["msg"]
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_history_limit_must_be_positive(tmp_path: Path, limit: str) -> None:
+    result = syncd("history", "--limit", limit, cwd=tmp_path)
+    assert result.returncode == 2 and "--limit: must be 1 or more" in result.stderr
+    assert not (tmp_path / "syncd.db").exists()  # refused before anything is opened

@@ -1080,6 +1080,26 @@ def test_a_group_defined_twice_is_an_error_naming_both(
     assert "\n" not in str(err)
 
 
+def test_two_groups_pinned_to_one_provider_group_is_an_error_naming_both(tmp_path: Path) -> None:
+    err = error_of(
+        tmp_path,
+        PROVIDERS_YAML
+        + "groups:\n  - name: A\n    targets: [{provider: c8, group_id: '12'}, cr]\n"
+        + "sources:\n  - type: hubspot\n    token: t\n    groups:\n"
+        + "      - {name: B, list_id: 1, targets: [cr, {provider: c8, group_id: 12}]}\n",
+    )
+    path = tmp_path / "syncd.yaml"
+    assert (err.line, err.key) == (18, "sources[0].groups[0].targets[1]"), str(err)
+    assert f"c8 group '12' is already the target of groups[0].targets[0] ({path}:13)" in err.message, str(err)
+    # the same group id on two different providers names two different groups: fine
+    load(
+        tmp_path,
+        PROVIDERS_YAML
+        + "groups:\n  - {name: A, targets: [{provider: c8, group_id: '1'}]}\n"
+        + "  - {name: B, targets: [{provider: cr, group_id: '1'}]}\n",
+    )
+
+
 def test_sources_given_in_the_environment(tmp_path: Path) -> None:
     env = {"SYNCD_SOURCES": '[{"type": "sql", "url": "sqlite:///x.db", "query": "SELECT 1", "group": "Inline"}]'}
     err = error_of(tmp_path, "groups:\n  - name: inline\n", env)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from syncd.errors import StalePlanError
-from syncd.model import PairStatus
+from syncd.model import LedgerOutcome, PairStatus
 from syncd.planfile import apply_plan, make_plan
 from syncd.reconciler import PassOptions
 from tests.e2e import World, emails
@@ -93,3 +93,42 @@ async def test_a_blocked_plan_applies_its_adds_only(world: World, tmp_path: Path
     (gid,) = world.c8.groups
     assert world.c8.group_emails(gid) == set(emails(5)) | {"new@example.com"}
     assert applied.pairs[0].add == 1 and applied.pairs[0].remove == 0
+
+
+async def test_applying_a_plan_reports_and_records_what_it_holds_back_as_the_run_would(
+    world: World, tmp_path: Path
+) -> None:
+    world.people(emails(5) + ["new@example.com"])
+    config = world.config([{"name": "T", "members": emails(5), "targets": ["c8"]}])
+    await world.run(config)
+    out = tmp_path / "plan.json"
+    groups = [{"name": "T", "members": ["new@example.com", "not-an-email"], "targets": ["c8"]}]
+    config, planned = await plan_then(world, groups, out)
+    (p,) = planned.pairs
+    assert (p.status, p.held_back) == (PairStatus.BLOCKED, 5)
+
+    applied = await apply(world, config, out)
+    (a,) = applied.pairs
+    assert (a.status, a.add, a.remove, a.held_back, a.guard) == (PairStatus.BLOCKED, 1, 0, 5, p.guard)
+    assert a.rejected == p.rejected
+    store = world.store(config)
+    try:
+        held = [r for r in store.history(run_id=applied.run_id) if r.outcome == LedgerOutcome.BLOCKED]
+        assert sorted(r.email for r in held) == emails(5)
+    finally:
+        store.close()
+    drift = world.metrics.registry.get_sample_value("syncd_drift", {"group": "T", "provider": "c8", "kind": "remove"})
+    assert drift == 5
+
+
+async def test_a_plan_whose_provider_cannot_be_read_is_refused_saying_so(world: World, tmp_path: Path) -> None:
+    world.people(emails(2))
+    out = tmp_path / "plan.json"
+    config, _ = await plan_then(world, [{"name": "T", "members": emails(2)}], out)
+    world.cr.clients.clear()  # CleverReach now refuses our credentials: the check cannot read the group
+    with pytest.raises(StalePlanError) as refused:
+        await apply(world, config, out)
+    message = str(refused.value)
+    assert "T → cr: could not be checked:" in message and "client_id / client_secret" in message
+    assert "not found any more" not in message  # the group is not gone; it could not be looked at
+    assert world.mutating() == 0

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 
 from connectors.sandbox._core import Fault
+from syncd.errors import StateError
 from syncd.model import LedgerOutcome, PairStatus, RejectCode, Strategy
 from syncd.reconciler import Reconciler
 from tests.e2e import World, emails
@@ -367,3 +369,61 @@ async def test_a_pair_leased_by_another_replica_is_left_to_it(world: World) -> N
         store.close()
     report = await world.run(config, lease_holder="replica-a")
     assert [(p.group, p.provider) for p in report.pairs] == [("T", "c8")]
+
+
+async def test_a_group_renamed_in_its_source_only_in_case_keeps_its_provider_group(world: World) -> None:
+    # An adopted group (policy owned): syncd adds a member, later takes it out again under the new spelling.
+    gid = world.cr.add_group("Newsletter", ["manual@example.com"])
+    config = world.config(
+        [{"name": "Newsletter", "members": ["manual@example.com", "a@example.com"], "targets": ["cr"]}]
+    )
+    assert pair(await world.run(config), "Newsletter", "cr").add == 1
+    renamed = world.config([{"name": "NEWSLETTER", "members": ["manual@example.com"], "targets": ["cr"]}])
+
+    dry = pair(await world.run(renamed, dry_run=True), "NEWSLETTER", "cr")
+    assert (dry.status, dry.add, dry.remove) == (PairStatus.PENDING, 0, 1)  # still bound, still knows what it added
+    world.clear_logs()
+    report = pair(await world.run(renamed), "NEWSLETTER", "cr")
+    assert (report.status, report.remove) == (PairStatus.APPLIED, 1)
+    assert list(world.cr.groups) == [gid] and world.cr.count(method="POST", path="^/v3/groups$") == 0
+    assert world.cr.active_emails(gid) == {"manual@example.com"}
+    store = world.store(renamed)
+    try:
+        binding = store.binding("NEWSLETTER", "cr")
+        assert binding is not None and (binding.group, binding.remote_id) == ("NEWSLETTER", str(gid))
+        assert not binding.created_by_syncd  # adopted, as before the rename
+    finally:
+        store.close()
+
+
+async def test_a_pair_the_state_db_cannot_record_ends_the_pass_only_after_the_others(world: World) -> None:
+    world.people(["a@example.com"])
+    config = world.config(
+        [
+            {"name": "Boom", "members": ["a@example.com"], "targets": ["c8"]},
+            {"name": "Slow", "members": ["a@example.com"], "targets": ["cr"]},
+        ]
+    )
+    store = world.store(config)  # creates the schema; then the database refuses one pair's result, for real
+    store.close()
+    db = sqlite3.connect(world.tmp / "state.db")
+    db.execute(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON pair_results WHEN NEW.group_name = 'Boom' "
+        "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    )
+    db.commit()
+    db.close()
+    world.cr.inject(Fault(status=0, delay=0.5, path="/groups", times=0))  # CleverReach answers slowly
+
+    with pytest.raises(StateError, match="disk I/O error"):
+        await world.run(config)
+    store = world.store(config)
+    try:
+        (run,) = store.runs()
+        # the slow pair was not abandoned mid-flight: it ran to its end and was recorded, then the run closed
+        assert [(p.group, p.status) for p in store.pairs(run.id)] == [("Slow", PairStatus.APPLIED)]
+        assert run.outcome == "failure" and "disk I/O error" in run.errors[0]
+    finally:
+        store.close()
+    (gid,) = world.cr.groups
+    assert world.cr.active_emails(gid) == {"a@example.com"}

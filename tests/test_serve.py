@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,8 +29,10 @@ from connectors.sandbox._core import Fault
 from connectors.sandbox.server import ServerThread, free_port
 from syncd.cli import build_parser
 from syncd.config import ScheduleSettings, load_config
+from syncd.model import PairResult, PairStatus, Strategy
 from syncd.scheduling import PassScheduler, build_trigger, cron_day_of_week
 from syncd.serve import STOP_TIMEOUT
+from syncd.serve import Daemon as SyncdDaemon
 from syncd.state import Store
 from tests.e2e import World, emails, provider_entries
 
@@ -555,3 +558,28 @@ def test_dockerfile_and_its_default_config() -> None:
     # the config the image ships serves nothing, and is valid
     config = load_config(ROOT / "deploy" / "docker" / "syncd.yaml", env={})
     assert config.providers == [] and config.server.port == 9108
+
+
+async def test_the_daemon_seeds_the_last_success_of_every_named_group_from_the_state_db(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "crm.db").close()
+    segment = {"type": "sql", "url": f"sqlite:///{tmp_path}/crm.db", "query": "SELECT email FROM t", "group": "Segment"}
+    config = load_config(World(tmp_path).write_config([{"name": "Inline", "targets": ["cr"]}], sources=[segment]))
+    store = Store.open(config.state.url)
+    try:  # an earlier process reconciled both groups
+        run_id = store.start_run(dry_run=False, trigger="serve")
+        for group, provider in (("Inline", "cr"), ("Segment", "c8")):
+            result = PairResult(group, provider, Strategy.INCREMENTAL, PairStatus.IN_SYNC, 1, 1, 0, 0)
+            store.record_pair(run_id, result, remote_group_id="1")
+        store.finish_run(run_id, outcome="success")
+    finally:
+        store.close()
+
+    daemon = SyncdDaemon(config)
+    try:
+        assert await daemon.get_store() is not None
+        registry = daemon.metrics.registry
+        for group, provider in (("Inline", "cr"), ("Segment", "c8")):
+            labels = {"group": group, "provider": provider}
+            assert registry.get_sample_value("syncd_last_success_timestamp_seconds", labels), labels
+    finally:
+        await daemon.shutdown()

@@ -561,6 +561,28 @@ async def test_a_crashing_source_fails_closed_alone(world: CrmWorld) -> None:
     assert read.errors == ["source broken: internal error: KeyError: 'bug'"]
 
 
+async def test_a_pass_over_chosen_groups_reads_no_source_that_cannot_yield_them(
+    world: CrmWorld, tmp_path: Path
+) -> None:
+    list_id = world.seed("Customers", emails(5))
+    world.hs.inject(Fault(status=503, path="memberships", times=0))  # HubSpot is down
+    world.people(["inline@example.com"])
+    segment = {"type": "sql", "url": f"sqlite:///{tmp_path}/missing.db", "query": "SELECT email FROM t", "group": "Seg"}
+    config = world.config(
+        [{"name": "Inline", "members": ["inline@example.com"], "targets": ["c8"]}],
+        sources=[world.hubspot([{"name": "Customers", "list_id": list_id}]), segment],
+    )
+    chosen = await world.run(config, groups=frozenset({"INLINE"}))
+    assert chosen.ok and not chosen.errors, chosen.errors
+    assert [(p.group, p.status) for p in chosen.pairs] == [("Inline", PairStatus.APPLIED)]
+    assert world.hs.count() == 0  # nothing asked of HubSpot for a group nobody chose
+
+    hubspot_only = await world.run(config, groups=frozenset({"customers"}))
+    assert len(hubspot_only.errors) == 1 and "source hubspot" in hubspot_only.errors[0] and not hubspot_only.pairs
+    everything = await world.run(config)
+    assert len(everything.errors) == 2  # HubSpot and the missing SQLite file
+
+
 # ---------------------------------------------------------------------------------- the state memory
 
 

@@ -7,6 +7,7 @@ For PostgreSQL each test gets a fresh schema (through the connection's search_pa
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -425,6 +426,48 @@ def test_bindings_round_trip(store: Store) -> None:
     assert store.binding("US Sales", "c8") is None
     assert store.owned("US Sales", "c8") == frozenset()
     assert store.binding("US Sales", "cr") is not None
+
+
+def test_a_binding_is_found_whatever_the_case_of_the_group_name_and_can_be_renamed(store: Store) -> None:
+    store.save_binding(Binding("Équipe Zürich", "c8", "g-1", "Équipe Zürich", created_by_syncd=True))
+    store.save_binding(Binding("Team", "c8", "g-2", "Team", created_by_syncd=False))
+    store.save_binding(Binding("TEAM", "c8", "g-3", "TEAM", created_by_syncd=False))
+    store.mark_owned("Équipe Zürich", "c8", ["a@x.com"])
+    found = store.binding("ÉQUIPE ZÜRICH", "c8")  # beyond ASCII too
+    assert found is not None and (found.group, found.remote_id) == ("Équipe Zürich", "g-1")
+    exact = store.binding("TEAM", "c8")
+    assert exact is not None and exact.remote_id == "g-3"  # an exact spelling wins
+    assert store.binding("équipe zürich", "cr") is None
+
+    store.rename_group("Équipe Zürich", "ÉQUIPE ZÜRICH", "c8")
+    moved = store.binding("ÉQUIPE ZÜRICH", "c8")
+    assert moved is not None and (moved.group, moved.remote_id, moved.created_by_syncd) == (
+        "ÉQUIPE ZÜRICH",
+        "g-1",
+        True,
+    )
+    assert store.owned("ÉQUIPE ZÜRICH", "c8") == {"a@x.com"} and store.owned("Équipe Zürich", "c8") == frozenset()
+    store.rename_group("Team", "TEAM", "c8")  # TEAM has its own binding: nothing moves
+    kept = store.binding("Team", "c8")
+    assert kept is not None and kept.remote_id == "g-2"
+
+
+def test_a_locked_sqlite_database_says_what_to_do(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/state.db"
+    Store.open(url).close()
+    holder = sqlite3.connect(f"{tmp_path}/state.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for longer than syncd waits
+    # The store's own code on an engine that waits 50 ms instead of 30 s for the lock
+    engine = sa.create_engine(url, connect_args={"timeout": 0.05})
+    store = Store(engine, make_url(url))
+    try:
+        with pytest.raises(StateError, match="database is locked") as raised:
+            store.start_run(dry_run=False, trigger="cli")
+        assert "another syncd" in str(raised.value) and "PostgreSQL" in str(raised.value)
+    finally:
+        store.close()
+        holder.rollback()
+        holder.close()
 
 
 def test_owned_members(store: Store) -> None:

@@ -37,6 +37,10 @@ class CheckLine:
 
 
 class Source(Protocol):
+    """Where desired groups come from. A source may also have a `group_names` attribute: the names of every
+    group it can yield, when they are known before reading (None: only the read tells). A pass restricted
+    to some groups (`--group`) does not read a source that cannot yield any of them."""
+
     name: str  # shown in reports and logs: "yaml:syncd.yaml", "hubspot", "sql", or the configured name
 
     async def read(self) -> Sequence[DesiredGroup]: ...

@@ -150,6 +150,11 @@ class HubSpotSource:
         self._fields = settings.property_map
         self._properties = list(dict.fromkeys(self._fields.values()))
 
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """The groups this source yields: one per configured list."""
+        return tuple(spec.name for spec in self.settings.groups)
+
     def __repr__(self) -> str:
         return f"HubSpotSource(name={self.name!r}, base_url={self.settings.base_url!r}, token=**********)"
 

@@ -99,6 +99,11 @@ class SqlSource:
         self.guard_empty = not settings.allow_empty
         self._url: URL = make_url(settings.url)
 
+    @property
+    def group_names(self) -> tuple[str, ...] | None:
+        """The fixed `group`, if the source sets one; None when the query's rows name the groups."""
+        return None if self.settings.group is None else (self.settings.group,)
+
     def __repr__(self) -> str:
         return f"SqlSource(name={self.name!r}, url={self.safe_url!r})"
 

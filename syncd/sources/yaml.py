@@ -15,6 +15,10 @@ class YamlSource:
         self.config = config
         self.name = f"yaml:{config.path.name}"
 
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.config.groups)
+
     async def read(self) -> Sequence[DesiredGroup]:
         groups = []
         for spec in self.config.groups:

@@ -395,11 +395,18 @@ class Store:
     # --------------------------------------------------------------------------------------- bindings
 
     def binding(self, group: str, provider: str) -> Binding | None:
-        query = sa.select(bindings).where(bindings.c.group_name == group, bindings.c.provider == provider)
+        """The pair's binding. Group names are compared case-insensitively (as the config compares them), so a
+        group whose name changed only in case is still bound: its `group` then has the stored spelling (see
+        `rename_group`). An exact match wins over a case-insensitive one."""
+        query = sa.select(bindings).where(bindings.c.provider == provider)
         with self._tx("binding") as conn:
-            row = conn.execute(query).first()
-        if row is None:
+            rows = list(conn.execute(query.where(bindings.c.group_name == group)))
+            if not rows:  # Python's casefold: SQLite's lower() knows only ASCII
+                key = group.casefold()
+                rows = [r for r in conn.execute(query) if r.group_name.casefold() == key]
+        if not rows:
             return None
+        row = rows[0]
         return Binding(
             group=row.group_name,
             provider=row.provider,
@@ -445,6 +452,31 @@ class Store:
                         for name in ("remote_id", "remote_name", "created_by_syncd", "bound_at", "updated_at")
                     },
                 )
+            )
+
+    def rename_group(self, old: str, new: str, provider: str) -> None:
+        """Move the pair's binding and the record of the members syncd added from the group name `old` to `new`
+        (a group renamed in its source, e.g. only in case). Nothing happens when `new` already has a binding."""
+        if old == new:
+            return
+        with self._tx("rename_group", write=True) as conn:
+            taken = conn.execute(
+                sa.select(bindings.c.group_name).where(bindings.c.group_name == new, bindings.c.provider == provider)
+            ).first()
+            if taken is not None:
+                return
+            conn.execute(  # members recorded under `new` without a binding say nothing about the bound group
+                owned_members.delete().where(owned_members.c.group_name == new, owned_members.c.provider == provider)
+            )
+            conn.execute(
+                bindings.update()
+                .where(bindings.c.group_name == old, bindings.c.provider == provider)
+                .values(group_name=new, updated_at=utcnow())
+            )
+            conn.execute(
+                owned_members.update()
+                .where(owned_members.c.group_name == old, owned_members.c.provider == provider)
+                .values(group_name=new)
             )
 
     def forget_binding(self, group: str, provider: str) -> None:
@@ -637,6 +669,11 @@ class Store:
         password = self._url.password
         if password:
             reason = reason.replace(str(password), "***")
+        if self._dialect == "sqlite" and "database is locked" in reason:
+            reason += (
+                f" (another process kept it busy for over {SQLITE_BUSY_TIMEOUT_MS // 1000}s: is another syncd using "
+                "this file? Several instances need PostgreSQL; try again once it is done)"
+            )
         return f"state DB {self.url}: {what}: {reason}"
 
 
