@@ -8,12 +8,14 @@ the connector under test.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from connectors.base import Connector, Contact
+from connectors.registry import PROVIDERS
 from connectors.sandbox._core import SandboxApp
 from connectors.settings import BuildContext
 
@@ -28,9 +30,26 @@ class Harness:
     def sandbox(self) -> SandboxApp:
         raise NotImplementedError
 
+    name: str = ""  # the provider's name in the settings
+    api_root: str = ""  # the versioned API path on the sandbox, e.g. "/int/v1"
+    bad_credential: dict[str, str] = {}  # settings that the sandbox refuses
+
+    def credentials(self) -> dict[str, Any]:
+        """The settings keys that authenticate against a fresh sandbox."""
+        raise NotImplementedError
+
     def settings(self, **overrides: Any) -> Any:
         """Provider settings pointing at the sandbox, with unlimited pacing and zero backoff."""
-        raise NotImplementedError
+        values: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "base_url": BASE + self.api_root,
+            **self.credentials(),
+            "rate_limit": 1e6,
+            "retry": {"backoff_base": 0},
+            **overrides,
+        }
+        return PROVIDERS[self.type].settings.model_validate(values)
 
     def connector(
         self,
@@ -40,7 +59,13 @@ class Harness:
         ctx: BuildContext | None = None,
         **overrides: Any,
     ) -> Connector:
-        raise NotImplementedError
+        """The connector under test, its HTTP client bound to `sandbox` unless `ctx` brings a transport."""
+        if bad_credentials:
+            overrides = {**self.bad_credential, **overrides}
+        ctx = ctx or BuildContext()
+        if ctx.transport is None:
+            ctx = dataclasses.replace(ctx, transport=self.transport(sandbox))
+        return PROVIDERS[self.type].build(self.settings(**overrides), ctx)
 
     def transport(self, sandbox: SandboxApp) -> httpx.AsyncBaseTransport:
         return httpx.ASGITransport(app=sandbox)

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.base import Connector, Contact
-from connectors.bitcaster import BitcasterSettings, build
+from connectors.base import Contact
 from connectors.sandbox._core import SandboxApp
 from connectors.sandbox.bitcaster import API, DEFAULT_KEY, DEFAULT_ORG, DEFAULT_PROJECT, BitcasterSandbox
-from connectors.settings import BuildContext
-from tests.contract.harness import BASE, Harness
+from tests.contract.harness import Harness
 
 
 def _bc(sandbox: SandboxApp) -> BitcasterSandbox:
@@ -28,39 +26,17 @@ def _bc(sandbox: SandboxApp) -> BitcasterSandbox:
 class BitcasterHarness(Harness):
     type = "bitcaster"
     page_cap = None  # GET d/{pk}/m/ answers every member at once (documented: no pagination)
+    name = "bc"
+    api_root = API
+    bad_credential = {"token": "not-a-bitcaster-key"}
+
+    def credentials(self) -> dict[str, Any]:
+        return {"token": DEFAULT_KEY, "organization": DEFAULT_ORG, "project": DEFAULT_PROJECT}
 
     def sandbox(self) -> SandboxApp:
         sandbox = BitcasterSandbox()
         sandbox.rate_limit = None
         return sandbox
-
-    def settings(self, **overrides: Any) -> BitcasterSettings:
-        values: dict[str, Any] = {
-            "name": "bc",
-            "type": "bitcaster",
-            "base_url": BASE + API,
-            "token": DEFAULT_KEY,
-            "organization": DEFAULT_ORG,
-            "project": DEFAULT_PROJECT,
-            "rate_limit": 1e6,
-            "retry": {"backoff_base": 0},
-        }
-        values.update(overrides)
-        return BitcasterSettings.model_validate(values)
-
-    def connector(
-        self,
-        sandbox: SandboxApp,
-        *,
-        bad_credentials: bool = False,
-        ctx: BuildContext | None = None,
-        **overrides: Any,
-    ) -> Connector:
-        if bad_credentials:
-            overrides.setdefault("token", "not-a-bitcaster-key")
-        ctx = ctx or BuildContext()
-        ctx.transport = self.transport(sandbox)
-        return build(self.settings(**overrides), ctx)
 
     def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
         return str(_bc(sandbox).add_list(name, emails))

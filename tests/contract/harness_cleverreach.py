@@ -3,16 +3,13 @@ can expire mid-run) against `CleverReachSandbox`, whose state is read directly a
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.base import Connector, Contact
-from connectors.cleverreach import CleverReachSettings, build
+from connectors.base import Contact
 from connectors.sandbox._core import SandboxApp
 from connectors.sandbox.cleverreach import PAGE_CAP, CleverReachSandbox
-from connectors.settings import BuildContext, RetrySettings
-from tests.contract.harness import BASE, Harness
+from tests.contract.harness import Harness
 
 CLIENT_ID = "syncd-contract"
 CLIENT_SECRET = "contract-client-secret"  # a test value, not a credential
@@ -27,36 +24,15 @@ def _sandbox(sandbox: SandboxApp) -> CleverReachSandbox:
 class CleverReachHarness(Harness):
     type = "cleverreach"
     page_cap = PAGE_CAP
+    name = "cr"
+    api_root = "/v3"
+    bad_credential = {"client_secret": "not-the-secret"}
+
+    def credentials(self) -> dict[str, Any]:
+        return {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
 
     def sandbox(self) -> CleverReachSandbox:
         return CleverReachSandbox(clients={CLIENT_ID: CLIENT_SECRET})
-
-    def settings(self, **overrides: Any) -> CleverReachSettings:
-        values: dict[str, Any] = {
-            "name": "cr",
-            "base_url": f"{BASE}/v3",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "rate_limit": 1e6,
-            "retry": RetrySettings.model_validate({"backoff_base": 0}),
-        }
-        values.update(overrides)
-        return CleverReachSettings(**values)
-
-    def connector(
-        self,
-        sandbox: SandboxApp,
-        *,
-        bad_credentials: bool = False,
-        ctx: BuildContext | None = None,
-        **overrides: Any,
-    ) -> Connector:
-        if bad_credentials:
-            overrides["client_secret"] = "not-the-secret"
-        ctx = ctx or BuildContext()
-        if ctx.transport is None:
-            ctx = dataclasses.replace(ctx, transport=self.transport(sandbox))
-        return build(self.settings(**overrides), ctx)
 
     def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
         return str(_sandbox(sandbox).add_group(name, emails))

@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.base import Connector, Contact
-from connectors.communic8 import Communic8Settings, build
+from connectors.base import Contact
 from connectors.sandbox._core import SandboxApp
 from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox
-from connectors.settings import BuildContext
-from tests.contract.harness import BASE, Harness
+from tests.contract.harness import Harness
 
 CLIENT_ID, CLIENT_SECRET = next(iter(DEFAULT_KEYS.items()))
 
@@ -28,36 +26,15 @@ def _c8(sandbox: SandboxApp) -> Communic8Sandbox:
 class Communic8Harness(Harness):
     type = "communic8"
     page_cap = None  # a group's members come inline (`leads`) in one GET
+    name = "c8"
+    api_root = "/int/v1"
+    bad_credential = {"client_secret": "not-the-secret"}
+
+    def credentials(self) -> dict[str, Any]:
+        return {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
 
     def sandbox(self) -> SandboxApp:
         return Communic8Sandbox()
-
-    def settings(self, **overrides: Any) -> Communic8Settings:
-        values: dict[str, Any] = {
-            "name": "c8",
-            "type": "communic8",
-            "base_url": BASE + "/int/v1",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "rate_limit": 1e6,
-            "retry": {"backoff_base": 0},
-        }
-        values.update(overrides)
-        return Communic8Settings.model_validate(values)
-
-    def connector(
-        self,
-        sandbox: SandboxApp,
-        *,
-        bad_credentials: bool = False,
-        ctx: BuildContext | None = None,
-        **overrides: Any,
-    ) -> Connector:
-        if bad_credentials:
-            overrides.setdefault("client_secret", "not-the-secret")
-        ctx = ctx or BuildContext()
-        ctx.transport = self.transport(sandbox)
-        return build(self.settings(**overrides), ctx)
 
     def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
         return _c8(sandbox).add_group(name, list(emails))

@@ -8,17 +8,14 @@ is one whose name is longer than the sandbox's (assumed) field limit: a VALIDATI
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.base import Connector, Contact
-from connectors.giftronaut import GiftronautSettings, build
+from connectors.base import Contact
 from connectors.sandbox._core import SandboxApp
 from connectors.sandbox.giftronaut import DEFAULT_CLIENTS, MAX_TEXT, PAGE_CAP, GiftronautSandbox
-from connectors.settings import BuildContext
-from tests.contract.harness import BASE, Harness
+from tests.contract.harness import Harness
 
 CLIENT_ID, CLIENT_SECRET = next(iter(DEFAULT_CLIENTS.items()))
 
@@ -31,37 +28,15 @@ def _gt(sandbox: SandboxApp) -> GiftronautSandbox:
 class GiftronautHarness(Harness):
     type = "giftronaut"
     page_cap = PAGE_CAP
+    name = "gt"
+    api_root = "/api/v1"
+    bad_credential = {"client_secret": "not-the-secret"}
+
+    def credentials(self) -> dict[str, Any]:
+        return {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
 
     def sandbox(self) -> GiftronautSandbox:
         return GiftronautSandbox()
-
-    def settings(self, **overrides: Any) -> GiftronautSettings:
-        values: dict[str, Any] = {
-            "name": "gt",
-            "type": "giftronaut",
-            "base_url": BASE + "/api/v1",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "rate_limit": 1e6,
-            "retry": {"backoff_base": 0},
-        }
-        values.update(overrides)
-        return GiftronautSettings.model_validate(values)
-
-    def connector(
-        self,
-        sandbox: SandboxApp,
-        *,
-        bad_credentials: bool = False,
-        ctx: BuildContext | None = None,
-        **overrides: Any,
-    ) -> Connector:
-        if bad_credentials:
-            overrides.setdefault("client_secret", "not-the-secret")
-        ctx = ctx or BuildContext()
-        if ctx.transport is None:
-            ctx = dataclasses.replace(ctx, transport=self.transport(sandbox))
-        return build(self.settings(**overrides), ctx)
 
     def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
         return _gt(sandbox).add_group(name, emails)

@@ -8,16 +8,13 @@ quota headers (still sent) do not slow the suite down; pacing has its own tests 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.base import Connector, Contact, PostalAddress
+from connectors.base import Contact, PostalAddress
 from connectors.sandbox._core import SandboxApp
 from connectors.sandbox.stannp import DEFAULT_KEY, PAGE_MAX, StannpSandbox
-from connectors.settings import BuildContext
-from connectors.stannp import StannpSettings, build
-from tests.contract.harness import BASE, Harness
+from tests.contract.harness import Harness
 
 ADDRESS = PostalAddress(line1="1 Test Street", line2=None, city="Leeds", postcode="LS1 1AA", country="GB")
 
@@ -30,36 +27,15 @@ def _sandbox(sandbox: SandboxApp) -> StannpSandbox:
 class StannpHarness(Harness):
     type = "stannp"
     page_cap = PAGE_MAX
+    name = "stannp"
+    api_root = "/v1"
+    bad_credential = {"api_key": "not-the-key"}
+
+    def credentials(self) -> dict[str, Any]:
+        return {"api_key": DEFAULT_KEY}
 
     def sandbox(self) -> StannpSandbox:
         return StannpSandbox(limit=1_000_000)
-
-    def settings(self, **overrides: Any) -> StannpSettings:
-        values: dict[str, Any] = {
-            "name": "stannp",
-            "type": "stannp",
-            "base_url": BASE + "/v1",
-            "api_key": DEFAULT_KEY,
-            "rate_limit": 1e6,
-            "retry": {"backoff_base": 0},
-        }
-        values.update(overrides)
-        return StannpSettings.model_validate(values)
-
-    def connector(
-        self,
-        sandbox: SandboxApp,
-        *,
-        bad_credentials: bool = False,
-        ctx: BuildContext | None = None,
-        **overrides: Any,
-    ) -> Connector:
-        if bad_credentials:
-            overrides["api_key"] = "not-the-key"
-        ctx = ctx or BuildContext()
-        if ctx.transport is None:
-            ctx = dataclasses.replace(ctx, transport=self.transport(sandbox))
-        return build(self.settings(**overrides), ctx)
 
     def seed_group(self, sandbox: SandboxApp, name: str, emails: Sequence[str] = ()) -> str:
         return _sandbox(sandbox).add_group(name, emails)
