@@ -467,16 +467,6 @@ class PageEnd:
         return got >= self.size
 
 
-def next_offset(offset: int, got: int, limit: int, total: int | None = None) -> int | None:
-    """The next offset of an offset/limit listing, or None at the end. `total`, when the API sends it, wins;
-    otherwise a short page is the last one (ask for the documented maximum page size)."""
-    if got == 0:
-        return None
-    if total is not None:
-        return offset + got if offset + got < total else None
-    return offset + got if got >= limit else None
-
-
 # ------------------------------------------------------------------------------------------ auth flows
 
 
@@ -672,7 +662,6 @@ __all__ = [
     "error_for_status",
     "json_body",
     "make_client",
-    "next_offset",
     "paginate",
     "plausible_page_cap",
     "quota_from_headers",

@@ -28,6 +28,7 @@ from connectors.http import (
     ApiClient,
     BearerAuth,
     ClientCredentialsAuth,
+    PageEnd,
     RequestKind,
     RetryPolicy,
     TokenBucket,
@@ -35,7 +36,6 @@ from connectors.http import (
     derive_url,
     error_for_status,
     make_client,
-    next_offset,
     paginate,
     quota_from_headers,
     retry_after,
@@ -303,18 +303,26 @@ async def test_paginate_refuses_a_loop() -> None:
 
 
 @pytest.mark.parametrize(
-    ("offset", "got", "limit", "total", "expected"),
+    ("asked", "default", "expected", "pages", "totals", "more"),
     [
-        (0, 100, 100, None, 100),
-        (0, 99, 100, None, None),
-        (0, 0, 100, None, None),
-        (0, 100, 100, 100, None),
-        (100, 100, 100, 250, 200),
-        (200, 50, 100, 250, None),
+        # the total decides when there is one
+        (100, 20, None, [100, 100, 50], [250, 250, 250], [True, True, False]),
+        (100, 20, None, [100], [100], [False]),
+        # no total: a full first page means the size is honoured; a short page ends
+        (100, 20, None, [100, 99], [None, None], [True, False]),
+        (100, 20, None, [0], [None], [False]),
+        # a short first page ends the listing, unless it may be a server's cap
+        (100, 20, None, [37], [None], [False]),
+        (100, 20, None, [20, 20, 3], [None, None, None], [True, True, False]),  # the documented default
+        (1000, 20, None, [50, 0], [None, None], [True, False]),  # a round number servers cap at
+        (1000, None, 130, [40, 40, 40, 10], [None] * 4, [True, True, True, False]),  # a known member count
     ],
 )
-def test_next_offset(offset: int, got: int, limit: int, total: int | None, expected: int | None) -> None:
-    assert next_offset(offset, got, limit, total) == expected
+def test_page_end(
+    asked: int, default: int | None, expected: int | None, pages: list[int], totals: list[int | None], more: list[bool]
+) -> None:
+    end = PageEnd(asked, default=default, expected=expected)
+    assert [end.more(got, total) for got, total in zip(pages, totals, strict=True)] == more
 
 
 # --------------------------------------------------------------------------------------------- auth
