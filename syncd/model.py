@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -239,6 +238,7 @@ class RunReport:
     dry_run: bool
     pairs: tuple[PairResult, ...]
     errors: tuple[str, ...] = ()  # failures outside any pair (a source that could not be read)
+    outcome: str = ""  # as recorded for the run: success, failure, blocked or interrupted
 
     @property
     def ok(self) -> bool:
@@ -268,7 +268,3 @@ class RunReport:
         if self.errors:
             out["errors"] = list(self.errors)
         return out
-
-
-def member_emails(members: Sequence[Member]) -> list[str]:
-    return [m.email for m in members]

@@ -13,7 +13,7 @@ import logging
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import httpx
@@ -25,6 +25,7 @@ from connectors.settings import BuildContext, ProviderSettings
 from syncd.applying import Applied, Applier, OpOutcome
 from syncd.config import Config
 from syncd.errors import SyncdError
+from syncd.logs import bind_field
 from syncd.metrics import Metrics
 from syncd.model import (
     DesiredGroup,
@@ -155,8 +156,17 @@ class Reconciler:
         started = time.monotonic()
         selection = {"groups": sorted(options.groups), "providers": sorted(options.providers)}
         run_id = self.store.start_run(dry_run=options.dry_run, trigger=options.trigger, selection=selection)
+        bind_field("run_id", run_id)  # every line the pass (and the pair tasks it starts) logs names its run
         try:
             return await self._pass(run_id, options, stop, started)
+        except asyncio.CancelledError:
+            # Cancelled (the daemon's stop bound ran out, Ctrl-C): the run is recorded as interrupted, not left
+            # "running" forever.
+            with contextlib.suppress(SyncdError):
+                self.store.finish_run(run_id, outcome="interrupted", errors=["syncd was stopped before the pass ended"])
+            self.metrics.observe_run("interrupted", time.monotonic() - started)
+            log.info("run %s recorded as interrupted", run_id[:8])
+            raise
         except Exception as exc:
             # The pass cannot go on (the state DB went away, a bug): it still does not stay "running" forever.
             with contextlib.suppress(SyncdError):
@@ -211,6 +221,7 @@ class Reconciler:
                 results.append(result)
         report = RunReport(run_id=run_id, dry_run=options.dry_run, pairs=tuple(results), errors=tuple(errors))
         outcome = "interrupted" if stop is not None and stop.is_set() else self._outcome(report)
+        report = replace(report, outcome=outcome)
         self.store.finish_run(run_id, outcome=outcome, errors=errors)
         self.metrics.observe_run(outcome, time.monotonic() - started)
         log.info(

@@ -13,7 +13,7 @@ Lifecycle:
 * Stop (SIGTERM/SIGINT): no new pass is scheduled and `/readyz` turns 503; the running pass's stop event is
   set, so its requests in flight finish, nothing new starts and the run is recorded as ``interrupted``. If it
   has not ended within the stop bound (``--stop-timeout``, default `STOP_TIMEOUT`, less `CLEANUP_RESERVE`)
-  or a second signal comes, it is cancelled and its run is closed as interrupted here. Then this replica's
+  or a second signal comes, it is cancelled, and the pass closes its run as interrupted. Then this replica's
   leases are released, the DB closed, the HTTP server stopped, and the process exits 0.
 
 Each replica works pairs under leases held by a unique id, ``host:pid:random`` (`lease_holder_id`), so
@@ -23,21 +23,19 @@ several replicas can share one PostgreSQL state DB.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
 import signal
 import socket
 import time
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from prometheus_client import PlatformCollector, ProcessCollector
 
 from syncd.config import Config
 from syncd.errors import StateError, SyncdError
-from syncd.logs import bind, bind_field
+from syncd.logs import bind
 from syncd.metrics import Metrics
 from syncd.progress import ProgressDisplay
 from syncd.reconciler import PassOptions, Reconciler
@@ -64,29 +62,6 @@ def lease_holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-class _DaemonStore(Store):
-    """The Store, noting the runs it opened and has not closed yet (so a pass cancelled at the stop bound can
-    still be closed as interrupted) and putting each run's id on the log lines of its pass."""
-
-    _open_runs: set[str]
-
-    @property
-    def open_runs(self) -> set[str]:
-        if not hasattr(self, "_open_runs"):
-            self._open_runs = set()
-        return self._open_runs
-
-    def start_run(self, *, dry_run: bool, trigger: str, selection: dict[str, Any] | None = None) -> str:
-        run_id = super().start_run(dry_run=dry_run, trigger=trigger, selection=selection)
-        self.open_runs.add(run_id)
-        bind_field("run_id", run_id)  # the pass's task (and the pair tasks it starts) log with its run id
-        return run_id
-
-    def finish_run(self, run_id: str, *, outcome: str, errors: Sequence[str] = ()) -> None:
-        super().finish_run(run_id, outcome=outcome, errors=errors)
-        self.open_runs.discard(run_id)
-
-
 class Daemon:
     def __init__(
         self,
@@ -107,7 +82,7 @@ class Daemon:
         self.holder = lease_holder_id()
         self.scheduler = PassScheduler(config.schedule, self.run_pass, first_pass_at_start=first_pass_at_start)
         self.http = HttpServer(make_app(self.metrics.registry, self), config.server.host, config.server.port)
-        self.store: _DaemonStore | None = None
+        self.store: Store | None = None
         self.store_error: str | None = None
         self.last_pass: dict[str, Any] | None = None
         self.stopping = asyncio.Event()  # a signal came: schedule nothing more
@@ -201,18 +176,14 @@ class Daemon:
         log.info("stopped after %.1fs", time.monotonic() - started, extra={"stop_seconds": time.monotonic() - started})
 
     async def _close(self) -> None:
-        """Close the runs a cancelled pass left open, release this replica's leases, close the DB. Once."""
+        """Release this replica's leases and close the DB. Once."""
         if self._closed:
             return
         self._closed = True
         store = self.store
         if store is None:
             return
-        try:
-            for run_id in list(store.open_runs):
-                store.finish_run(run_id, outcome="interrupted", errors=["syncd was stopped before the pass ended"])
-                self.metrics.runs.labels("interrupted").inc()
-                log.info("run %s recorded as interrupted", run_id[:8], extra={"run_id": run_id})
+        try:  # a pass cancelled at the stop bound has recorded its run as interrupted itself (Reconciler.run)
             released = store.release_leases(self.holder)
             if released:
                 log.info("released %d leases", released)
@@ -223,13 +194,13 @@ class Daemon:
             self.store = None
 
     # -- the state DB ---------------------------------------------------------------------------------
-    async def get_store(self) -> _DaemonStore | None:
+    async def get_store(self) -> Store | None:
         """The open state DB, opening it (again) if needed; None (and `store_error`) when it cannot be."""
         async with self._store_lock:
             if self.store is not None or self._closed:
                 return self.store
             try:
-                store = cast(_DaemonStore, await asyncio.to_thread(_DaemonStore.open, self.config.state.url))
+                store = await asyncio.to_thread(Store.open, self.config.state.url)
             except StateError as exc:
                 if str(exc) != self.store_error:
                     log.error("%s (retried at the next pass or readiness check)", exc)
@@ -272,25 +243,19 @@ class Daemon:
                 report = await reconciler.run(options, stop=self.pass_stop)
             except SyncdError as exc:
                 log.error("pass failed: %s", exc)
-                self._close_open_runs(store, "failure", str(exc))
                 self._failed(started, str(exc))
                 return
             except Exception as exc:
                 log.exception("pass crashed")
                 message = f"internal error: {type(exc).__name__}: {exc}"
-                self._close_open_runs(store, "failure", message)
                 self._failed(started, message)
                 return
             finally:
                 if self.progress is not None:
                     self.progress.close()
-            try:
-                run = store.run(report.run_id)
-            except StateError:
-                run = None
             self.last_pass = {
                 "run_id": report.run_id,
-                "outcome": str(run.outcome) if run is not None else None,
+                "outcome": report.outcome,
                 "seconds": round(time.monotonic() - started, 3),
                 "finished_at": time.time(),
             }
@@ -304,13 +269,6 @@ class Daemon:
             "seconds": round(time.monotonic() - started, 3),
             "finished_at": time.time(),
         }
-
-    @staticmethod
-    def _close_open_runs(store: _DaemonStore, outcome: str, error: str) -> None:
-        for run_id in list(store.open_runs):
-            with contextlib.suppress(StateError):
-                store.finish_run(run_id, outcome=outcome, errors=[error])
-            store.open_runs.discard(run_id)
 
     # -- health (syncd.server.HealthSource) -----------------------------------------------------------
     def health(self) -> Check:

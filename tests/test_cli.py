@@ -327,3 +327,36 @@ def test_history_limit_must_be_positive(tmp_path: Path, limit: str) -> None:
     result = syncd("history", "--limit", limit, cwd=tmp_path)
     assert result.returncode == 2 and "--limit: must be 1 or more" in result.stderr
     assert not (tmp_path / "syncd.db").exists()  # refused before anything is opened
+
+
+def test_ctrl_c_during_run_records_the_run_as_interrupted(served: tuple[World, str]) -> None:
+    import signal
+    import time
+
+    from connectors.sandbox._core import Fault
+    from syncd.state import Store
+
+    world, url = served
+    world.cr.inject(Fault(status=0, delay=30, path="/upsert", times=0))  # the add hangs
+    path = write(world, url, [{"name": "T", "members": ["a@example.com"], "targets": ["cr"]}])
+    env = {**os.environ, "SYNCD_LOG_FORMAT": "json"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "run", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while world.cr.count(method="POST", path="/groups$") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the group is created: the pass is under way, its add hanging
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    store = Store.open(f"sqlite:///{world.tmp}/state.db")
+    try:
+        (run,) = store.runs()
+        assert run.outcome == "interrupted"
+    finally:
+        store.close()
