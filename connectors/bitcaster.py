@@ -98,7 +98,15 @@ from connectors.base import (
     ResetKind,
     UnsupportedOperation,
 )
-from connectors.http import ApiClient, BearerAuth, RequestHooks, RetryPolicy, error_for_status, make_client
+from connectors.http import (
+    ApiClient,
+    BearerAuth,
+    RequestHooks,
+    RetryPolicy,
+    body_or_none,
+    error_for_status,
+    make_client,
+)
 from connectors.settings import BuildContext, ProviderSettings
 
 log = logging.getLogger("syncd.connectors.bitcaster")
@@ -162,16 +170,9 @@ _SCOPE = re.compile(r"/o/(?P<org>[^/]+)/p/(?P<prj>[^/]+)/")
 _INVALID_ADDRESSES = re.compile(r"\binvalid\b[^.\n]{0,40}?\baddress", re.IGNORECASE)
 
 
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def error_message(response: httpx.Response) -> str:
     """The server's message: DRF `detail`, add/'s `error`, or the start of a non-JSON body."""
-    body = _body(response)
+    body = body_or_none(response)
     if isinstance(body, dict):
         parts = [str(body[k]) for k in ("detail", "error", "message") if body.get(k) not in (None, "")]
         if parts:
@@ -421,7 +422,7 @@ class BitcasterConnector:
         async def send(part: Sequence[Contact]) -> None:
             # Adding an address already in the list changes nothing, so the request is safe to resend.
             response = await self.api.request("POST", path, json=[c.email for c in part], idempotent=True)
-            body = _body(response)
+            body = body_or_none(response)
             if isinstance(body, dict):
                 log.debug(
                     "%s: add/ of %d: expected %s, found %s",

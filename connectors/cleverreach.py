@@ -89,6 +89,7 @@ from connectors.http import (
     PageEnd,
     RequestHooks,
     RetryPolicy,
+    body_or_none,
     derive_url,
     error_for_status,
     make_client,
@@ -194,10 +195,7 @@ class CleverReachSettings(ProviderSettings):
 
 def error_message(response: httpx.Response) -> str:
     """The server's message from any of the three error shapes; the reason phrase when there is none."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = body_or_none(response)
     parts: list[str] = []
     if isinstance(body, dict):
         error = body.get("error")

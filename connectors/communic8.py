@@ -79,6 +79,7 @@ from connectors.http import (
     PageEnd,
     RequestHooks,
     RetryPolicy,
+    body_or_none,
     derive_url,
     error_for_status,
     make_client,
@@ -186,10 +187,7 @@ def classify(response: httpx.Response) -> ConnectorError | None:
     """Errors of the Communic8 API family: HTTP errors, and HTTP 200 answers with `success: false`."""
     if response.status_code >= 400:
         return error_for_status(response, _message(response))
-    try:
-        body = response.json()
-    except ValueError:
-        return None  # not JSON: the parser raises ProtocolError where it expected JSON
+    body = body_or_none(response)  # not JSON: the parser raises ProtocolError where it expected JSON
     if not isinstance(body, dict) or body.get("success") is not False:
         return None
     message = str(body.get("message") or "success: false without a message")

@@ -242,6 +242,14 @@ def error_for_status(response: httpx.Response, message: str) -> ConnectorError |
     return FatalError(text, status=status)
 
 
+def body_or_none(response: httpx.Response) -> Any:
+    """The JSON body, or None when there is none (error answers: an HTML page, plain text, nothing)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def json_body(response: httpx.Response) -> Any:
     """The JSON body, or a ProtocolError that names the request (never its headers)."""
     try:
@@ -657,6 +665,7 @@ __all__ = [
     "RequestTally",
     "RetryPolicy",
     "TokenBucket",
+    "body_or_none",
     "count_requests",
     "derive_url",
     "error_for_status",

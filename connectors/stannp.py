@@ -111,6 +111,7 @@ from connectors.http import (
     RequestHooks,
     RetryPolicy,
     TokenBucket,
+    body_or_none,
     error_for_status,
     make_client,
     paginate,
@@ -225,16 +226,9 @@ class StannpSettings(ProviderSettings):
 # ------------------------------------------------------------------------------------- wire handling
 
 
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def error_message(response: httpx.Response) -> str:
     """The API's message (`error` as a string, object or list; or `message`), else the reason phrase."""
-    body = _body(response)
+    body = body_or_none(response)
     parts: list[str] = []
     if isinstance(body, dict):
         for value in (body.get("error"), body.get("message")):
@@ -260,7 +254,7 @@ class RecipientRefused(FatalError):
 def classify(response: httpx.Response) -> ConnectorError | None:
     """Errors of the Stannp API: HTTP errors, and `{"success": false, "error": ...}` even on HTTP 200."""
     status = response.status_code
-    body = _body(response)
+    body = body_or_none(response)
     failed = isinstance(body, dict) and body.get("success") is False
     if status < 400 and not failed:
         return None

@@ -351,8 +351,12 @@ class SandboxApp:
         return None, {}, allowed
 
     def _take_fault(self, request: Request) -> Fault | None:
+        return self.take_fault(self.faults, request)
+
+    def take_fault(self, faults: list[Fault], request: Request) -> Fault | None:
+        """The first fault of `faults` this request triggers, counting down its `skip` and `times`."""
         with self.lock:
-            for fault in self.faults:
+            for fault in faults:
                 if not fault.matches(request.method, request.path):
                     continue
                 if fault.skip > 0:
@@ -361,7 +365,7 @@ class SandboxApp:
                 if fault.times > 0:
                     fault.times -= 1
                     if fault.times == 0:
-                        self.faults.remove(fault)
+                        faults.remove(fault)
                 return fault
         return None
 

@@ -465,19 +465,7 @@ class GiftronautSandbox(SandboxApp):
 
     # -- state --------------------------------------------------------------------------------------
     def _take_after_fault(self, request: Request) -> Fault | None:
-        with self.lock:
-            for fault in self.after_faults:
-                if not fault.matches(request.method, request.path):
-                    continue
-                if fault.skip > 0:
-                    fault.skip -= 1
-                    continue
-                if fault.times > 0:
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self.after_faults.remove(fault)
-                return fault
-        return None
+        return self.take_fault(self.after_faults, request)
 
     def _new_id(self, prefix: str, taken: dict[str, Any]) -> str:
         while True:
