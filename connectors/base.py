@@ -13,15 +13,21 @@ Error tree (what the caller does next decides the class)::
     └── FatalError                      retrying the same request cannot help
         ├── AuthError                   401/403 after a token refresh: credentials are wrong
         ├── NotFound                    the group (or recipient) does not exist
-        ├── BatchRejected               the provider refused a whole batch because of some members
-        ├── UnsupportedOperation        the API has no endpoint for this (e.g. Bitcaster create/remove)
+        ├── BatchRejected               the provider refused a whole batch because of some members: isolate them
+        ├── BatchTooLarge               the request was too large (HTTP 413): send the batch in smaller parts
+        ├── QuotaExhausted              a limit that will not clear soon (a daily quota): stop this API for the pass
+        ├── UnsupportedOperation        the API has no endpoint for this (e.g. Bitcaster remove)
         └── ProtocolError               the answer does not have the documented shape
+
+Consent comes first: a person a provider holds as unsubscribed, bounced or blacklisted is never subscribed
+again by syncd. Connectors that can see such a state implement `ConsentReader` and refuse (as a `MemberReject`
+with the state as its code) any add that would lift it, unless the state is syncd's own removal.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -87,7 +93,8 @@ class MemberReject:
     email: str
     reason: str
     permanent: bool = True
-    code: str = "provider_rejected"  # a short, fixed category: metric label, never PII
+    code: str = "provider_rejected"  # a short, fixed category: metric label, never PII (a ConsentState's value
+    # when the person unsubscribed, bounced or is blacklisted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,24 @@ class BatchResult:
 
     done: tuple[str, ...] = ()
     rejected: tuple[MemberReject, ...] = ()
+
+
+class ConsentState(enum.StrEnum):
+    """Why a provider must not get a person back: their own choice, or the mail system's verdict. The values are
+    the reject codes syncd reports (JSON, ledger, `syncd_members_rejected_total{reason}`)."""
+
+    UNSUBSCRIBED = "unsubscribed"  # the person left the list (CleverReach: the receiver is `deactivated`)
+    BOUNCED = "bounced"  # mail to the address bounces
+    BLACKLISTED = "blacklisted"  # on the account's blacklist / suppression list
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """A person the provider holds as unsubscribed, bounced or blacklisted. `reason` never names the person."""
+
+    state: ConsentState
+    reason: str
+    since: float | None = None  # Unix time the provider gives for it, when it gives one
 
 
 # ---------------------------------------------------------------------------------------- capabilities
@@ -143,13 +168,17 @@ class Capabilities:
     required_fields: frozenset[str] = field(default_factory=frozenset)
     # Requests an add costs beyond the batches themselves, per new member (Giftronaut: a recipient create).
     extra_requests_per_add: int = 0
+    # Members per add/remove request when the config sets no `batch_size` (0: the API's cap). Lower than the cap
+    # where the vendor's own code uses less (CleverReach: 250, split further when the server answers 413).
+    default_batch: int = 0
 
     @property
     def reset_batch(self) -> int:
         return self.max_reset_batch or self.max_add_batch
 
     def with_batch_size(self, batch_size: int | None) -> Capabilities:
-        """Apply a configured `batch_size`, never above the API's own caps."""
+        """Apply a configured `batch_size` (else the default batch), never above the API's own caps."""
+        batch_size = batch_size or self.default_batch
         if not batch_size:
             return self
         return replace(
@@ -260,6 +289,30 @@ class AddPreparer(Protocol):
         ...
 
 
+@runtime_checkable
+class ConsentReader(Protocol):
+    """Optional: a connector that can see who the provider holds as unsubscribed, bounced or blacklisted.
+
+    The engine calls `suppressed` with the desired members that are not in the group now, before planning (a
+    dry run too: it only reads). `undo` maps email keys to the Unix time at which syncd itself removed that
+    person from this group (its ledger knows): a suppression that is exactly that removal may be undone and is
+    not returned; every other one is, and becomes a reject with the state as its code. Whatever the engine
+    did, `add_members` never lifts a suppression that is not syncd's own removal (it refuses that member).
+    `group` is None when the group does not exist yet (account-wide states still apply)."""
+
+    async def suppressed(
+        self, group: RemoteGroup | None, keys: Sequence[str], *, undo: Mapping[str, float]
+    ) -> Mapping[str, Suppression]: ...
+
+
+@runtime_checkable
+class GroupCreationProbe(Protocol):
+    """Optional: a connector whose API can create groups in some releases only (Bitcaster: 3.1.2 can, older
+    releases answer 405). `can_create_groups` finds out once, without writing anything."""
+
+    async def can_create_groups(self) -> bool: ...
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 
@@ -300,6 +353,15 @@ class NotFound(FatalError):
 
 class BatchRejected(FatalError):
     """The provider refused the whole batch because of (some of) its members."""
+
+
+class BatchTooLarge(FatalError):
+    """The server found the request too large (HTTP 413): the same members go again in smaller batches."""
+
+
+class QuotaExhausted(FatalError):
+    """A limit that will not clear within the pass (HubSpot's daily quota): no retry, no more requests to that
+    API this pass; what depends on it fails closed, naming the limit."""
 
 
 class UnsupportedOperation(FatalError):

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from connectors.base import (
     AuthError,
+    BatchTooLarge,
     ConnectorError,
     FatalError,
     NotFound,
@@ -239,6 +240,8 @@ def error_for_status(response: httpx.Response, message: str) -> ConnectorError |
         return AuthError(text, status=status)
     if status == 404:
         return NotFound(text, status=status)
+    if status == 413:
+        return BatchTooLarge(text, status=status)
     return FatalError(text, status=status)
 
 

@@ -18,7 +18,14 @@ from typing import Protocol
 
 import httpx
 
-from connectors.base import Connector, ConnectorError, NotFound, RemoteGroup, RemoteMember
+from connectors.base import (
+    Connector,
+    ConnectorError,
+    GroupCreationProbe,
+    NotFound,
+    RemoteGroup,
+    RemoteMember,
+)
 from connectors.http import RequestTally, count_requests
 from connectors.registry import build_connector
 from connectors.settings import BuildContext, ProviderSettings
@@ -50,6 +57,14 @@ REMOVE_REASONS = {
     RemovalPolicy.OWNED: "added by syncd, no longer in source (removal_policy owned)",
     RemovalPolicy.ADD_ONLY: "not in source",
 }
+
+
+async def _can_create_groups(connector: Connector) -> bool:
+    """Whether a missing group can be created: the API's capability, found out from the server itself where it
+    depends on the server's release (`GroupCreationProbe`)."""
+    if not connector.capabilities.can_create_group:
+        return False
+    return not isinstance(connector, GroupCreationProbe) or await connector.can_create_groups()
 
 
 class BindError(SyncdError):
@@ -388,7 +403,7 @@ class Reconciler:
         if remote is not None:
             self._save_binding(name, provider, remote, False, options)
             return remote, False
-        if not connector.capabilities.can_create_group:
+        if not await _can_create_groups(connector):
             raise BindError(
                 f"{provider} has no group named {name!r} and its API cannot create groups: "
                 f"create it in {provider}, then run again (or set group_id in the group's target)"

@@ -151,7 +151,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     delay: float = 0.0  # seconds before answering (or before the normal answer when status == 0)
-    drop: bool = False  # close without an answer
+    drop: bool = False  # close without an answer (the request never reached the API)
+    lost: bool = False  # serve the request as usual, then close without the answer (a lost answer)
     method: str | None = None
     path: str | None = None
     skip: int = 0
@@ -304,6 +305,11 @@ class SandboxApp:
             if fault.drop:
                 self._record(request, 0, mutating)
                 raise httpx.RemoteProtocolError("sandbox dropped the connection")
+            if fault.lost:
+                with self.lock:
+                    served = self._dispatch(request, route, params, allowed)
+                    self._record(request, served.status, mutating)
+                raise httpx.RemoteProtocolError("sandbox lost the answer after serving the request")
             if fault.status:
                 headers = dict(fault.headers)
                 if fault.retry_after is not None:
