@@ -29,7 +29,17 @@ from connectors.base import (
     RemoteGroup,
     email_key,
 )
-from syncd.model import LedgerOutcome, Member, MemberReject, Op, OpKind, Plan, Reject, RemoteMember
+from syncd.model import (
+    CONSENT_CODES,
+    LedgerOutcome,
+    Member,
+    MemberReject,
+    Op,
+    OpKind,
+    Plan,
+    Reject,
+    RemoteMember,
+)
 from syncd.state import LedgerEntry
 
 log = logging.getLogger("syncd.apply")
@@ -118,6 +128,7 @@ class Applier:
         _note_removes(notes, plan, plan.held_back, LedgerOutcome.BLOCKED, f"held back: {plan.guard}")
         unsupported = f"not in source, but {plan.provider}'s API cannot remove members"
         _note_removes(notes, plan, plan.unsupported, LedgerOutcome.UNSUPPORTED, unsupported)
+        _note_consent(notes, plan)
         if notes.ledger:
             self.sink.recorded(notes)
 
@@ -212,6 +223,12 @@ class Applier:
             removed = [m for m in op.members if m.key in done]
             outcome.removed += removed
             _note_removes(outcome, plan, removed, LedgerOutcome.APPLIED, remove_reason)
+            # A member the provider refused to remove stays in the group: the ledger says so and why (it stays
+            # pending removal, so the next pass tries again).
+            for r in result.rejected:
+                outcome.ledger.append(
+                    LedgerEntry(plan.group, plan.provider, r.email, OpKind.REMOVE, LedgerOutcome.REJECTED, r.reason)
+                )
         else:
             result = await self.connector.reset_members(out.group, op.contacts)
             done, new = set(result.done), {m.key for m in plan.to_add}
@@ -254,10 +271,27 @@ def _note_removes(
     outcome.ledger += [LedgerEntry(plan.group, plan.provider, _label(m), OpKind.REMOVE, result, why) for m in members]
 
 
+def _note_consent(outcome: OpOutcome, plan: Plan) -> None:
+    """The planner's fresh consent rejects (the provider holds the person as unsubscribed, bounced or
+    blacklisted): one ledger row each, and remembered. Remembered ones carry no member and are not noted again."""
+    for r in plan.rejected:
+        if str(r.code) in CONSENT_CODES and r.member is not None:
+            why = r.detail or r.reason
+            outcome.ledger.append(
+                LedgerEntry(plan.group, plan.provider, r.email, OpKind.ADD, LedgerOutcome.REJECTED, why)
+            )
+            outcome.permanent.append((r.member, MemberReject(r.email, why, permanent=True, code=str(r.code))))
+
+
 def _note_rejects(outcome: OpOutcome, plan: Plan, contacts: Iterable[Member], rejects: Iterable[MemberReject]) -> None:
     by_key = {m.key: m for m in contacts}
     for r in rejects:
-        outcome.rejected.append(Reject(r.email, r.reason, r.code))
+        if r.code in CONSENT_CODES:  # the state is the reason, as when the planner finds it
+            why = r.reason if r.reason.startswith(r.code) else f"{r.code}: {r.reason}"
+            outcome.rejected.append(Reject(r.email, r.code, r.code, detail=why))
+            r = MemberReject(r.email, why, r.permanent, r.code)
+        else:
+            outcome.rejected.append(Reject(r.email, r.reason, r.code))
         outcome.ledger.append(
             LedgerEntry(plan.group, plan.provider, r.email, OpKind.ADD, LedgerOutcome.REJECTED, r.reason)
         )

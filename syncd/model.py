@@ -12,14 +12,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from connectors.base import Contact, MemberReject, PostalAddress, RemoteMember, email_key
+from connectors.base import ConsentState, Contact, MemberReject, PostalAddress, RemoteMember, email_key
 
 # A desired member is exactly what a connector is handed to write: one type, no conversions.
 Member = Contact
 Address = PostalAddress
 
 __all__ = [
+    "CONSENT_CODES",
     "Address",
+    "ConsentState",
     "DesiredGroup",
     "KnownReject",
     "Member",
@@ -78,6 +80,10 @@ class RejectCode(enum.StrEnum):
     PROVIDER = "provider_rejected"
 
 
+# Reject codes that say a person must not be subscribed again (they unsubscribed, bounced, are blacklisted).
+CONSENT_CODES = frozenset(str(state) for state in ConsentState)
+
+
 class LedgerOutcome(enum.StrEnum):
     APPLIED = "applied"
     WOULD = "would"  # dry run
@@ -94,9 +100,13 @@ class Reject:
     email: str
     reason: str
     code: RejectCode | str = "rejected"  # the category: a metric label, so never PII
+    # The member itself, when the planner refused it for a reason worth remembering (consent), and a longer
+    # account of why for the ledger (when the provider says since when, by whom): neither is part of equality.
+    member: Member | None = field(default=None, compare=False)
+    detail: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, str]:
-        return {"email": self.email, "reason": self.reason}
+        return {"email": self.email, "reason": self.reason, "code": str(self.code)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,7 @@ class KnownReject:
 
     fingerprint: str
     reason: str
+    code: str = "provider_rejected"
 
 
 def fingerprint(member: Member) -> str:

@@ -254,7 +254,9 @@ class SavedPlanApplier:
         why = _why_stale(saved, group, actual)
         if why or saved is None:
             raise StalePlanError(f"plan is stale: {why}")
-        return saved.plan
+        # The rejects as found now (they carry the members, so consent rejects are remembered): the connector
+        # refuses at send time anyone the provider holds as unsubscribed since the plan was saved anyway.
+        return replace(saved.plan, rejected=plan.rejected)
 
 
 async def make_plan(

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from connectors.base import Capabilities, ResetKind
+from connectors.base import Capabilities, ResetKind, Suppression
 from syncd.model import (
+    CONSENT_CODES,
     KnownReject,
     Member,
     Op,
@@ -130,6 +131,32 @@ def _missing_fields(member: Member, required: frozenset[str]) -> list[str]:
     return missing
 
 
+def _refusal(
+    member: Member,
+    provider: str,
+    capabilities: Capabilities,
+    known_rejects: Mapping[str, KnownReject],
+    suppressed: Mapping[str, Suppression],
+) -> Reject | None:
+    """Why a desired member that is not in the group will not be added, or None. Consent comes first: a
+    remembered consent reject and a suppression both report the state itself ("unsubscribed") as the reason."""
+    known = known_rejects.get(member.key)
+    if known is not None and known.fingerprint == fingerprint(member):
+        if known.code in CONSENT_CODES:
+            return Reject(member.email, known.code, known.code, detail=f"{known.reason} (remembered)")
+        reason = f"{known.reason} (remembered; retried when the source record changes)"
+        return Reject(member.email, reason, RejectCode.REMEMBERED)
+    suppression = suppressed.get(member.key)
+    if suppression is not None:
+        state = str(suppression.state)
+        return Reject(member.email, state, state, member=member, detail=f"{state}: {suppression.reason}")
+    missing = _missing_fields(member, capabilities.required_fields)
+    if missing:
+        reason = f"missing fields {provider} requires: {', '.join(missing)}"
+        return Reject(member.email, reason, RejectCode.MISSING_FIELDS)
+    return None
+
+
 def _batches(n: int, size: int) -> int:
     return math.ceil(n / size) if n else 0
 
@@ -149,15 +176,19 @@ def plan(
     guard: Guard,
     owned: frozenset[str] = frozenset(),
     known_rejects: Mapping[str, KnownReject] | None = None,
+    suppressed: Mapping[str, Suppression] | None = None,
     allow_non_atomic_reset: bool = False,
 ) -> Plan:
     """The fewest API calls that make `actual` equal `desired`.
 
     `desired` are admitted members; `actual` is None when the group does not exist yet (it is created
     first). `owned` holds the keys of members syncd added itself (the `owned` policy removes only those);
-    `known_rejects` are this provider's remembered permanent rejects, skipped while the member is unchanged.
+    `known_rejects` are this pair's remembered permanent rejects, skipped while the member is unchanged;
+    `suppressed` are the people the provider holds as unsubscribed, bounced or blacklisted (consent first: they
+    are rejected with that state as their reason, and remembered).
     """
     known_rejects = known_rejects or {}
+    suppressed = suppressed or {}
     rejected: list[Reject] = []
     writable: list[Member] = []  # desired members the provider can take
     present = {m.key for m in actual or ()}
@@ -165,15 +196,9 @@ def plan(
         if member.key in present:
             writable.append(member)  # already there: whatever it lacks, it is not ours to reject
             continue
-        missing = _missing_fields(member, capabilities.required_fields)
-        if missing:
-            reason = f"missing fields {provider} requires: {', '.join(missing)}"
-            rejected.append(Reject(member.email, reason, RejectCode.MISSING_FIELDS))
-            continue
-        known = known_rejects.get(member.key)
-        if known is not None and known.fingerprint == fingerprint(member):
-            reason = f"{known.reason} (remembered; retried when the source record changes)"
-            rejected.append(Reject(member.email, reason, RejectCode.REMEMBERED))
+        reject = _refusal(member, provider, capabilities, known_rejects, suppressed)
+        if reject is not None:
+            rejected.append(reject)
             continue
         writable.append(member)
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -21,10 +21,12 @@ import httpx
 from connectors.base import (
     Connector,
     ConnectorError,
+    ConsentReader,
     GroupCreationProbe,
     NotFound,
     RemoteGroup,
     RemoteMember,
+    Suppression,
 )
 from connectors.http import RequestTally, count_requests
 from connectors.registry import build_connector
@@ -133,12 +135,12 @@ class _StoreSink:
             store.mark_owned(name, provider, [m.key for m in outcome.added])
             cleared = [m.key for m in outcome.added if m.key in self.pair.known_rejects]
             if cleared:
-                store.clear_rejects(provider, cleared)
+                store.clear_rejects(provider, cleared, group=name)
         if outcome.removed:
             store.unmark_owned(name, provider, [m.key for m in outcome.removed])
         if outcome.permanent:
             store.save_rejects(
-                provider, [StoredReject(m.email, fingerprint(m), r.reason) for m, r in outcome.permanent]
+                provider, name, [StoredReject(m.email, fingerprint(m), r.reason, r.code) for m, r in outcome.permanent]
             )
 
 
@@ -204,7 +206,6 @@ class Reconciler:
                 except Exception as exc:  # e.g. an invalid proxy in the environment: that provider's pairs fail
                     log.error("provider %s cannot be used: %s: %s", settings.name, type(exc).__name__, exc)
                     unusable[settings.name] = f"provider {settings.name} cannot be used: {type(exc).__name__}: {exc}"
-            known = {name: self.store.known_rejects(name) for name in connectors}
             selected = [
                 (g, t)
                 for g in groups
@@ -213,7 +214,9 @@ class Reconciler:
                 and (options.pairs is None or (g.name.casefold(), t.provider) in options.pairs)
             ]
             pairs = [
-                _Pair(g, t, connectors[t.provider], known[t.provider]) for g, t in selected if t.provider in connectors
+                _Pair(g, t, connectors[t.provider], self.store.known_rejects(t.provider, g.name))
+                for g, t in selected
+                if t.provider in connectors
             ]
             # Every pair runs to its end, whatever happens to the others: none is left running unawaited while
             # the connectors close under it. Then the first exception a pair let out (if any) ends the pass.
@@ -330,6 +333,7 @@ class Reconciler:
                     guard=self._guard(group, options),
                     owned=self.store.owned(bound_as, provider) if policy is RemovalPolicy.OWNED else frozenset(),
                     known_rejects=pair.known_rejects,
+                    suppressed=await self._suppressed(pair, remote, actual, bound_as),
                     allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
                 )
                 if self.plan_hook is not None:
@@ -343,6 +347,28 @@ class Reconciler:
                 log.exception("pair %r → %s crashed", group.name, provider)
                 return self._failed(pair, run_id, f"internal error: {type(exc).__name__}: {exc}")
         return self._finish(pair, run_id, options, the_plan, applied)
+
+    async def _suppressed(
+        self, pair: _Pair, remote: RemoteGroup | None, actual: Sequence[RemoteMember] | None, bound_as: str
+    ) -> Mapping[str, Suppression]:
+        """Consent first: of the desired members not in the group (and not already remembered as rejects), those
+        the provider holds as unsubscribed, bounced or blacklisted. A removal syncd itself made (its ledger says
+        so) is not held against the member: it is the one suppression syncd may undo."""
+        connector = pair.connector
+        if not isinstance(connector, ConsentReader):
+            return {}
+        present = {m.key for m in actual or ()}
+        candidates = [
+            m.key
+            for m in pair.group.members
+            if m.key not in present
+            and not ((k := pair.known_rejects.get(m.key)) is not None and k.fingerprint == fingerprint(m))
+        ]
+        if not candidates:
+            return {}
+        removed = self.store.removals_by_syncd(bound_as, pair.target.provider, candidates) if remote else {}
+        undo = {key: at.timestamp() for key, at in removed.items()}
+        return await connector.suppressed(remote, candidates, undo=undo)
 
     def _guard(self, group: DesiredGroup, options: PassOptions) -> Guard:
         safety = self.config.safety

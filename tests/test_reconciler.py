@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,7 @@ async def test_dry_run_sends_nothing_that_changes_anything(world: World) -> None
 async def test_apply_reaches_desired_state_with_minimum_writes_then_goes_quiet(world: World) -> None:
     people = emails(2500)
     world.people(people)
-    config = world.config([{"name": "Big", "members": people}])
+    config = world.config([{"name": "Big", "members": people}], provider_extra={"batch_size": 1000})
     report = await world.run(config)
     assert report.ok
     for provider in ("c8", "cr"):
@@ -212,18 +213,111 @@ async def test_a_rename_on_the_provider_creates_no_duplicate(world: World) -> No
 
 
 async def test_provider_reject_is_remembered_until_the_source_changes(world: World) -> None:
-    world.cr.blacklist("blocked@example.com")
-    groups = [{"name": "T", "members": ["ok@example.com", "blocked@example.com"], "targets": ["cr"]}]
+    # A CleverReach receiver left out of the upsert answer (an account that silently drops some addresses)
+    world.cr.suppressed_upsert = "omit"
+    groups = [{"name": "T", "members": ["ok@example.com", "dropped@example.com"], "targets": ["cr"]}]
     config = world.config(groups)
     first = pair(await world.run(config), "T", "cr")
-    assert first.add == 1 and [r.email for r in first.rejected] == ["blocked@example.com"]
+    world.cr.blacklist("dropped@example.com")  # blacklisted after the pass read the blacklist
+    world.cr.groups[next(iter(world.cr.groups))].receivers.clear()
+    world.clear_logs()
+    first = pair(await world.run(config), "T", "cr")  # consent lists read again: now it is known
+    assert [(r.email, r.code) for r in first.rejected] == [("dropped@example.com", "blacklisted")]
     world.clear_logs()
     second = pair(await world.run(config), "T", "cr")
     assert world.cr.mutating_count == 0 and second.status is PairStatus.IN_SYNC
-    assert [r.code for r in second.rejected] == [RejectCode.REMEMBERED]
-    groups[0]["members"][1] = {"email": "blocked@example.com", "first_name": "Now", "last_name": "Known"}
+    assert [r.code for r in second.rejected] == ["blacklisted"]  # remembered: no consent list read for it
+    assert world.cr.count(path="blacklist|bounced") == 0
+    groups[0]["members"][1] = {"email": "dropped@example.com", "first_name": "Now", "last_name": "Known"}
+    world.clear_logs()
     third = pair(await world.run(world.config(groups)), "T", "cr")
-    assert world.cr.mutating_count == 1 and third.rejected[0].code == RejectCode.PROVIDER
+    assert world.cr.mutating_count == 0 and third.rejected[0].code == "blacklisted"  # checked again, still no
+    assert world.cr.count(path="blacklist") == 1
+
+
+async def test_a_provider_reject_without_a_consent_reason_is_remembered_as_such(world: World) -> None:
+    world.cr.suppressed_upsert = "omit"
+    world.cr.too_large.add("huge@example.com")
+    groups = [{"name": "T", "members": ["ok@example.com", "huge@example.com"], "targets": ["cr"]}]
+    config = world.config(groups)
+    first = pair(await world.run(config), "T", "cr")
+    assert first.add == 1 and [(r.email, r.code) for r in first.rejected] == [("huge@example.com", "too_large")]
+    world.clear_logs()
+    second = pair(await world.run(config), "T", "cr")
+    assert world.cr.mutating_count == 0 and [r.code for r in second.rejected] == [RejectCode.REMEMBERED]
+
+
+# ---------------------------------------------------------------------------------------------- consent
+
+
+async def test_a_person_who_unsubscribed_is_never_subscribed_again(world: World) -> None:
+    gid = world.cr.add_group("News", ["stay@example.com", "Left@Example.com"])
+    world.cr.unsubscribe(gid, "left@example.com")  # clicked "unsubscribe" before syncd ever ran
+    members = ["stay@example.com", "left@example.com", "new@example.com"]
+    config = world.config([{"name": "News", "members": members, "targets": ["cr"]}])
+
+    dry = pair(await world.run(config, dry_run=True), "News", "cr")
+    assert world.mutating() == 0
+    assert (dry.add, [r.as_dict() for r in dry.rejected]) == (
+        1,
+        [{"email": "left@example.com", "reason": "unsubscribed", "code": "unsubscribed"}],
+    )
+
+    report = await world.run(config)
+    news = pair(report, "News", "cr")
+    assert news.status is PairStatus.APPLIED and news.add == 1
+    assert [r.as_dict() for r in news.rejected] == [
+        {"email": "left@example.com", "reason": "unsubscribed", "code": "unsubscribed"}
+    ]
+    assert report.ok  # a reject is reported, not an error
+    assert world.cr.violations == []
+    for r in world.cr.requests:
+        if r.mutating:
+            assert b"left@example.com" not in r.body.lower() and b'"deactivated": 0' not in r.body
+    sample = world.metrics.registry.get_sample_value
+    labels = {"group": "News", "provider": "cr", "reason": "unsubscribed"}
+    assert sample("syncd_members_rejected_total", labels) == 1
+    store = world.store(config)
+    try:
+        rows = [r for r in store.history(member="left@example.com") if r.run_id == report.run_id]
+        ((row),) = rows
+        assert (row.op, row.outcome) == ("add", LedgerOutcome.REJECTED)
+        assert row.reason.startswith("unsubscribed: the receiver was deactivated in CleverReach on ")
+        (remembered,) = store.reject_rows("cr", group="News")
+        assert (remembered.email, remembered.code) == ("left@example.com", "unsubscribed")
+    finally:
+        store.close()
+
+    world.clear_logs()
+    again = pair(await world.run(config), "News", "cr")  # remembered: nothing read for them, nothing sent
+    assert again.status is PairStatus.IN_SYNC and [r.reason for r in again.rejected] == ["unsubscribed"]
+    assert world.cr.mutating_count == 0 and world.cr.count(path="blacklist|bounced|type=inactive") == 0
+
+
+async def test_only_a_removal_syncd_made_is_undone(world: World) -> None:
+    people = ["a@example.com", "b@example.com", "c@example.com"]
+    config = world.config([{"name": "News", "members": people, "targets": ["cr"]}])
+    await world.run(config)
+    (gid,) = world.cr.groups
+    # a and b leave the source: syncd switches them off; then b also unsubscribes on their own
+    fewer = world.config(
+        [{"name": "News", "members": people[2:], "targets": ["cr"]}], safety={"max_removal_ratio": 1.0}
+    )
+    removed = pair(await world.run(fewer), "News", "cr")
+    assert removed.remove == 2
+    world.cr.unsubscribe(gid, "b@example.com", at=int(time.time()) + 60)  # a minute after syncd's removal
+    # both come back to the source: a is switched on again, b is not
+    world.clear_logs()
+    back = pair(await world.run(config), "News", "cr")
+    assert back.add == 1 and [(r.email, r.code) for r in back.rejected] == [("b@example.com", "unsubscribed")]
+    assert world.cr.active_emails(gid) == {"a@example.com", "c@example.com"}
+    assert world.cr.violations == []
+    store = world.store(config)
+    try:
+        ops = [(r.op, r.outcome) for r in reversed(store.history(member="a@example.com"))]
+    finally:
+        store.close()
+    assert ops == [("add", "applied"), ("remove", "applied"), ("add", "applied")]
 
 
 async def test_the_ledger_says_who_was_removed_when_and_why(world: World) -> None:
@@ -295,7 +389,7 @@ async def test_bitcaster_like_missing_group_with_group_id_fails_the_pair_clearly
 
 async def test_a_pass_killed_halfway_has_recorded_what_it_did(world: World) -> None:
     people = emails(2500)
-    config = world.config([{"name": "Big", "members": people, "targets": ["cr"]}])
+    config = world.config([{"name": "Big", "members": people, "targets": ["cr"]}], provider_extra={"batch_size": 1000})
     # the first upsert goes through, the next ones hang until the pass is killed
     world.cr.inject(Fault(status=0, delay=30, path="/upsert", skip=1, times=0))
     with pytest.raises(TimeoutError):

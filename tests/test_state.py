@@ -118,7 +118,7 @@ def _result(group: str = "US Sales", provider: str = "c8", **changes: object) ->
 
 
 def test_migrations_create_every_table_and_reach_head(store: Store, db_url: str) -> None:
-    assert store.schema_revision() == head_revision() == "0001"
+    assert store.schema_revision() == head_revision() == "0002"
     engine = _engine(db_url)
     try:
         names = set(sa.inspect(engine).get_table_names())
@@ -488,33 +488,91 @@ def test_owned_members(store: Store) -> None:
 
 
 def test_rejects_upsert_keeps_first_seen(store: Store) -> None:
-    assert store.known_rejects("c8") == {}
+    assert store.known_rejects("c8", "G") == {}
     store.save_rejects(
         "c8",
+        "G",
         [
             StoredReject("Bad@Example.com", "fp1", "suppressed"),
-            StoredReject("gone@example.com", "fp2", "unknown"),
+            StoredReject("gone@example.com", "fp2", "unknown", "unknown_recipient"),
         ],
     )
-    store.save_rejects("cr", [StoredReject("bad@example.com", "fp9", "bounced")])
-    assert store.known_rejects("c8") == {
+    store.save_rejects("cr", "G", [StoredReject("bad@example.com", "fp9", "bounced", "bounced")])
+    assert store.known_rejects("c8", "G") == {
         "bad@example.com": KnownReject("fp1", "suppressed"),
-        "gone@example.com": KnownReject("fp2", "unknown"),
+        "gone@example.com": KnownReject("fp2", "unknown", "unknown_recipient"),
     }
     (first,) = [r for r in store.reject_rows("c8") if r.email == "Bad@Example.com"]
     assert first.first_seen == first.last_seen and _aware_utc(first.first_seen)
+    assert (first.group, first.code) == ("G", "provider_rejected")
 
     time.sleep(0.01)
-    store.save_rejects("c8", [StoredReject("BAD@example.com", "fp3", "suppressed (again)")])
+    store.save_rejects("c8", "G", [StoredReject("BAD@example.com", "fp3", "suppressed (again)", "blacklisted")])
     (again,) = [r for r in store.reject_rows("c8") if r.email == "BAD@example.com"]
     assert again.first_seen == first.first_seen
     assert again.last_seen > first.last_seen
-    assert (again.fingerprint, again.reason) == ("fp3", "suppressed (again)")
+    assert (again.fingerprint, again.reason, again.code) == ("fp3", "suppressed (again)", "blacklisted")
     assert len(store.reject_rows()) == 3
 
-    store.clear_rejects("c8", ["bad@example.com", "nobody@example.com"])
-    assert set(store.known_rejects("c8")) == {"gone@example.com"}
-    assert set(store.known_rejects("cr")) == {"bad@example.com"}
+    store.clear_rejects("c8", ["bad@example.com", "nobody@example.com"], group="G")
+    assert set(store.known_rejects("c8", "G")) == {"gone@example.com"}
+    assert set(store.known_rejects("cr", "G")) == {"bad@example.com"}
+
+
+def test_rejects_are_remembered_per_group(store: Store) -> None:
+    # Consent is per group at some providers: unsubscribing from one list is no reason to skip another.
+    store.save_rejects("cr", "News", [StoredReject("a@x.com", "fp", "unsubscribed: deactivated", "unsubscribed")])
+    assert set(store.known_rejects("cr", "News")) == {"a@x.com"}
+    assert store.known_rejects("cr", "Offers") == {}
+    assert [r.group for r in store.reject_rows(group="News")] == ["News"]
+    assert store.reject_rows(group="Offers") == []
+    store.clear_rejects("cr", ["a@x.com"])  # every group
+    assert store.known_rejects("cr", "News") == {}
+
+
+def test_rejects_from_before_0002_still_apply_to_every_group(db_url: str) -> None:
+    # A row remembered per provider (schema 0001) keeps meaning "every group of that provider" after the upgrade.
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO rejects (provider, email_key, email, fingerprint, reason, first_seen, last_seen) "
+                    "VALUES ('c8', 'old@x.com', 'Old@x.com', 'fp', 'not a recipient', :t, :t)"
+                ),
+                {"t": "2026-01-01 00:00:00"},
+            )
+    finally:
+        engine.dispose()
+    with Store.open(db_url) as store:
+        assert store.known_rejects("c8", "Any Group") == {"old@x.com": KnownReject("fp", "not a recipient")}
+        (row,) = store.reject_rows("c8")
+        assert (row.group, row.code) == ("", "provider_rejected")
+        # the group's own row wins over the provider-wide one
+        store.save_rejects("c8", "G", [StoredReject("old@x.com", "fp2", "unsubscribed", "unsubscribed")])
+        assert store.known_rejects("c8", "G")["old@x.com"].code == "unsubscribed"
+        assert store.known_rejects("c8", "H")["old@x.com"].code == "provider_rejected"
+
+
+def test_removals_by_syncd_are_the_last_applied_entry(store: Store) -> None:
+    run = store.start_run(dry_run=False, trigger="cli")
+    dry = store.start_run(dry_run=True, trigger="cli")
+
+    def entry(email: str, op: OpKind, outcome: LedgerOutcome = LedgerOutcome.APPLIED) -> LedgerEntry:
+        return LedgerEntry("G", "cr", email, op, outcome, "test")
+
+    store.record_ledger(run, [entry("a@x.com", OpKind.ADD), entry("b@x.com", OpKind.ADD)])
+    time.sleep(0.01)
+    store.record_ledger(run, [entry("A@x.com", OpKind.REMOVE), entry("b@x.com", OpKind.REMOVE)])
+    time.sleep(0.01)
+    store.record_ledger(run, [entry("b@x.com", OpKind.ADD)])  # b came back: the removal is undone already
+    store.record_ledger(dry, [entry("c@x.com", OpKind.REMOVE, LedgerOutcome.WOULD)])  # a dry run removes nobody
+    store.record_ledger(run, [entry("d@x.com", OpKind.REMOVE, LedgerOutcome.FAILED)])
+    found = store.removals_by_syncd("G", "cr", ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"])
+    assert set(found) == {"a@x.com"}
+    assert _aware_utc(found["a@x.com"])
+    assert store.removals_by_syncd("Other", "cr", ["a@x.com"]) == {}
 
 
 # ------------------------------------------------------------------------------------- recipient cache

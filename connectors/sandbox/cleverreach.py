@@ -4,22 +4,35 @@ Routes live under `/v3/...`, plus `POST /oauth/token.php` on the host root (clie
 or HTTP Basic for the client). Every `/v3` route wants a Bearer token (issued by the token endpoint or
 registered as a static one); `?token=` is accepted too, as CleverReach does.
 
-Behaviour that matters to syncd:
+Behaviour that matters to syncd (PROVIDERS.md, "What the real services do" included):
 
-- each group holds its own receivers `{id, email, activated, deactivated, registered, global_attributes}`;
-  a receiver is active when `deactivated == 0` and `activated > 0`;
+- each group holds its own receivers `{id, email, activated, deactivated, registered, bounced,
+  global_attributes}`; a receiver is active when `deactivated == 0` and `activated > 0`;
 - reads are plain JSON lists, paged from 0, `pagesize` default 50 and silently capped at 5000, `type`
   filters active/inactive; `POST /groups/{id}/get_receivers` is the same read as a POST;
-- upsert/upsertplus take at most 1000 receivers (else 400), match receivers by email case-insensitively,
-  and answer the resulting receivers; an entry that would create or (re)activate a blacklisted or bounced
-  address is silently left out of the answer and not stored; only upsertplus honours `deactivated > 0`;
+- upsert/upsertplus match receivers by email case-insensitively and answer the resulting receivers. Like the
+  real service, **they do what they are told, consent or not**: `deactivated: 0` or a new `activated` on a
+  deactivated receiver subscribes it again, and an address on the blacklist or the bounce list is created or
+  activated like any other. Every such write is recorded in `violations` (tests assert it stays empty): the
+  sandbox does not protect people, it shows when syncd fails to. `activated: 0` switches a receiver off (what
+  CleverReach's own integration code sends to remove one); `deactivated > 0` deactivates it. A new receiver
+  without `activated` is created active;
+- a request with more receivers than `upsert_limit` (1000), or naming an address in `too_large`, answers
+  **HTTP 413** (the vendor's integration code shrinks its batch and sends again);
+- `GET /blacklist` lists the account blacklist `{email, comment, stamp, isLocked}`; `GET /receivers/bounced`
+  (paged) the bounces `{email, category, last_update, bounce_message, ...}`;
 - `DELETE /groups/{id}/receivers/{pool_id}` (id or email) and `DELETE /groups/{id}/clear` answer `true`;
-- errors are `{"error": {"code", "message"}}`, except the token endpoint's OAuth shape.
+- errors are `{"error": {"code", "message"}}`, except the token endpoint's OAuth shape; the body's code is
+  what counts (`codes_in_body_only` answers every error as HTTP 400 with the real code in the body only).
+
+Test helpers model the people: `unsubscribe(group, email)` (the person left the group: `deactivated` set),
+`blacklist(email)`, `bounce(email)` (also marks their receivers `bounced`).
 
 Knobs for the other answers an independent server could give within the docs: `page_cap` (where `pagesize`
 is silently capped; 5000 by default), `token_auth` (`"any"` by default: form fields or HTTP Basic; `"basic"`
-or `"form"` accept only that way of authenticating the client) and `lean_create` (`POST /groups` answers
-`{"id"}` only).
+or `"form"` accept only that way of authenticating the client), `lean_create` (`POST /groups` answers
+`{"id"}` only) and `suppressed_upsert` (`"accept"` by default; `"omit"` leaves blacklisted and bounced
+addresses out of an upsert's answer and stores nothing, as some accounts may).
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from connectors.sandbox._core import HttpError, Request, Response, SandboxApp
 
 PAGE_CAP = 5000
 DEFAULT_PAGE_SIZE = 50
-MAX_UPSERT = 1000
+MAX_UPSERT = 1000  # above this an upsert answers 413 (the commonly quoted figure; the real one is unpublished)
 TOKEN_PATH = "/oauth/token.php"
 
 
@@ -65,6 +78,7 @@ class Receiver:
     registered: int
     firstname: str = ""
     lastname: str = ""
+    bounced: int = 0
 
     @property
     def active(self) -> bool:
@@ -77,6 +91,8 @@ class Receiver:
             "activated": self.activated,
             "deactivated": self.deactivated,
             "registered": self.registered,
+            "bounced": self.bounced,
+            "active": self.active,
             "global_attributes": {"firstname": self.firstname, "lastname": self.lastname},
         }
 
@@ -114,11 +130,21 @@ class CleverReachSandbox(SandboxApp):
         page_cap: int = PAGE_CAP,
         token_auth: str = "any",
         lean_create: bool = False,
+        upsert_limit: int = MAX_UPSERT,
+        suppressed_upsert: str = "accept",
+        codes_in_body_only: bool = False,
     ) -> None:
         super().__init__()
         self.page_cap = page_cap
         self.token_auth = token_auth
         self.lean_create = lean_create
+        self.upsert_limit = upsert_limit
+        self.suppressed_upsert = suppressed_upsert
+        self.codes_in_body_only = codes_in_body_only
+        self.too_large: set[str] = set()  # email keys whose receiver alone makes a request too large (413)
+        # Writes that subscribed someone against their will: (group id, email, what happened).
+        self.violations: list[tuple[int, str, str]] = []
+        self.withdrawn: set[tuple[int, str]] = set()  # (group id, email key): the person left that group
         self.clients: dict[str, str] = dict(clients or {})  # OAuth client id -> secret
         self.static_tokens: set[str] = set(tokens)
         self.issued: dict[str, float] = {}  # access token -> expiry (unix time)
@@ -173,8 +199,26 @@ class CleverReachSandbox(SandboxApp):
             self.blacklisted[_key(email)] = self._now()
 
     def bounce(self, email: str) -> None:
+        """Mail to the address bounces: it joins the account's bounce list and its receivers are marked."""
         with self.lock:
             self.bounced[_key(email)] = self._now()
+            for group in self.groups.values():
+                receiver = group.receivers.get(_key(email))
+                if receiver is not None:
+                    receiver.bounced = 1
+
+    def unsubscribe(self, group_id: int | str, email: str, *, at: int | None = None) -> None:
+        """The person unsubscribed from the group (a link in a mailing): their receiver is deactivated. Only they
+        may subscribe again (double opt-in), so any API write that reactivates it is a violation."""
+        with self.lock:
+            group = self.groups[int(group_id)]
+            key = _key(email)
+            receiver = group.receivers.get(key)
+            stamp = self._now() if at is None else at
+            if receiver is None:
+                receiver = self._new_receiver(group, email.strip(), activated=stamp, deactivated=stamp)
+            receiver.deactivated = stamp
+            self.withdrawn.add((group.id, key))
 
     def receivers(self, group_id: int | str) -> list[dict[str, Any]]:
         """Every receiver of the group, active or not."""
@@ -280,12 +324,12 @@ class CleverReachSandbox(SandboxApp):
         entries = [body] if isinstance(body, dict) else body
         if not isinstance(entries, list):
             raise _error(400, "Bad Request: expected a receiver or a list of receivers")
-        if len(entries) > MAX_UPSERT:
-            raise _error(400, f"Bad Request: at most {MAX_UPSERT} receivers per call")
         for entry in entries:
             email = entry.get("email") if isinstance(entry, dict) else None
             if not isinstance(email, str) or "@" not in email:
                 raise _error(400, "Bad Request: every receiver needs a valid email")
+        if len(entries) > self.upsert_limit or any(_key(e["email"]) in self.too_large for e in entries):
+            raise _error(413, "Request Entity Too Large")
         now = self._now()
         answer: list[dict[str, Any]] = []
         for entry in entries:
@@ -297,22 +341,40 @@ class CleverReachSandbox(SandboxApp):
     def _apply(self, group: Group, entry: dict[str, Any], *, plus: bool, now: int) -> Receiver | None:
         key = _key(entry["email"])
         existing = group.receivers.get(key)
-        deactivate = plus and _int(entry.get("deactivated"), "deactivated", 0) > 0
+        was_active = existing is not None and existing.active
         suppressed = key in self.blacklisted or key in self.bounced
-        if suppressed and not (deactivate and existing is not None):
-            return None  # silently refused: never (re)subscribe a suppressed address
+        if suppressed and self.suppressed_upsert == "omit":
+            return None  # this account leaves suppressed addresses out and stores nothing
+        deactivated = _int(entry.get("deactivated"), "deactivated", 0) if "deactivated" in entry else None
+        activated = _int(entry.get("activated"), "activated", now) if "activated" in entry else None
         if existing is None:
-            activated = _int(entry.get("activated"), "activated", 0 if deactivate else now)
-            receiver = self._new_receiver(group, entry["email"].strip(), activated=activated, deactivated=0)
+            receiver = self._new_receiver(
+                group,
+                entry["email"].strip(),
+                activated=now if activated is None else activated,  # a new receiver without it is active
+                deactivated=0,
+            )
         else:
             receiver = existing
-            if "activated" in entry:
-                receiver.activated = _int(entry["activated"], "activated", now)
-        if deactivate:
-            receiver.deactivated = _int(entry["deactivated"], "deactivated", now)
-        elif "deactivated" in entry and _int(entry["deactivated"], "deactivated", 0) == 0:
-            receiver.deactivated = 0  # reactivation
-            receiver.activated = receiver.activated or now
+            if activated is not None and activated != receiver.activated:
+                receiver.activated = activated
+                if activated > 0:
+                    receiver.deactivated = 0  # a new `activated` subscribes the receiver again
+        if deactivated is not None:
+            if deactivated > 0 and plus:
+                receiver.deactivated = deactivated
+            elif deactivated == 0:
+                receiver.deactivated = 0  # `deactivated: 0` subscribes the receiver again
+                receiver.activated = receiver.activated or now
+        if receiver.active and not was_active:
+            if (group.id, key) in self.withdrawn:
+                self.violations.append((group.id, receiver.email, "resubscribed after the person unsubscribed"))
+                self.withdrawn.discard((group.id, key))  # recorded once; a later unsubscribe marks it again
+            if suppressed:
+                what = "blacklisted" if key in self.blacklisted else "bounced"
+                self.violations.append((group.id, receiver.email, f"subscribed although {what}"))
+        if key in self.bounced:
+            receiver.bounced = 1
         attributes = entry.get("global_attributes")
         if isinstance(attributes, dict):
             receiver.firstname = str(attributes.get("firstname", receiver.firstname))
@@ -336,18 +398,35 @@ class CleverReachSandbox(SandboxApp):
         return True
 
     def _list_blacklist(self, request: Request) -> list[dict[str, Any]]:
-        return [{"email": e, "comment": "", "stamp": s} for e, s in self.blacklisted.items()]
+        # unpaginated, as CleverReach's own integration code reads it
+        return [{"email": e, "comment": "", "stamp": s, "isLocked": False} for e, s in self.blacklisted.items()]
 
     def _list_bounced(self, request: Request) -> list[dict[str, Any]]:
         # paginated since 2024/11 (changelog)
         page = _int(request.query.get("page"), "page", 0)
         size = min(_int(request.query.get("pagesize"), "pagesize", DEFAULT_PAGE_SIZE), PAGE_CAP)
-        rows = [{"email": e, "stamp": s} for e, s in self.bounced.items()]
+        rows = [
+            {
+                "email": e,
+                "category": "hardbounce",
+                "occurences": 1,
+                "last_update": s,
+                "expires_by": s + 3 * 365 * 86400,
+                "bounce_message": "smtp; 550 No such user",
+                "type": "mailing",
+                "type_id": "1",
+            }
+            for e, s in self.bounced.items()
+        ]
         return rows[page * size : (page + 1) * size]
 
     # -- internals ----------------------------------------------------------------------------------
     def not_found(self, request: Request) -> Response:
         return _error(404, f"Not Found: no route {request.method} {request.path}").response
+
+    def decorate(self, request: Request, response: Response) -> None:
+        if self.codes_in_body_only and response.status >= 400 and request.path != TOKEN_PATH:
+            response.status = 400  # the real code stays in the body's error.code
 
     def rate_limited(self, retry_after: float) -> Response:
         response = _error(429, "Too Many Requests").response

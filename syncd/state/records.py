@@ -92,6 +92,7 @@ class StoredReject:
     email: str
     fingerprint: str
     reason: str
+    code: str = "provider_rejected"  # the reject's category: unsubscribed, unknown_recipient, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class RejectRow:
     reason: str
     first_seen: datetime
     last_seen: datetime
+    group: str = ""  # '' = every group of the provider (remembered before rejects were kept per group)
+    code: str = "provider_rejected"
 
 
 @dataclass(frozen=True, slots=True)

@@ -524,19 +524,27 @@ class Store:
 
     # ---------------------------------------------------------------------------------------- rejects
 
-    def known_rejects(self, provider: str) -> dict[str, KnownReject]:
-        """Permanent rejects of a provider by email key."""
-        query = sa.select(rejects.c.email_key, rejects.c.fingerprint, rejects.c.reason).where(
-            rejects.c.provider == provider
-        )
+    def known_rejects(self, provider: str, group: str) -> dict[str, KnownReject]:
+        """Permanent rejects of a provider for one group (and those remembered for all its groups), by email key."""
+        query = sa.select(
+            rejects.c.email_key, rejects.c.fingerprint, rejects.c.reason, rejects.c.code, rejects.c.group_name
+        ).where(rejects.c.provider == provider, rejects.c.group_name.in_([group, ""]))
+        found: dict[str, KnownReject] = {}
         with self._tx("known_rejects") as conn:
-            return {row.email_key: KnownReject(row.fingerprint, row.reason) for row in conn.execute(query)}
+            # the group's own row wins over a provider-wide one from before rejects were kept per group
+            for row in sorted(conn.execute(query), key=lambda r: r.group_name != ""):
+                found[row.email_key] = KnownReject(row.fingerprint, row.reason, row.code)
+        return found
 
-    def reject_rows(self, provider: str | None = None) -> list[RejectRow]:
+    def reject_rows(self, provider: str | None = None, group: str | None = None) -> list[RejectRow]:
         """Known rejects with when they were first and last seen, oldest first."""
-        query = sa.select(rejects).order_by(rejects.c.first_seen, rejects.c.provider, rejects.c.email_key)
+        query = sa.select(rejects).order_by(
+            rejects.c.first_seen, rejects.c.provider, rejects.c.group_name, rejects.c.email_key
+        )
         if provider is not None:
             query = query.where(rejects.c.provider == provider)
+        if group is not None:
+            query = query.where(rejects.c.group_name.in_([group, ""]))
         with self._tx("reject_rows") as conn:
             return [
                 RejectRow(
@@ -546,12 +554,15 @@ class Store:
                     reason=row.reason,
                     first_seen=row.first_seen,
                     last_seen=row.last_seen,
+                    group=row.group_name,
+                    code=row.code,
                 )
                 for row in conn.execute(query)
             ]
 
-    def save_rejects(self, provider: str, rejected: Sequence[StoredReject]) -> None:
-        """Upsert permanent rejects: a member seen again keeps first_seen, gets the new fingerprint/reason."""
+    def save_rejects(self, provider: str, group: str, rejected: Sequence[StoredReject]) -> None:
+        """Upsert permanent rejects of one group: a member seen again keeps first_seen, gets the new
+        fingerprint/reason/code."""
         if not rejected:
             return
         now = utcnow()
@@ -559,10 +570,12 @@ class Store:
         rows = [
             {
                 "provider": provider,
+                "group_name": group,
                 "email_key": key,
                 "email": r.email,
                 "fingerprint": r.fingerprint,
                 "reason": r.reason,
+                "code": r.code,
                 "first_seen": now,
                 "last_seen": now,
             }
@@ -570,20 +583,42 @@ class Store:
         ]
         stmt = self._insert(rejects)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["email_key", "provider"],
-            set_={name: stmt.excluded[name] for name in ("email", "fingerprint", "reason", "last_seen")},
+            index_elements=["email_key", "provider", "group_name"],
+            set_={name: stmt.excluded[name] for name in ("email", "fingerprint", "reason", "code", "last_seen")},
         )
         with self._tx("save_rejects", write=True) as conn:
             conn.execute(stmt, rows)
 
-    def clear_rejects(self, provider: str, keys: Iterable[str]) -> None:
-        """Forget rejects (by email key), e.g. once the member went through."""
+    def clear_rejects(self, provider: str, keys: Iterable[str], group: str | None = None) -> None:
+        """Forget rejects (by email key), e.g. once the member went through: those of `group` (and the ones
+        remembered for every group), or of every group when `group` is None."""
         unique = _unique(keys)
+        scope = [] if group is None else [rejects.c.group_name.in_([group, ""])]
         with self._tx("clear_rejects", write=True) as conn:
             for chunk in _chunks(unique):
                 conn.execute(
-                    rejects.delete().where(rejects.c.provider == provider, self._one_of(rejects.c.email_key, chunk))
+                    rejects.delete().where(
+                        rejects.c.provider == provider, self._one_of(rejects.c.email_key, chunk), *scope
+                    )
                 )
+
+    def removals_by_syncd(self, group: str, provider: str, keys: Sequence[str]) -> dict[str, datetime]:
+        """Of these email keys, those whose last applied ledger entry in the pair is a removal syncd made, with
+        when: the only suppressions (a receiver switched off) syncd may lift again (consent first)."""
+        last: dict[str, tuple[datetime, int, str]] = {}
+        with self._tx("removals_by_syncd") as conn:
+            for chunk in _chunks(_unique(keys)):
+                query = sa.select(ledger.c.email_key, ledger.c.at, ledger.c.id, ledger.c.op).where(
+                    ledger.c.group_name == group,
+                    ledger.c.provider == provider,
+                    ledger.c.outcome == str(LedgerOutcome.APPLIED),
+                    self._one_of(ledger.c.email_key, chunk),
+                )
+                for row in conn.execute(query):
+                    seen = last.get(row.email_key)
+                    if seen is None or (row.at, row.id) > seen[:2]:
+                        last[row.email_key] = (row.at, row.id, row.op)
+        return {key: at for key, (at, _, op) in last.items() if op == str(OpKind.REMOVE)}
 
     # ------------------------------------------------------------------------------ recipient ids
 

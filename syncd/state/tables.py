@@ -161,6 +161,8 @@ recipient_ids = sa.Table(
     sa.PrimaryKeyConstraint("email_key", "provider"),
 )
 
+# One row per member, provider and group it was refused for; group_name '' (rows from before 0002) means every
+# group of the provider. `code` is the reject's category (unsubscribed, unknown_recipient, ...).
 rejects = sa.Table(
     "rejects",
     metadata,
@@ -171,7 +173,9 @@ rejects = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("first_seen", UTCDateTime(), nullable=False),
     sa.Column("last_seen", UTCDateTime(), nullable=False),
-    sa.PrimaryKeyConstraint("email_key", "provider"),  # see recipient_ids
+    sa.Column("group_name", sa.String(), nullable=False, server_default=""),
+    sa.Column("code", sa.String(64), nullable=False, server_default="provider_rejected"),
+    sa.PrimaryKeyConstraint("email_key", "provider", "group_name"),  # see recipient_ids
 )
 
 leases = sa.Table(
