@@ -1,6 +1,6 @@
 """Benchmark: a first sync of N new members (default 5,000) into a Stannp group at a plan's rate limit.
 
-Stannp has no bulk create: each new recipient is one `POST /recipients/new` (created and joined in one
+Stannp has no bulk create: each new recipient is one `POST /recipients/create` (created and joined in one
 request), so a first sync is bound by the plan's requests per minute, not by syncd. This drives the Stannp
 connector the way the applier does (find the group, create it, `prepare_adds`, then one `add_members` per
 batch of 1000) against the sandbox, whose fixed rate-limit window sends `X-RateLimit-*` headers, and prints

@@ -1,21 +1,28 @@
 """Stannp direct-mail groups (printed mail: a group is a mailing list of postal recipients).
 
 Why this module exists: Stannp groups are one of the targets syncd keeps equal to the source of truth, so a
-mailing goes to exactly the people the CRM says. Four properties of the API shape everything below:
+mailing goes to exactly the people the CRM says. Five properties of the API shape everything below:
 
-* **Members are recipient ids.** `POST /groups/add/:group_id {recipients: "id1,id2"}` and
-  `DELETE /groups/remove/:group_id` take comma-separated ids, and there is **no look-up by email**. A person
-  who already exists as a recipient is added by id (up to 1000 per request); the id comes from syncd's
-  persisted recipient cache, else from ONE listing of every recipient of the account
-  (`GET /recipients/list`, no group_id, pages of 1000), read at most once per connector instance (= per
-  pass) and only when some email is unknown to the cache.
-* **A new person is created and joined in one request**: `POST /recipients/new` with the postal fields,
-  `group_id` and `on_duplicate=update` (an email that exists after all is reused and updated, never
-  duplicated), plus an `Idempotency-Key`. So a sync of k new and m existing recipients costs
-  k + ceil(m/1000) writes (k + one `groups/add` per add batch holding existing people, when the planner's
-  batches mix new and existing people). A contact Stannp refuses there is a permanent `MemberReject` with code
-  `invalid_recipient`; the planner already rejects members lacking the postal fields Stannp requires
-  (`Capabilities.required_fields`), so they are never sent.
+* **Two regional APIs** (a key is bound to one): the UK API (`api-eu1`) creates recipients with
+  `POST /recipients/create` and groups with `POST /groups/create`, JSON bodies; the US API (`api-us1`) with
+  `POST /recipients/new` and `POST /groups/new`, form fields. `region: auto` (the default) reads the base_url
+  host: `api-us…` (or the legacy `us.stannp.com`) is US, anything else (api-eu1, a proxy, a sandbox on
+  loopback) UK; `eu` / `us` pin one.
+* **Members are recipient ids.** `POST /groups/add/:group_id {recipients: "id1,id2"}` and `groups/remove`
+  take comma-separated ids, and there is **no look-up by email**. A person who already exists as a recipient
+  is added by id (up to 1000 per request); the id comes from syncd's persisted recipient cache, else from ONE
+  listing of every recipient of the account (`GET /recipients/list`, no group_id, pages of 1000), read at most
+  once per connector instance (= per pass) and only when some email is unknown to the cache.
+* **A new person is created and joined in one request** (`group_id`), with `on_duplicate=ignore` and
+  `test_level=email`: a recipient with that email that exists after all (created since the listing, or by this
+  very request whose answer was lost) is answered, never a second one. A sync of k new and m existing
+  recipients costs k + ceil(m/1000) writes. Every POST carries a fresh `X-Idempotency-Key` (uuid4 hex), the
+  same one on ApiClient's retries of it; Stannp answers a replay **HTTP 409 with the first answer's body**,
+  which is that first answer (`is_replay`; any other 409 is an error). A contact Stannp refuses is a permanent
+  `MemberReject` with code `invalid_recipient`. A contact lacking a field the create requires
+  (`Capabilities.required_fields`: first_name, last_name, address.line1, address.city, address.postcode,
+  address.country) is rejected by the planner before planning and, for any other caller, by this module before
+  sending, as "missing fields <provider> requires: ..." (code `missing_fields`).
 * **One stale id fails a whole `groups/add` (HTTP 400).** The connector then refreshes (the account listing,
   once per pass), forgets stale cache entries, resends what is still valid and splits the rest so the good
   ids go in; a person whose recipient is gone is created again.
@@ -24,15 +31,45 @@ mailing goes to exactly the people the CRM says. Four properties of the API shap
   resets and waits for the reset at 0 (and on a 429).
 
 Errors are `{"success": false, "error": ...}`, possibly on HTTP 200: every answer is checked (`classify`).
-A reset (used ONLY when the user sets `allow_non_atomic_reset`) is `POST /groups/purge {id,
-delete_recipients: false}` then the adds: the group is empty in between. `delete_recipients: true` deletes the
-recipients account-wide (from every group), so this module never sends it, anywhere.
+`groups/remove` goes as POST, as the SDKs send it; a server answering 405 gets DELETE (the newest UK page's
+example) once, and from then on for the connector's life. A reset (used ONLY when the user sets
+`allow_non_atomic_reset`) is `POST /groups/purge {id, delete_recipients: false}` then the adds: the group is
+empty in between. `delete_recipients: true` deletes the recipients account-wide (from every group), so this
+module never sends it, anywhere; in a US form body the field is left out (its documented default is false),
+since a form can only say "false" as a string a loose server would read as true.
 
-Wire shapes assumed (PROVIDERS.md "Wire shapes assumed"; check them against a real account):
+Known from Stannp's own pages (PROVIDERS.md "What the real services do", /tmp/research notes):
 
+* `X-Idempotency-Key`, 10 to 1024 characters, POST only, remembered 24 h; a replay (identical request) answers
+  409 with the original body (the idempotency-keys page, UK and CA versions);
+* `recipients/create` (UK) requires firstname, lastname, address1, city, postcode, country (ISO 3166-1
+  alpha-2); `recipients/new` (US) takes the same fields, `postcode` included, and marks none required;
+* `on_duplicate`: `ignore` is the one value every source lists (the CA guide and the Java SDK: update |
+  ignore | duplicate; the PHP SDK's docblock: duplicate | ignore | replace); `duplicate`, the PHP SDK's
+  default, makes a second recipient. `test_level` email | fullname | initial | ref_id decides what a duplicate
+  is (the docs' example sends `test_level`; its default, name and address, comes from a third-party copy of
+  the US page);
+* `groups/new` (US, form) vs `groups/create` (UK, JSON) answer `{"success": true, "data": "39"}`;
+  `groups/add` answers the count added; `groups/purge {id, delete_recipients}` empties a group.
+
+Wire shapes assumed (check them against a real account):
+
+* that `recipients/create`, `recipients/new` and `groups/*` honour the key at all (the page's examples are
+  all `letters/create`). Nothing depends on it: a recipient create resent without it is answered by
+  on_duplicate=ignore with test_level=email, a group create whose outcome is unknown is looked up by name
+  before it is sent again (under the same key), adds, removes and purges are idempotent anyway;
+* that `test_level=email` is honoured. Should Stannp match on name and address instead and answer the id of
+  a recipient this pass knows under another email (or none), that person is rejected (code
+  `duplicate_match`) instead of putting someone else's record in the group;
+* that `group_id` joins an existing recipient that `ignore` answers (the docs: "the group ID to add the
+  recipient to"). An existing recipient can only be recognised from this pass's listing, and a listed one
+  with this email is never created (it is added by id); a recipient created with this email since the
+  listing cannot be told from a new one. Should the join not happen, the next pass reads the person as
+  missing and adds the id it learnt with `groups/add`;
+* the required fields of `recipients/new` (US): unknown, so the UK set, the safe choice;
 * ids are numeric strings (`"1943"`); numbers are accepted too. `data` envelopes are unwrapped when present
-  and a bare body is accepted where the docs are ambiguous. `X-RateLimit-Reset` is seconds until the window
-  resets (an epoch timestamp is recognised and converted);
+  and a bare body is accepted where doc versions disagree (`{"id": "1941", "valid": true}`). `X-RateLimit-Reset`
+  is seconds until the window resets (an epoch timestamp is recognised and converted);
 * `GET /recipients/list` takes `group_id` (optional), `offset` and `limit` (default 100, at most 1000) and
   answers `{id, email, firstname, lastname, company, address1, address2, city, postcode, country, ref_id}`
   items with no total, so a page shorter than the limit is the last one, unless it is the first page and a
@@ -41,11 +78,7 @@ Wire shapes assumed (PROVIDERS.md "Wire shapes assumed"; check them against a re
   404 or an empty list (an empty first page is checked against the group listing, so a deleted group is
   reported as gone instead of being read as empty);
 * `groups/add` and `groups/remove` take at most 1000 ids; an unknown id fails the request with HTTP 400;
-  an unknown group answers HTTP 404;
-* `recipients/new` requires address1, postcode (or zipcode) and country; `on_duplicate` defaults to creating
-  a duplicate, `update`/`ignore` reuse the recipient with the same email; the answer is
-  `{"success": true, "data": {"id", "valid": true}}`;
-* `groups/list` (offset, limit) has no total either; `groups/create` answers `{"data": "39"}`.
+  an unknown group answers HTTP 404; `groups/list` (offset, limit) has no total either.
 
 Unverified defaults (override them once the real limits are known):
 
@@ -56,10 +89,7 @@ Unverified defaults (override them once the real limits are known):
   `burst`, `max_concurrency`; the quota headers slow it further, never speed it up);
 * HTTP Basic auth with the key as username (the documented way), falling back to `Authorization: Bearer`
   (the newer docs, and every example of the groups excerpt) when Basic answers 401 (`auth_scheme: auto`,
-  the default; `basic` or `bearer` pin one);
-* Stannp honouring `Idempotency-Key` (a fresh one on every logical POST, the same one on its retries):
-  nothing depends on it (a group create whose outcome is unknown is looked up by name before it is sent
-  again; recipients are created with `on_duplicate=update`; adds, removes and purges are idempotent anyway).
+  the default; `basic` or `bearer` pin one).
 
 A group holding two recipients with the same email (Stannp allows duplicates) is read as one member keyed
 by email plus members keyed by id for the other copies, so `mirror` removes the extra copies: one person,
@@ -75,6 +105,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -113,6 +144,7 @@ from connectors.http import (
     TokenBucket,
     body_or_none,
     error_for_status,
+    json_body,
     make_client,
     paginate,
     quota_from_headers,
@@ -125,15 +157,24 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api-eu1.stannp.com/v1"
 US_BASE_URL = "https://api-us1.stannp.com/v1"
+IDEMPOTENCY_HEADER = "X-Idempotency-Key"  # the header of Stannp's idempotency-keys page (not `Idempotency-Key`)
+ON_DUPLICATE = "ignore"  # documented in every version; never makes a second recipient
+TEST_LEVEL = "email"  # what makes a duplicate: the same email (the docs' default is name and address)
 MAX_IDS = 1000  # UNVERIFIED: recipient ids per groups/add and groups/remove request
 PAGE_SIZE = 1000  # the assumed cap of `limit` on /recipients/list
 PAGE_DEFAULT = 100  # the assumed default `limit` of /recipients/list: what a server ignoring ours sends
 GROUP_PAGE_SIZE = 50  # UNVERIFIED: the docs' example limit for /groups/list
 CREATE_ATTEMPTS = 3  # a group create whose outcome is unknown is looked up by name, then sent again
 PACING = Pacing(rate=300 / 60, burst=5, max_concurrency=4)  # the lowest plan: 300 requests/min
-REQUIRED_FIELDS = frozenset({"address.line1", "address.postcode", "address.country"})
+# recipients/create (UK) marks these required. The US reference (recipients/new) marks nothing either way and
+# documents the same fields, so the US set is the same one: the safe choice until a US account says otherwise.
+REQUIRED_FIELDS = frozenset(
+    {"first_name", "last_name", "address.line1", "address.city", "address.postcode", "address.country"}
+)
 REFUSED = "Stannp refused the recipient"
+MATCHED_ANOTHER = "Stannp matched this person to an existing recipient with another email or none"
 _MEMBER_CALLS = ("/groups/add/", "/groups/remove/")
+_CREATE_CALLS = ("/recipients/create", "/recipients/new")
 _EPOCH = 1e9  # an X-RateLimit-Reset this large is a timestamp, not seconds
 
 CAPABILITIES = Capabilities(
@@ -149,6 +190,46 @@ CAPABILITIES = Capabilities(
 
 
 # -------------------------------------------------------------------------------------------- settings
+
+
+class Region(enum.StrEnum):
+    """Which of Stannp's two APIs a key belongs to. They differ in the create endpoints (see `Endpoints`)."""
+
+    AUTO = "auto"
+    EU = "eu"  # api-eu1 (UK): recipients/create and groups/create, JSON bodies
+    US = "us"  # api-us1: recipients/new and groups/new, form bodies
+
+
+def resolve_region(base_url: str | httpx.URL, region: Region = Region.AUTO) -> Region:
+    """`region` itself unless it is `auto`; then the base_url's host: `api-us…` (and the legacy `us.stannp.com`
+    of the old US docs) is the US API, any other host (api-eu1, a proxy, a sandbox on loopback) the UK one."""
+    if region is not Region.AUTO:
+        return region
+    host = httpx.URL(str(base_url)).host.lower()
+    return Region.US if host.startswith(("api-us", "us.")) else Region.EU
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """What differs between the two regional APIs."""
+
+    region: Region
+    create_recipient: str
+    create_group: str
+    json_bodies: bool  # UK: JSON bodies, as its reference shows; US: form fields, as its reference shows
+    required_fields: frozenset[str] = REQUIRED_FIELDS
+
+
+ENDPOINTS = {
+    Region.EU: Endpoints(Region.EU, "recipients/create", "groups/create", json_bodies=True),
+    Region.US: Endpoints(Region.US, "recipients/new", "groups/new", json_bodies=False),
+}
+
+
+def capabilities_for(region: Region) -> Capabilities:
+    """CAPABILITIES with the fields the region's recipient create requires."""
+    endpoints = ENDPOINTS[Region.EU if region is Region.AUTO else region]
+    return replace(CAPABILITIES, required_fields=endpoints.required_fields)
 
 
 class AuthScheme(enum.StrEnum):
@@ -208,6 +289,14 @@ class StannpSettings(ProviderSettings):
         f"{DEFAULT_BASE_URL} (the default), US {US_BASE_URL}. https, except on a loopback host.",
     )
     api_key: SecretStr = Field(description="The account's API key (Settings → API in the Stannp dashboard).")
+    region: Region = Field(
+        default=Region.AUTO,
+        description="Which Stannp API base_url is: `eu` (api-eu1, the UK API: `recipients/create` and "
+        "`groups/create` with JSON bodies; a new recipient needs first and last name, address line 1, city, "
+        "postcode and country), `us` (api-us1: `recipients/new` and `groups/new` with form fields), or `auto` "
+        "(default: `us` when the base_url host starts with `api-us` (or is the legacy `us.stannp.com`), else "
+        "`eu`, which includes sandboxes on loopback).",
+    )
     auth_scheme: AuthScheme = Field(
         default=AuthScheme.AUTO,
         description="How the key is sent: `basic` (as documented: HTTP Basic with the key as username and an "
@@ -244,19 +333,42 @@ def error_message(response: httpx.Response) -> str:
 
 
 class RecipientRefused(FatalError):
-    """`recipients/new` refused this one contact (a validation error); `reason` is Stannp's own message."""
+    """`recipients/create` (`recipients/new`) refused this one contact (a validation error); `reason` is
+    Stannp's own message."""
 
     def __init__(self, message: str, *, reason: str, status: int | None = None) -> None:
         super().__init__(message, status=status)
         self.reason = reason
 
 
+def success_body(body: Any) -> bool:
+    """Whether an answer's body is a success: `"success": true`, or (a bare body, as some doc versions show) no
+    `success` and no `error` but the data itself."""
+    if not isinstance(body, dict):
+        return False
+    if "success" in body:
+        return body["success"] is True
+    return "error" not in body and ("data" in body or "id" in body)
+
+
+def is_replay(response: httpx.Response) -> bool:
+    """A POST sent with an `X-Idempotency-Key` that Stannp had already served: HTTP 409 with the FIRST answer's
+    body. That is the first answer, not a conflict. Any other 409 (a real conflict) stays an error."""
+    return (
+        response.status_code == 409
+        and response.request.method == "POST"
+        and IDEMPOTENCY_HEADER in response.request.headers
+        and success_body(body_or_none(response))
+    )
+
+
 def classify(response: httpx.Response) -> ConnectorError | None:
-    """Errors of the Stannp API: HTTP errors, and `{"success": false, "error": ...}` even on HTTP 200."""
+    """Errors of the Stannp API: HTTP errors, and `{"success": false, "error": ...}` even on HTTP 200. An
+    idempotent replay (409 with a success body, `is_replay`) is a success."""
     status = response.status_code
     body = body_or_none(response)
     failed = isinstance(body, dict) and body.get("success") is False
-    if status < 400 and not failed:
+    if (status < 400 and not failed) or is_replay(response):
         return None
     path = response.request.url.path
     where = f"{response.request.method} {path}"
@@ -267,7 +379,9 @@ def classify(response: httpx.Response) -> ConnectorError | None:
             status=status,
         )
     member_call = any(part in path for part in _MEMBER_CALLS)
-    if path.endswith("/recipients/new") and (status < 400 or status in (400, 422)):
+    keyed = IDEMPOTENCY_HEADER in response.request.headers
+    # A create's refusal is about that one person; so is the replay of one (409 with the first answer's body).
+    if path.endswith(_CREATE_CALLS) and (status < 400 or status in (400, 422) or (status == 409 and keyed)):
         return RecipientRefused(f"{where}: HTTP {status}: {message}", reason=message, status=status)
     if status < 400:
         cls = BatchRejected if member_call else FatalError
@@ -363,8 +477,22 @@ def _number(value: str) -> int | str:
 
 
 def _key() -> dict[str, str]:
-    """A fresh `Idempotency-Key` for one logical POST (ApiClient's retries of it resend the same one)."""
-    return {"Idempotency-Key": uuid.uuid4().hex}
+    """A fresh `X-Idempotency-Key` for one logical POST (ApiClient's retries of it resend the same headers).
+    32 hex characters: within the documented 10 to 1024."""
+    return {IDEMPOTENCY_HEADER: uuid.uuid4().hex}
+
+
+def missing_fields(contact: Contact, required: frozenset[str]) -> list[str]:
+    """The required fields (`first_name`, `address.city`, ...) a contact lacks or leaves blank, sorted: the
+    planner's own rule, so a member it let through is never refused here."""
+    missing = []
+    for name in sorted(required):
+        value: object = contact
+        for part in name.split("."):
+            value = getattr(value, part, None) if value is not None else None
+        if value is None or (isinstance(value, str) and not value.strip()):
+            missing.append(name)
+    return missing
 
 
 def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
@@ -379,9 +507,9 @@ def _unique(contacts: Sequence[Contact]) -> list[Contact]:
     return list(first.values())
 
 
-def _recipient_form(contact: Contact, group_id: str) -> dict[str, str]:
+def _recipient_fields(contact: Contact, group_id: str, *, json_body: bool) -> dict[str, str | int]:
     address = contact.address
-    fields = {
+    fields: dict[str, str | int | None] = {
         "email": contact.email,
         "firstname": contact.first_name,
         "lastname": contact.last_name,
@@ -390,8 +518,11 @@ def _recipient_form(contact: Contact, group_id: str) -> dict[str, str]:
         "city": address.city if address else None,
         "postcode": address.postcode if address else None,
         "country": address.country if address else None,
-        "group_id": group_id,
-        "on_duplicate": "update",  # an email that exists after all is reused, never duplicated
+        "group_id": _number(group_id) if json_body else group_id,  # "body int" in the docs
+        # A recipient with this email exists after all (someone created it since the listing, or this very
+        # request's answer was lost and the key not honoured): answer its id, create nothing.
+        "on_duplicate": ON_DUPLICATE,
+        "test_level": TEST_LEVEL,
     }
     return {k: v for k, v in fields.items() if v is not None}  # never blank out what Stannp knows
 
@@ -432,7 +563,8 @@ class StannpConnector:
         name: str,
         client: httpx.AsyncClient,
         *,
-        capabilities: Capabilities = CAPABILITIES,
+        region: Region = Region.AUTO,
+        capabilities: Capabilities | None = None,
         pacing: Pacing | None = None,
         retry: RetryPolicy | None = None,
         hooks: RequestHooks | None = None,
@@ -442,8 +574,9 @@ class StannpConnector:
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
-        self.capabilities = capabilities
-        pacing = pacing or capabilities.pacing
+        self.endpoints = ENDPOINTS[resolve_region(client.base_url, region)]
+        self.capabilities = capabilities or capabilities_for(self.endpoints.region)
+        pacing = pacing or self.capabilities.pacing
         self.api = ApiClient(
             client, provider=name, classify=classify, pacing=pacing, retry=retry, hooks=hooks, quota=quota
         )
@@ -456,12 +589,21 @@ class StannpConnector:
         self._ids: dict[str, str] = {}  # email key -> recipient id, as learned this pass
         self._listed: set[str] | None = None  # every recipient id of the account, once listed this pass
         self._created: set[str] = set()  # recipient ids created this pass
+        self._owner: dict[str, str] = {}  # recipient id -> email key, as listed or learnt this pass
+        self._remove_method = "POST"  # as the SDKs send groups/remove; DELETE once the API answers 405
         self._list_lock = asyncio.Lock()
         self._groups: list[RemoteGroup] | None = None  # the account's groups, read once per pass
         self._groups_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"StannpConnector(name={self.name!r})"
+        return f"StannpConnector(name={self.name!r}, region={self.endpoints.region.value})"
+
+    def _body(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A write's body: JSON on the UK API, form fields on the US one (where a bool would arrive as the
+        string "false", which a loose server reads as true: form bodies carry no bools, see reset_members)."""
+        if self.endpoints.json_bodies:
+            return {"json": fields}
+        return {"data": {k: str(v) for k, v in fields.items()}}
 
     # -- groups ------------------------------------------------------------------------------------
     async def find_group(self, *, group_id: str | None = None, name: str | None = None) -> RemoteGroup | None:
@@ -500,13 +642,16 @@ class StannpConnector:
             return self._groups
 
     async def create_group(self, name: str) -> RemoteGroup:
-        # The same Idempotency-Key on every attempt; and as Stannp may not honour it, a create whose outcome
-        # is unknown is looked up by name before it is sent again (never a duplicate group).
-        key = uuid.uuid4().hex
+        # The same X-Idempotency-Key on every attempt (a replay answers 409 with the first answer: `classify`
+        # passes it). The docs do not say groups/* honour the key, so a create whose outcome is unknown is
+        # also looked up by name before it is sent again: never a duplicate group, whether or not they do.
+        path = self.endpoints.create_group
+        where = f"POST /{path}"
+        headers = _key()
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
                 body = await self.api.json(
-                    "POST", "groups/create", json={"name": name}, headers={"Idempotency-Key": key}, idempotent=False
+                    "POST", path, **self._body({"name": name}), headers=headers, idempotent=False
                 )
             except RetriableError as exc:
                 delay = max(exc.delay or 0.0, self.api.retry.backoff(attempt))
@@ -519,7 +664,7 @@ class StannpConnector:
                     raise
                 log.debug("%s: group create failed in transit and did not land; sending it again", self.name)
                 continue
-            group = RemoteGroup(id=_id(_payload(body), "POST /groups/create"), name=name, member_count=0)
+            group = RemoteGroup(id=_id(_payload(body), where), name=name, member_count=0)
             if self._groups is not None:
                 self._groups.append(group)
             return group
@@ -574,6 +719,7 @@ class StannpConnector:
     def _learn(self, ids: dict[str, str], cached: dict[str, str] | None = None) -> None:
         """Remember email key -> id for this pass, and write what changed to the persisted cache."""
         self._ids.update(ids)
+        self._owner.update({rid: key for key, rid in ids.items()})
         if cached is None:
             cached = self.cache.get_many(list(ids))
         changed = {k: v for k, v in ids.items() if cached.get(k) != v}
@@ -587,6 +733,8 @@ class StannpConnector:
             rid = self._ids.pop(key, None)
             if rid is not None and self._listed is not None:
                 self._listed.discard(rid)
+            if rid is not None and self._owner.get(rid) == key:
+                del self._owner[rid]
         self.cache.forget(keys)
 
     async def prepare_adds(self, contacts: Sequence[Contact]) -> list[Contact]:
@@ -637,6 +785,7 @@ class StannpConnector:
             self.cache.forget([k for k in stale if k in cached])
             chosen = {k: (believed[k] if believed.get(k) in rids else rids[0]) for k, rids in ids_by_key.items()}
             self._listed = listed | self._created
+            self._owner.update(owner)
             self._learn(chosen, {k: v for k, v in cached.items() if k not in stale})
             log.debug(
                 "%s: account recipients listed: %d recipients, %d stale cache entries",
@@ -668,10 +817,26 @@ class StannpConnector:
         return BatchResult(tuple(done + created), tuple(rejected))
 
     async def _members_call(self, method: str, verb: str, group: RemoteGroup, ids: Sequence[str]) -> None:
-        # Adding a member twice or removing an absent one changes nothing: safe to resend.
+        # Adding a member twice or removing an absent one changes nothing: safe to resend (a POST also carries
+        # its own key, so a resend whose first answer was lost is answered 409 with that answer).
         path = f"groups/{verb}/{_seg(group.id)}"
         headers = _key() if method == "POST" else None
-        await self.api.request(method, path, json={"recipients": ",".join(ids)}, headers=headers, idempotent=True)
+        body = self._body({"recipients": ",".join(ids)})
+        await self.api.request(method, path, **body, headers=headers, idempotent=True)
+
+    async def _remove_call(self, group: RemoteGroup, ids: Sequence[str]) -> None:
+        """`groups/remove` as the SDKs send it (POST; the newest UK page shows DELETE). A server answering 405
+        to POST gets DELETE, once, and for the rest of the connector's life."""
+        if self._remove_method == "POST":
+            try:
+                await self._members_call("POST", "remove", group, ids)
+                return
+            except FatalError as exc:
+                if exc.status != 405:
+                    raise
+            log.debug("%s: groups/remove answered 405 to POST; sending DELETE from now on", self.name)
+            self._remove_method = "DELETE"
+        await self._members_call("DELETE", "remove", group, ids)
 
     async def _add_existing(self, group: RemoteGroup, pairs: Sequence[Pair]) -> tuple[list[Contact], list[Contact]]:
         """Add recipients by id; returns (added, contacts whose recipient turned out not to exist)."""
@@ -710,11 +875,21 @@ class StannpConnector:
     async def _create_all(
         self, group: RemoteGroup, contacts: Sequence[Contact]
     ) -> tuple[list[str], list[MemberReject]]:
-        """`POST /recipients/new` for each contact (one request each: there is no bulk create), a few at a time."""
+        """Create each contact in the group (`recipients/create`, `recipients/new` on the US API: one request
+        each, there is no bulk create), a few at a time. A contact lacking a field the create requires is
+        rejected without a request (the planner rejects those already; this holds for any other caller)."""
         done: list[str] = []
         rejected: list[MemberReject] = []
         failure: list[ConnectorError] = []
-        pending = iter(contacts)
+        sendable: list[Contact] = []
+        for contact in contacts:
+            missing = missing_fields(contact, self.capabilities.required_fields)
+            if missing:
+                reason = f"missing fields {self.name} requires: {', '.join(missing)}"
+                rejected.append(MemberReject(contact.email, reason, code="missing_fields"))
+            else:
+                sendable.append(contact)
+        pending = iter(sendable)
 
         async def worker() -> None:
             for contact in pending:  # a shared iterator: each contact is taken by one worker
@@ -729,32 +904,57 @@ class StannpConnector:
                 except ConnectorError as exc:  # auth, a vanished group, retries exhausted: stop the batch
                     failure.append(exc)
                     return
+                if rid is not None and self._matched_another(rid, contact):
+                    # on_duplicate=ignore answered a recipient this pass knows under another email (or none):
+                    # Stannp matched on name and address (test_level=email not honoured). Adding it would put
+                    # someone else's record in the group and drift every pass; whoever owns the data merges them.
+                    reason = f"{MATCHED_ANOTHER} (recipient {rid}); merge or correct them in Stannp"
+                    rejected.append(MemberReject(contact.email, reason, code="duplicate_match"))
+                    continue
                 done.append(contact.key)
                 if rid is None:
                     continue
-                self._created.add(rid)
-                if self._listed is not None:
-                    self._listed.add(rid)
+                if rid not in self._owner:  # not listed this pass: created now (or by someone since the listing)
+                    self._created.add(rid)
+                    if self._listed is not None:
+                        self._listed.add(rid)
                 self._learn({contact.key: rid})
 
-        await asyncio.gather(*(worker() for _ in range(min(self._workers, len(contacts)))))
+        await asyncio.gather(*(worker() for _ in range(min(self._workers, len(sendable)))))
         if failure:
             raise failure[0]
         return done, rejected
 
+    def _matched_another(self, rid: str, contact: Contact) -> bool:
+        """Whether a create answered the id of a recipient this pass knows under another email (listed, or
+        created this pass for someone else), or listed without an email. An id this pass has not seen is the
+        new recipient, or one created with this email since the listing; the create's group_id joined it (the
+        docs: "the group ID to add the recipient to"), and should it not have, the next pass reads the person
+        as missing and adds the id it has learnt with groups/add."""
+        owner = self._owner.get(rid)
+        if owner is not None:
+            return owner != contact.key
+        return self._listed is not None and rid in self._listed and rid not in self._created
+
     async def _create(self, group: RemoteGroup, contact: Contact) -> str | None:
-        """Create the recipient in the group; its id (None when a successful answer does not say it)."""
-        # Safe to resend: the Idempotency-Key (the same on ApiClient's retries) and on_duplicate=update.
-        body = await self.api.json(
-            "POST", "recipients/new", data=_recipient_form(contact, group.id), headers=_key(), idempotent=True
-        )
-        data = _payload(body)
+        """Create the recipient in the group; its id (None when a successful answer does not say it).
+
+        Safe to resend, twice over: ApiClient's retries carry the same X-Idempotency-Key (Stannp answers a
+        replay 409 with the first answer, which `classify` passes), and should the endpoint not honour the
+        key, on_duplicate=ignore with test_level=email answers the recipient the lost attempt created."""
+        path = self.endpoints.create_recipient
+        where = f"POST /{path}"
+        fields = _recipient_fields(contact, group.id, json_body=self.endpoints.json_bodies)
+        response = await self.api.request("POST", path, **self._body(fields), headers=_key(), idempotent=True)
+        if is_replay(response):
+            log.debug("%s: %s answered from its idempotency key (409 with the first answer)", self.name, where)
+        data = _payload(json_body(response))
         if isinstance(data, dict) and data.get("valid") is False:
             log.debug("%s: a recipient was created with an address Stannp marks as not valid", self.name)
         try:
-            return _id(data, "POST /recipients/new")
+            return _id(data, where)
         except ProtocolError:
-            log.debug("%s: recipients/new succeeded without naming the id; it is learnt on a later read", self.name)
+            log.debug("%s: %s succeeded without naming the id; it is learnt on a later read", self.name, where)
             return None
 
     # -- removing and resetting --------------------------------------------------------------------
@@ -774,7 +974,7 @@ class StannpConnector:
 
     async def _remove_ids(self, group: RemoteGroup, ids: Sequence[str]) -> None:
         async def remove(part: Sequence[str]) -> None:
-            await self._members_call("DELETE", "remove", group, part)
+            await self._remove_call(group, part)
 
         try:
             await remove(ids)
@@ -797,11 +997,14 @@ class StannpConnector:
     async def reset_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
         # Non-atomic, so planned only when the user sets allow_non_atomic_reset. Resolve first, so the group
         # is empty for as short a time as possible. delete_recipients stays false: true deletes the
-        # recipients account-wide, from every group.
+        # recipients account-wide, from every group. As form fields (US) it is left out, as the documented
+        # default false: a form can only send the string "false", which a loose server reads as true.
         contacts = _unique(contacts)
         await self.prepare_adds(contacts)
-        body = {"id": _number(group.id), "delete_recipients": False}
-        await self.api.request("POST", "groups/purge", json=body, headers=_key(), idempotent=True)
+        fields: dict[str, Any] = {"id": _number(group.id)}
+        if self.endpoints.json_bodies:
+            fields["delete_recipients"] = False
+        await self.api.request("POST", "groups/purge", **self._body(fields), headers=_key(), idempotent=True)
         log.debug("%s: group %s purged for a reset", self.name, group.id)
         return await self.add_members(group, contacts) if contacts else BatchResult()
 
@@ -821,10 +1024,12 @@ def build(settings: StannpSettings, ctx: BuildContext) -> StannpConnector:
     else:
         auth = ApiKeyAuth(settings.api_key)
     client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
-    capabilities = CAPABILITIES.with_batch_size(settings.batch_size)
+    region = resolve_region(settings.base_url, settings.region)
+    capabilities = capabilities_for(region).with_batch_size(settings.batch_size)
     return StannpConnector(
         settings.name,
         client,
+        region=region,
         capabilities=capabilities,
         pacing=settings.pacing(CAPABILITIES.pacing),
         retry=settings.retry.policy(),
@@ -836,13 +1041,22 @@ def build(settings: StannpSettings, ctx: BuildContext) -> StannpConnector:
 
 __all__ = [
     "CAPABILITIES",
+    "ENDPOINTS",
+    "IDEMPOTENCY_HEADER",
     "ApiKeyAuth",
     "AuthScheme",
+    "Endpoints",
     "RecipientRefused",
+    "Region",
     "StannpConnector",
     "StannpSettings",
     "build",
+    "capabilities_for",
     "classify",
     "error_message",
+    "is_replay",
+    "missing_fields",
     "read_quota",
+    "resolve_region",
+    "success_body",
 ]

@@ -1,10 +1,16 @@
 """Stannp specifics, over HTTP against the bundled sandbox (httpx.ASGITransport; nothing of ours is patched).
 
 Exact request counts (k new + m existing recipients cost k + ceil(m/1000) writes; a warm cache reads no
-account listing), the stale-id refresh, pagination at the 1000 cap, pacing from the X-RateLimit-* headers
-(on a virtual clock shared by the sandbox's window and the connector's token bucket: nothing sleeps for real,
-nothing asserts wall-clock time), 429s, the non-atomic reset (never with `delete_recipients: true`), the
-planner's postal-field rejects, error shapes, tolerance of ids as numbers and bare bodies, and settings.
+account listing), lost answers (`Fault(lost=True)`: a create resent with the same `X-Idempotency-Key` is
+answered 409 with the first answer and makes one recipient, also 30 in a row; without a key honoured,
+on_duplicate=ignore with test_level=email still makes one), no `on_duplicate=update` and no `Idempotency-Key`
+header on any request, the two regional APIs (UK `recipients/create` / `groups/create` JSON, US
+`recipients/new` / `groups/new` form), members lacking a required field rejected before anything is sent
+(through the reconciler too), `groups/remove` as POST with the 405 → DELETE fallback, the stale-id refresh,
+pagination at the 1000 cap, pacing from the X-RateLimit-* headers (on a virtual clock shared by the sandbox's
+window and the connector's token bucket: nothing sleeps for real, nothing asserts wall-clock time), 429s, the
+non-atomic reset (never with `delete_recipients: true`), error shapes, tolerance of ids as numbers and bare
+bodies, settings, and the sandbox's own fidelity to the docs (routes, idempotency keys, on_duplicate).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+import yaml
 from pydantic import SecretStr, ValidationError
 
 from connectors.base import (
@@ -41,25 +49,36 @@ from connectors.base import (
 )
 from connectors.http import ApiKeyBasicAuth, BearerAuth, RetryPolicy, count_requests, make_client
 from connectors.sandbox._core import Fault, Request, Response
-from connectors.sandbox.stannp import AUTH_ERROR, DEFAULT_KEY, StannpSandbox
+from connectors.sandbox.stannp import AUTH_ERROR, DEFAULT_KEY, Recipient, StannpSandbox
 from connectors.settings import BuildContext
 from connectors.stannp import (
     CAPABILITIES,
+    ENDPOINTS,
     GROUP_PAGE_SIZE,
+    MATCHED_ANOTHER,
     REFUSED,
     RecipientRefused,
+    Region,
     StannpConnector,
     StannpSettings,
     build,
+    capabilities_for,
     classify,
+    is_replay,
     read_quota,
+    resolve_region,
+    success_body,
 )
+from syncd.config import load_config
+from syncd.metrics import Metrics
 from syncd.model import Member, OpKind, Plan, RemovalPolicy, Strategy
 from syncd.planning import Guard, plan
+from syncd.reconciler import PassOptions, Reconciler
+from syncd.state import Store
 
 BASE = "http://127.0.0.1/v1"
 ADDRESS = PostalAddress(line1="1 Test Street", line2="Flat 2", city="Leeds", postcode="LS1 1AA", country="GB")
-ADD, REMOVE, NEW = r"/groups/add/", r"/groups/remove/", r"/recipients/new$"
+ADD, REMOVE, NEW = r"/groups/add/", r"/groups/remove/", r"/recipients/create$"
 LISTING = r"/recipients/list$"
 
 
@@ -270,8 +289,8 @@ async def test_new_recipients_are_created_and_joined_in_one_request_each() -> No
     assert result.done == ("ann.lee@example.com",)
     (rid,) = sb.recipients_with_email("ann.lee@example.com")
     assert cache.all() == {"ann.lee@example.com": rid}  # the new id is cached
-    create = next(r for r in sb.requests if r.path.endswith("/recipients/new"))
-    assert body_of(create.body) == {
+    create = next(r for r in sb.requests if r.path.endswith("/recipients/create"))
+    assert json.loads(create.body) == {
         "email": "Ann.Lee@Example.com",  # the source's spelling
         "firstname": "Ann",
         "lastname": "Lee",
@@ -280,12 +299,13 @@ async def test_new_recipients_are_created_and_joined_in_one_request_each() -> No
         "city": "Leeds",
         "postcode": "LS1 1AA",
         "country": "GB",
-        "group_id": gid,
-        "on_duplicate": "update",
+        "group_id": int(gid),
+        "on_duplicate": "ignore",
+        "test_level": "email",
     }
-    headers = next(h for m, p, h in sb.headers if p.endswith("/recipients/new"))
-    assert headers["content-type"] == "application/x-www-form-urlencoded"
-    assert len(headers["idempotency-key"]) >= 16
+    headers = next(h for m, p, h in sb.headers if p.endswith("/recipients/create"))
+    assert headers["content-type"] == "application/json"
+    assert len(headers["x-idempotency-key"]) == 32 and "idempotency-key" not in headers
     assert sb.group_emails(gid) == {"Ann.Lee@Example.com"}
 
 
@@ -300,24 +320,27 @@ async def test_an_email_that_exists_after_all_is_reused_not_duplicated() -> None
     finally:
         await c.aclose()
     assert result.done == ("late@example.com",)
-    assert sb.recipients_with_email("late@example.com") == [rid]  # on_duplicate=update reused it
+    assert sb.recipients_with_email("late@example.com") == [rid]  # on_duplicate=ignore answered it
     assert sb.group_ids(gid) == [rid]
+    assert c.cache.get_many(["late@example.com"]) == {"late@example.com": rid}
 
 
 async def test_a_refused_contact_is_an_invalid_recipient_reject_and_the_rest_go_in() -> None:
     sb = sandbox()
     gid = sb.add_group("G")
     c = connect(sb)
-    no_country = Contact("x@example.com", address=PostalAddress(line1="1 Road", postcode="AB1 2CD"))
+    spelled_out = PostalAddress(line1="1 Road", city="York", postcode="YO1 7HH", country="United Kingdom")
+    refused = Contact("x@example.com", "Xan", "Ray", spelled_out)
     try:
-        result = await c.add_members(RemoteGroup(gid, "G"), [*contacts(["a@example.com"]), no_country])
+        result = await c.add_members(RemoteGroup(gid, "G"), [*contacts(["a@example.com"]), refused])
     finally:
         await c.aclose()
     assert result.done == ("a@example.com",)
     (reject,) = result.rejected
     assert reject.email == "x@example.com" and reject.code == "invalid_recipient" and reject.permanent
-    assert reject.reason == f"{REFUSED}: country is required"
+    assert reject.reason == f"{REFUSED}: country must be an ISO 3166-1 alpha-2 code (GB, US, FR...)"
     assert sb.group_emails(gid) == {"a@example.com"}
+    assert [r.status for r in sb.requests if r.path.endswith("/recipients/create")] == [200, 400]  # not retried
 
 
 async def test_a_stale_cached_id_refreshes_once_and_the_person_is_recreated() -> None:
@@ -339,7 +362,7 @@ async def test_a_stale_cached_id_refreshes_once_and_the_person_is_recreated() ->
         ("POST", "add", 400),
         ("GET", "list", 200),
         ("POST", "add", 200),
-        ("POST", "new", 200),
+        ("POST", "create", 200),
     ]
     assert tally.as_dict() == {"read": 1, "write": 3}
     assert sb.group_emails(gid) == set(people)
@@ -487,8 +510,11 @@ async def test_create_sends_an_idempotency_key_and_is_found_afterwards() -> None
     finally:
         await c.aclose()
     assert sb.mutating_count == 1 and sb.count() == 2  # the listing, the create; the find is answered locally
+    assert [(r.method, r.path) for r in sb.requests] == [("GET", "/v1/groups/list"), ("POST", "/v1/groups/create")]
+    assert json.loads(sb.requests[1].body) == {"name": "New"}
     create = next(h for m, p, h in sb.headers if m == "POST")
-    assert create["idempotency-key"] and create["content-type"] == "application/json"
+    assert len(create["x-idempotency-key"]) == 32 and create["content-type"] == "application/json"
+    assert "idempotency-key" not in create
 
 
 class LandsThenFails(StannpSandbox):
@@ -524,17 +550,444 @@ async def test_a_create_that_did_not_land_is_sent_again_with_the_same_key() -> N
     finally:
         await c.aclose()
     assert [g.name for g in sb.groups.values()] == ["New"] and group.name == "New"
-    keys = [h["idempotency-key"] for m, p, h in sb.headers if m == "POST"]
+    keys = [h["x-idempotency-key"] for m, p, h in sb.headers if m == "POST"]
     assert len(keys) == 2 and keys[0] == keys[1]
 
 
-async def test_the_sandbox_replays_an_idempotency_key() -> None:
+async def test_the_sandbox_replays_an_x_idempotency_key_as_the_docs_say() -> None:
+    vt = VirtualTime()
+    sb = StannpSandbox(limit=None, clock=vt.clock)
+    auth = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    key = {"X-Idempotency-Key": "key-0000001"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/", headers=auth) as http:
+        first = await http.post("groups/create", json={"name": "Once"}, headers=key)
+        replay = await http.post("groups/create", json={"name": "Once"}, headers=key)
+        other_body = await http.post("groups/create", json={"name": "Twice"}, headers=key)
+        # the old header name is nothing to Stannp: two requests, two groups
+        old = [await http.post("groups/create", json={"name": "Old"}, headers={"Idempotency-Key": "k-1234567890"})]
+        old.append(await http.post("groups/create", json={"name": "Old"}, headers={"Idempotency-Key": "k-1234567890"}))
+        short = await http.post("groups/create", json={"name": "Short"}, headers={"X-Idempotency-Key": "123456789"})
+        listed = await http.get("groups/list", headers=key)  # a key on a GET means nothing
+        vt.now += 24 * 3600  # keys are remembered 24 hours
+        later = await http.post("groups/create", json={"name": "Once"}, headers=key)
+    assert first.status_code == 200 and first.json() == {"success": True, "data": "39"}
+    assert replay.status_code == 409 and replay.json() == first.json()  # the first answer, nothing done again
+    # the same key on another body: "only identical requests will be treated as idempotent", so it is performed
+    assert other_body.status_code == 200 and other_body.json() == {"success": True, "data": "40"}
+    assert [a.status_code for a in old] == [200, 200] and old[0].json() != old[1].json()
+    assert short.status_code == 400 and short.json()["error"].startswith("Idempotency keys must be between 10")
+    assert listed.status_code == 200
+    assert later.status_code == 200 and later.json()["data"] != first.json()["data"]
+    assert [g.name for g in sb.groups.values()] == ["Once", "Twice", "Old", "Old", "Once"]
+    assert (sb.replays, sb.key_reuses) == (1, 1)
+
+
+async def test_the_sandbox_remembers_successes_only() -> None:
     sb = sandbox()
-    headers = {"Authorization": f"Bearer {DEFAULT_KEY}", "Idempotency-Key": "k-1"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/") as http:
-        first = (await http.post("groups/create", json={"name": "Once"}, headers=headers)).json()
-        second = (await http.post("groups/create", json={"name": "Once"}, headers=headers)).json()
-    assert first == second and len(sb.groups) == 1 and sb.replays == 1
+    auth = {"Authorization": f"Bearer {DEFAULT_KEY}", "X-Idempotency-Key": "retry-after-a-fix"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/", headers=auth) as http:
+        refused = await http.post("groups/create", json={"name": ""})
+        again = await http.post("groups/create", json={"name": ""})
+    assert [refused.status_code, again.status_code] == [400, 400] and sb.replays == 0  # performed (and refused) twice
+
+
+# ------------------------------------------------------------ lost answers, idempotency keys, on_duplicate
+
+
+def create_keys(sb: Recording) -> list[str]:
+    """The X-Idempotency-Key of every recipient create the sandbox was sent, in order."""
+    return [h["x-idempotency-key"] for m, p, h in sb.headers if p.endswith("/recipients/create")]
+
+
+async def test_a_lost_answer_to_a_create_is_resent_with_the_same_key_and_makes_one_recipient() -> None:
+    sb = Recording()
+    gid = sb.add_group("G")
+    sb.inject(Fault(lost=True, method="POST", path="recipients/create"))  # served, then the answer is lost
+    cache = MemoryRecipientCache()
+    c = connect(sb, cache=cache)
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(["ann@example.com"]))
+    finally:
+        await c.aclose()
+    assert result.done == ("ann@example.com",) and not result.rejected
+    (rid,) = sb.recipients_with_email("ann@example.com")  # exactly one recipient
+    assert sb.group_ids(gid) == [rid] and cache.all() == {"ann@example.com": rid}
+    assert [(r.method, r.path, r.status) for r in sb.requests] == [
+        ("GET", "/v1/recipients/list", 200),
+        ("POST", "/v1/recipients/create", 200),  # its answer never arrived
+        ("POST", "/v1/recipients/create", 409),  # the replay: the first answer's body
+    ]
+    first, retry = create_keys(sb)
+    assert first == retry and len(first) == 32 and sb.requests[1].body == sb.requests[2].body
+    assert sb.replays == 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_thirty_lost_answers_in_a_row_make_thirty_recipients_and_no_duplicate(concurrency: int) -> None:
+    sb = Recording()
+    existing, new = emails(500, "old"), emails(30, "new")
+    seed(sb, existing)
+    gid = sb.add_group("G")
+    if concurrency == 1:
+        # every create loses its first answer, one after the other: create, replay, create, replay, ...
+        for i in range(30):
+            sb.inject(Fault(lost=True, method="POST", path="recipients/create$", skip=i))
+        retry: dict[str, Any] = {"backoff_base": 0}
+    else:
+        # the next 30 create requests lose their answer, whichever worker sends them (a retry too)
+        sb.inject(Fault(lost=True, method="POST", path="recipients/create$", times=30))
+        retry = {"backoff_base": 0, "max_retries": 30}
+    c = connect(sb, max_concurrency=concurrency, retry=retry)
+    wanted = contacts(existing[:200] + new + existing[200:])
+    try:
+        await c.prepare_adds(wanted)
+        results = [await c.add_members(RemoteGroup(gid, "G"), chunk) for chunk in applier_chunks(wanted)]
+    finally:
+        await c.aclose()
+    assert sum(len(r.done) for r in results) == 530 and not any(r.rejected for r in results)
+    assert sb.recipient_count() == 530  # 30 new recipients
+    assert all(len(sb.recipients_with_email(e)) == 1 for e in new)  # no duplicate
+    assert sb.group_emails(gid) == set(existing + new)
+    creates = [r for r in sb.requests if r.path.endswith("/recipients/create")]
+    # 30 first attempts; each of the 30 lost answers was sent again with its key and answered from it (409)
+    assert len(creates) == 30 + 30 and sb.replays == 30 == sum(1 for r in creates if r.status == 409)
+    keys = create_keys(sb)
+    assert len(set(keys)) == 30 and len(keys) == 30 + 30  # one key per person
+    if concurrency == 1:
+        assert [r.status for r in creates] == [200, 409] * 30 and keys[::2] == keys[1::2]
+    assert sb.count(method="POST", path=ADD) == 1
+
+
+async def test_a_lost_create_still_makes_one_recipient_where_the_key_is_not_honoured() -> None:
+    # Nothing says recipients/create honours the key; then on_duplicate=ignore with test_level=email answers the
+    # recipient the lost attempt created.
+    sb = Recording(idempotency=False)
+    gid = sb.add_group("G")
+    sb.inject(Fault(lost=True, method="POST", path="recipients/create"))
+    c = connect(sb)
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(["ann@example.com"]))
+    finally:
+        await c.aclose()
+    assert result.done == ("ann@example.com",)
+    assert len(sb.recipients_with_email("ann@example.com")) == 1
+    assert [r.status for r in sb.requests if r.path.endswith("/recipients/create")] == [200, 200]
+    assert sb.replays == 0
+
+
+async def test_lost_answers_to_adds_and_group_creates_are_not_failures() -> None:
+    sb = Recording()
+    people = emails(3)
+    seed(sb, people)
+    sb.inject(Fault(lost=True, method="POST", path="groups/create$"))
+    sb.inject(Fault(lost=True, method="POST", path="groups/add/"))
+    c = connect(sb, cache=warm_cache(sb))
+    try:
+        group = await c.create_group("New")  # landed: found by name, not sent again
+        result = await c.add_members(group, contacts(people))  # resent with its key: 409, the first answer
+    finally:
+        await c.aclose()
+    assert [g.name for g in sb.groups.values()] == ["New"] and sorted(result.done) == people
+    assert [(r.method, r.path.rsplit("/", 2)[-2 if ADD in r.path else -1], r.status) for r in sb.requests] == [
+        ("POST", "create", 200),
+        ("GET", "list", 200),
+        ("POST", "add", 200),
+        ("POST", "add", 409),
+    ]
+    add_keys = [h["x-idempotency-key"] for m, p, h in sb.headers if ADD in p]
+    assert add_keys[0] == add_keys[1]
+    assert sb.group_emails(group.id) == set(people)
+
+
+def _keyed(status: int, body: Any, path: str = "/v1/recipients/create", key: bool = True) -> httpx.Response:
+    headers = {"X-Idempotency-Key": "k" * 32} if key else {}
+    request = httpx.Request("POST", "http://127.0.0.1" + path, headers=headers)
+    return httpx.Response(status, json=body, request=request)
+
+
+def test_a_409_replay_is_the_first_answer_and_any_other_409_an_error() -> None:
+    first = {"success": True, "data": {"id": "1941", "valid": True}}
+    assert classify(_keyed(409, first)) is None and is_replay(_keyed(409, first))
+    assert classify(_keyed(409, {"id": "1941", "valid": True})) is None  # a bare body, as one docs version shows
+    assert classify(_keyed(409, {"success": True, "data": 2}, "/v1/groups/add/3")) is None
+    conflict = classify(_keyed(409, {"success": False, "error": "resource in use"}, "/v1/groups/create"))
+    assert type(conflict) is FatalError and conflict.status == 409 and "resource in use" in conflict.message
+    assert isinstance(classify(_keyed(409, {"success": False, "error": "in use"}, "/v1/groups/add/3")), FatalError)
+    assert isinstance(classify(_keyed(409, {"error": "conflict"})), FatalError)
+    assert isinstance(classify(_keyed(409, first, key=False)), FatalError)  # no key sent: no replay either
+    # a create whose first answer was a refusal: the replay is that refusal, a reject of this person alone
+    replayed_refusal = classify(_keyed(409, {"success": False, "error": "city is required"}))
+    assert isinstance(replayed_refusal, RecipientRefused) and replayed_refusal.reason == "city is required"
+    assert type(classify(_keyed(409, {"success": False, "error": "x"}, key=False))) is FatalError
+    assert not success_body([1]) and not success_body({"success": "true"}) and success_body({"data": "39"})
+
+
+async def test_a_409_replay_is_parsed_like_the_first_answer() -> None:
+    sb = Recording()
+    gid = sb.add_group("G")
+    c = connect(sb)
+    try:
+        await c.prepare_adds(contacts(["ann@example.com"]))
+        sb.inject(Fault(lost=True, method="POST", path="recipients/create"))
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(["ann@example.com"]))
+        assert result.done == ("ann@example.com",)
+        (rid,) = sb.recipients_with_email("ann@example.com")
+        members = await c.read_members(RemoteGroup(gid, "G"))  # the id learnt from the 409 is the member's id
+    finally:
+        await c.aclose()
+    assert members == [RemoteMember("ann@example.com", rid)]
+    assert c.cache.get_many(["ann@example.com"]) == {"ann@example.com": rid}
+
+
+@pytest.mark.parametrize("region", ["eu", "us"])
+async def test_no_request_carries_on_duplicate_update_or_an_idempotency_key_header(region: str) -> None:
+    sb = Recording(region=region)
+    existing = emails(3, "old")
+    seed(sb, existing)
+    base = "https://api-us1.stannp.com/v1" if region == "us" else "https://api-eu1.stannp.com/v1"
+    c = connect(sb, base_url=base, allow_non_atomic_reset=True)
+    try:
+        group = await c.create_group("All")
+        await c.add_members(group, contacts([*existing, *emails(3, "new")]))
+        await c.remove_members(group, (await c.read_members(group))[:2])
+        await c.reset_members(group, contacts([*existing[:1], "fresh@example.com"]))
+    finally:
+        await c.aclose()
+    assert sb.group_emails(group.id) == {existing[0], "fresh@example.com"}
+    assert not [p for _, p, h in sb.headers if "idempotency-key" in h]
+    posts = [h for m, _, h in sb.headers if m == "POST"]
+    keys = [h["x-idempotency-key"] for h in posts]
+    # group create; 1 add + 3 creates; 1 remove; purge + 1 add + 1 create: a fresh key per logical POST
+    assert len(posts) == 1 + 4 + 1 + 3 and len(set(keys)) == len(keys)
+    bodies = [body_of(r.body) for r in sb.requests]
+    assert {b["on_duplicate"] for b in bodies if "on_duplicate" in b} == {"ignore"}
+    assert sum(1 for b in bodies if "on_duplicate" in b) == 4  # 3 new + fresh
+    assert_recipients_never_deleted(sb)
+
+
+# ------------------------------------------------------------------------------------------- regions
+
+US_ADDRESS = PostalAddress(line1="1 Main St", line2=None, city="Austin", postcode="78701", country="US")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "region", "expected"),
+    [
+        ("https://api-eu1.stannp.com/v1", None, "eu"),
+        ("https://api-us1.stannp.com/v1", None, "us"),
+        (BASE, None, "eu"),  # a sandbox on loopback: the UK API unless configured
+        (BASE, "us", "us"),
+        ("https://api-us1.stannp.com/v1", "eu", "eu"),
+    ],
+)
+async def test_the_region_picks_the_create_endpoints_and_their_bodies(
+    base_url: str, region: str | None, expected: str
+) -> None:
+    sb = Recording(region=expected)
+    c = connect(sb, base_url=base_url, region=region)
+    person = Contact("ann@example.com", "Ann", "Lee", US_ADDRESS)
+    try:
+        group = await c.create_group("Mail")
+        result = await c.add_members(group, [person])
+    finally:
+        await c.aclose()
+    assert result.done == ("ann@example.com",) and sb.group_emails(group.id) == {"ann@example.com"}
+    fields = {
+        "email": "ann@example.com",
+        "firstname": "Ann",
+        "lastname": "Lee",
+        "address1": "1 Main St",
+        "city": "Austin",
+        "postcode": "78701",  # the US reference also says postcode
+        "country": "US",
+        "on_duplicate": "ignore",
+        "test_level": "email",
+    }
+    (_, create_group), _, (_, create_recipient) = [(r.method, r) for r in sb.requests]
+    ctypes = [h["content-type"] for m, _, h in sb.headers if m == "POST"]
+    if expected == "us":
+        assert [r.path for r in sb.requests] == ["/v1/groups/new", "/v1/recipients/list", "/v1/recipients/new"]
+        assert body_of(create_group.body) == {"name": "Mail"}
+        assert body_of(create_recipient.body) == {**fields, "group_id": group.id}
+        assert ctypes == ["application/x-www-form-urlencoded"] * 2
+    else:
+        assert [r.path for r in sb.requests] == ["/v1/groups/create", "/v1/recipients/list", "/v1/recipients/create"]
+        assert json.loads(create_group.body) == {"name": "Mail"}
+        assert json.loads(create_recipient.body) == {**fields, "group_id": int(group.id)}
+        assert ctypes == ["application/json"] * 2
+
+
+async def test_a_us_reset_sends_no_delete_recipients_field_at_all() -> None:
+    # As a form field, false can only be the string "false", which a loose server reads as true.
+    sb = Recording(region="us")
+    seed(sb, ["a@example.com"])
+    gid = sb.add_group("G", emails(2))
+    c = connect(sb, base_url="https://api-us1.stannp.com/v1", cache=warm_cache(sb))
+    try:
+        await c.reset_members(RemoteGroup(gid, "G"), contacts(["a@example.com"]))
+    finally:
+        await c.aclose()
+    purge, add = sb.requests
+    assert (purge.path, body_of(purge.body)) == ("/v1/groups/purge", {"id": gid})
+    assert add.path == f"/v1/groups/add/{gid}" and sb.group_emails(gid) == {"a@example.com"}
+    assert_recipients_never_deleted(sb)
+
+
+def test_region_resolution_and_capabilities() -> None:
+    assert resolve_region("https://api-us1.stannp.com/v1") is Region.US
+    assert resolve_region("https://us.stannp.com/api/v1") is Region.US  # the old US docs' host
+    assert resolve_region("https://api-eu1.stannp.com/v1") is Region.EU
+    assert resolve_region("http://127.0.0.1:8080/stannp/v1") is Region.EU
+    assert resolve_region("http://127.0.0.1/v1", Region.US) is Region.US
+    for region in Region:
+        assert capabilities_for(region).required_fields == CAPABILITIES.required_fields  # the US set: the same
+    assert (ENDPOINTS[Region.EU].create_recipient, ENDPOINTS[Region.US].create_recipient) == (
+        "recipients/create",
+        "recipients/new",
+    )
+    assert settings().region is Region.AUTO and settings(region="us").region is Region.US
+    with pytest.raises(ValidationError):
+        settings(region="ca")
+    assert "api-us" in (StannpSettings.model_fields["region"].description or "")
+
+
+# ------------------------------------------------------------------------- required fields, duplicates
+
+
+async def test_a_member_missing_a_required_field_is_rejected_by_the_reconciler_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    sb = sandbox()
+    address = {"line1": "1 Test Street", "city": "Leeds", "postcode": "LS1 1AA", "country": "GB"}
+    full: dict[str, Any] = {"email": "full@example.com", "first_name": "Ann", "last_name": "Lee", "address": address}
+    no_city = {**full, "email": "no.city@example.com", "address": {**address, "city": " "}}
+    cfg = {
+        "state": {"url": f"sqlite:///{tmp_path}/state.db"},
+        "providers": [{"name": "sp", "type": "stannp", "base_url": BASE, "api_key": DEFAULT_KEY, "rate_limit": 1e6}],
+        "groups": [{"name": "Post", "members": [full, no_city], "targets": ["sp"]}],
+    }
+    path = tmp_path / "syncd.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config = load_config(path)
+    store = Store.open(config.state.url)
+    try:
+        reconciler = Reconciler(config, store, Metrics(), transport=httpx.ASGITransport(app=sb))
+        (pair,) = (await reconciler.run(PassOptions())).pairs
+    finally:
+        store.close()
+    assert pair.add == 1
+    assert [(r.email, r.reason) for r in pair.rejected] == [
+        ("no.city@example.com", "missing fields sp requires: address.city")
+    ]
+    assert not any(b"no.city" in r.body for r in sb.requests)  # never sent
+    assert sb.count(path=NEW) == 1
+    (gid,) = sb.groups
+    assert sb.group_emails(gid) == {"full@example.com"}
+
+
+async def test_the_connector_itself_never_sends_a_contact_lacking_a_required_field() -> None:
+    sb = sandbox()
+    gid = sb.add_group("G")
+    c = connect(sb)
+    nameless = Contact("nameless@example.com", address=ADDRESS)
+    no_city = Contact("no.city@example.com", "Ann", "Lee", PostalAddress("1 Road", None, None, "LS1 1AA", "GB"))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), [nameless, *contacts(["ok@example.com"]), no_city])
+    finally:
+        await c.aclose()
+    assert result.done == ("ok@example.com",)
+    assert [(r.email, r.reason, r.code) for r in result.rejected] == [
+        ("nameless@example.com", "missing fields stannp requires: first_name, last_name", "missing_fields"),
+        ("no.city@example.com", "missing fields stannp requires: address.city", "missing_fields"),
+    ]
+    assert sb.count(path=NEW) == 1 and not any(b"nameless" in r.body or b"no.city" in r.body for r in sb.requests)
+
+
+class NameMatching(StannpSandbox):
+    """A server that does not honour test_level: duplicates are matched on name and address, the default."""
+
+    def _duplicate_of(self, form: dict[str, str]) -> Recipient | None:
+        return super()._duplicate_of({k: v for k, v in form.items() if k != "test_level"})
+
+
+async def test_an_ignore_answer_naming_someone_elses_recipient_is_a_reject_not_a_member() -> None:
+    sb = NameMatching(limit=None)
+    other = sb.add_recipient("old.address@example.com", firstname="Ann", lastname="Lee", address1="1 Test Street")
+    gid = sb.add_group("G")
+    bob = PostalAddress("2 Other Road", None, "York", "YO1 7HH", "GB")
+    people = [
+        Contact("ann.new@example.com", "Ann", "Lee", ADDRESS),  # Stannp answers `other`, listed under another email
+        Contact("bob@example.com", "Bob", "Ray", bob),  # new
+        Contact("bob.twin@example.com", "Bob", "Ray", bob),  # answered bob's recipient, created this pass
+    ]
+    c = connect(sb, max_concurrency=1)
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), people)
+    finally:
+        await c.aclose()
+    assert result.done == ("bob@example.com",)
+    assert [(r.email, r.code) for r in result.rejected] == [
+        ("ann.new@example.com", "duplicate_match"),
+        ("bob.twin@example.com", "duplicate_match"),
+    ]
+    assert result.rejected[0].reason == f"{MATCHED_ANOTHER} (recipient {other}); merge or correct them in Stannp"
+    assert sb.recipient_count() == 2  # nobody duplicated
+    (bob_id,) = sb.recipients_with_email("bob@example.com")
+    assert c.cache.all() == {"old.address@example.com": other, "bob@example.com": bob_id}
+
+
+async def test_an_existing_recipient_that_ignore_did_not_join_is_added_on_the_next_pass() -> None:
+    # The docs say group_id adds the recipient to the group; should a server not do so for a recipient that
+    # on_duplicate=ignore matched, the next pass reads the person as missing and adds the learnt id.
+    sb = sandbox(ignore_joins_group=False)
+    gid = sb.add_group("G")
+    group = RemoteGroup(gid, "G")
+    cache = MemoryRecipientCache()
+    first = connect(sb, cache=cache)
+    try:
+        await first.prepare_adds(contacts(["late@example.com"]))  # listed: nobody has this email yet
+        rid = sb.add_recipient("late@example.com")  # ...then someone creates them in the dashboard
+        assert (await first.add_members(group, contacts(["late@example.com"]))).done == ("late@example.com",)
+    finally:
+        await first.aclose()
+    assert sb.group_ids(gid) == [] and sb.recipients_with_email("late@example.com") == [rid]
+    sb.clear_log()
+    second = connect(sb, cache=cache)
+    try:
+        assert await second.read_members(group) == []
+        await second.add_members(group, contacts(["late@example.com"]))
+    finally:
+        await second.aclose()
+    assert sb.group_ids(gid) == [rid]
+    assert [(r.method, r.path) for r in sb.requests] == [
+        ("GET", "/v1/recipients/list"),
+        ("GET", "/v1/groups/list"),  # an empty read checks the group exists
+        ("POST", f"/v1/groups/add/{gid}"),
+    ]
+
+
+# ------------------------------------------------------------------------------------- groups/remove
+
+
+async def test_remove_is_a_post_and_a_405_switches_to_delete_for_good() -> None:
+    for methods, expected in (
+        (("POST", "DELETE"), [("POST", 200), ("POST", 200)]),
+        (("DELETE",), [("POST", 405), ("DELETE", 200), ("DELETE", 200)]),  # as the newest UK page shows
+    ):
+        sb = sandbox(remove_methods=methods)
+        people = emails(4)
+        gid = sb.add_group("G", people)
+        c = connect(sb)
+        group = RemoteGroup(gid, "G")
+        try:
+            read = await c.read_members(group)
+            sb.clear_log()
+            assert len((await c.remove_members(group, read[:1])).done) == 1
+            assert len((await c.remove_members(group, read[1:2])).done) == 1
+        finally:
+            await c.aclose()
+        assert [(r.method, r.status) for r in sb.requests] == expected
+        assert sb.group_emails(gid) == set(people[2:])
 
 
 # ------------------------------------------------------------------------------------ remove, reset
@@ -551,7 +1004,7 @@ async def test_remove_sends_comma_separated_ids_in_batches_and_is_idempotent() -
         sb.clear_log()
         result = await c.remove_members(group, members[:2100])
         assert len(result.done) == 2100
-        assert [(r.method, r.path) for r in sb.requests] == [("DELETE", f"/v1/groups/remove/{gid}")] * 3
+        assert [(r.method, r.path) for r in sb.requests] == [("POST", f"/v1/groups/remove/{gid}")] * 3
         first = body_of(sb.requests[0].body)["recipients"].split(",")
         assert first == [m.id for m in members[:1000]]
         assert sb.group_emails(gid) == {m.email for m in members[2100:]}
@@ -581,7 +1034,9 @@ async def test_remove_of_a_deleted_recipient_still_removes_the_rest() -> None:
 
 
 def members(addresses: Sequence[str], *, address: bool = True) -> tuple[Member, ...]:
-    return tuple(Member(email=e, address=ADDRESS if address else None) for e in addresses)
+    if not address:
+        return tuple(Member(email=e) for e in addresses)
+    return tuple(Member(email=e, first_name="Ann", last_name="Lee", address=ADDRESS) for e in addresses)
 
 
 async def test_reset_is_purge_then_adds_only_with_allow_non_atomic_reset_and_never_deletes_recipients() -> None:
@@ -635,7 +1090,7 @@ async def test_a_reset_resolves_before_it_purges() -> None:
     finally:
         await c.aclose()
     assert result.done == ("fresh@example.com",)
-    assert [r.path.rsplit("/", 2)[-1] for r in sb.requests] == ["list", "purge", "new"]
+    assert [r.path.rsplit("/", 2)[-1] for r in sb.requests] == ["list", "purge", "create"]
     assert sb.group_emails(gid) == {"fresh@example.com"}
     assert_recipients_never_deleted(sb)
 
@@ -656,22 +1111,31 @@ async def test_the_sandbox_honours_delete_recipients_so_the_checks_above_mean_so
 # ------------------------------------------------------------------------------ the planner's rejects
 
 
-def test_the_planner_rejects_members_missing_the_postal_fields_stannp_requires() -> None:
-    partial = Member("partial@example.com", address=PostalAddress(line1="1 Road", postcode=" ", country="GB"))
+def test_the_planner_rejects_members_missing_the_fields_stannp_requires() -> None:
+    partial = Member("partial@example.com", "P", "Q", PostalAddress(line1="1 Road", postcode=" ", country="GB"))
+    no_names = Member("no.names@example.com", address=ADDRESS)
     present = Member("present@example.com")  # already in the group without an address: not ours to reject
     the_plan = plan(
         group="G",
         provider="stannp",
-        desired=(*members(["ok@example.com"]), *members(["bare@example.com"], address=False), partial, present),
+        desired=(
+            *members(["ok@example.com"]),
+            *members(["bare@example.com"], address=False),
+            partial,
+            no_names,
+            present,
+        ),
         actual=(RemoteMember(email="present@example.com", id="1"),),
         capabilities=CAPABILITIES,
         policy=RemovalPolicy.MIRROR,
         guard=Guard(),
     )
     assert [m.email for m in the_plan.to_add] == ["ok@example.com"]
+    everything = "address.city, address.country, address.line1, address.postcode, first_name, last_name"
     assert [(r.email, r.reason) for r in the_plan.rejected] == [
-        ("bare@example.com", "missing fields stannp requires: address.country, address.line1, address.postcode"),
-        ("partial@example.com", "missing fields stannp requires: address.postcode"),
+        ("bare@example.com", f"missing fields stannp requires: {everything}"),
+        ("partial@example.com", "missing fields stannp requires: address.city, address.postcode"),
+        ("no.names@example.com", "missing fields stannp requires: first_name, last_name"),
     ]
     assert {str(r.code) for r in the_plan.rejected} == {"missing_fields"}
 
@@ -939,7 +1403,7 @@ async def test_bare_bodies_without_a_data_envelope_are_accepted() -> None:
             if request.url.params["offset"] != "0":
                 return httpx.Response(200, json={"success": True, "data": False})
             return httpx.Response(200, json={"success": True, "data": {"recipients": [{"id": 99, "email": "x@y.org"}]}})
-        if path.endswith("/recipients/new"):
+        if path.endswith("/recipients/create"):
             if b"quiet" in request.content:  # success without naming the id
                 return httpx.Response(200, json={"success": True})
             return httpx.Response(200, json={"success": True, "data": 123})
@@ -986,7 +1450,14 @@ def test_capabilities_and_batch_size() -> None:
     assert CAPABILITIES.member_key.value == "id" and CAPABILITIES.reset is ResetKind.NON_ATOMIC
     assert (CAPABILITIES.max_add_batch, CAPABILITIES.max_remove_batch) == (1000, 1000)
     assert CAPABILITIES.can_create_group and CAPABILITIES.can_remove
-    assert CAPABILITIES.required_fields == {"address.line1", "address.postcode", "address.country"}
+    assert CAPABILITIES.required_fields == {
+        "first_name",
+        "last_name",
+        "address.line1",
+        "address.city",
+        "address.postcode",
+        "address.country",
+    }
     small = connect(sandbox(), batch_size=250)
     assert small.capabilities.max_add_batch == 250 == small.capabilities.max_remove_batch
 
@@ -1028,23 +1499,24 @@ async def test_sandbox_routes_follow_the_docs() -> None:
     ids = seed(sb, emails(1001))
     gid = sb.add_group("G")
     auth = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    person = {"firstname": "Zed", "lastname": "Ray", "address1": "1 Main", "city": "York", "postcode": "YO1 7HH"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/", headers=auth) as http:
         too_many = await http.post(f"groups/add/{gid}", json={"recipients": ",".join(ids)})
         unknown = await http.post(f"groups/add/{gid}", json={"recipients": f"{ids[0]},1"})
         added = await http.post(f"groups/add/{gid}", json={"recipients": f"{ids[0]},{ids[1]}"})
         default_page = (await http.get("recipients/list")).json()["data"]
         capped = (await http.get("recipients/list", params={"limit": 5000})).json()["data"]
-        no_address = await http.post("recipients/new", data={"email": "n@example.com", "country": "GB"})
-        zipcode = await http.post(
-            "recipients/new",
-            data={"email": ids and "z@example.com", "address1": "1 Main", "zipcode": "10001", "country": "US"},
-        )
-        dup = await http.post(
-            "recipients/new", data={"email": "Z@example.com", "address1": "2 Main", "postcode": "1", "country": "US"}
-        )
+        no_address = await http.post("recipients/create", json={"email": "n@example.com", "country": "GB"})
+        no_city = await http.post("recipients/create", json={**person, "city": "", "country": "GB"})
+        made = await http.post("recipients/create", json={**person, "email": "z@example.com", "country": "GB"})
+        dup = await http.post("recipients/create", json={**person, "email": "Z@example.com", "country": "GB"})
+        us_path = await http.post("recipients/new", data={**person, "country": "GB"})  # the US API's path
+        us_group = await http.post("groups/new", data={"name": "US"})
         calc = await http.post(f"groups/calculate/{gid}")
         gone = await http.post("groups/add/12345", json={"recipients": ids[0]})
         listed = (await http.get("groups/list")).json()["data"]
+        removed_by_post = await http.post(f"groups/remove/{gid}", json={"recipients": ids[0]})
+        removed_by_delete = await http.request("DELETE", f"groups/remove/{gid}", json={"recipients": ids[1]})
         deleted = await http.request("DELETE", "groups/delete", json={"id": int(gid)})
     assert too_many.status_code == 400 and "at most 1000" in too_many.json()["error"]
     assert unknown.status_code == 400 and unknown.json()["success"] is False
@@ -1053,14 +1525,69 @@ async def test_sandbox_routes_follow_the_docs() -> None:
     fields = "id email firstname lastname company address1 address2 city postcode country ref_id"
     assert set(default_page[0]) == set(fields.split())
     assert isinstance(default_page[0]["id"], str) and default_page[0]["id"].isdigit()
-    assert no_address.status_code == 400 and no_address.json()["error"] == "address1, postcode are required"
-    assert zipcode.json()["success"] is True and zipcode.json()["data"]["valid"] is True
-    assert dup.json()["data"]["id"] != zipcode.json()["data"]["id"]  # on_duplicate defaults to a duplicate
+    assert no_address.status_code == 400
+    assert no_address.json() == {
+        "success": False,
+        "error": "firstname, lastname, address1, city, postcode are required",
+    }
+    assert no_city.status_code == 400 and no_city.json()["error"] == "city is required"
+    assert made.json()["success"] is True and made.json()["data"]["valid"] is True
+    assert dup.json()["data"]["id"] != made.json()["data"]["id"]  # on_duplicate defaults to a duplicate
+    assert us_path.status_code == 404 and us_group.status_code == 404  # the UK API has /create, not /new
     assert calc.json() == {"success": True, "data": True}
     assert gone.status_code == 404
     assert listed[0]["recipients"] == "2" and listed[0]["id"] == gid
+    assert removed_by_post.json() == removed_by_delete.json() == {"success": True, "data": 1}  # POST, as the SDKs
     assert deleted.json() == {"success": True, "data": True} and not sb.groups
     assert sb.recipient_count() == 1003  # deleting a group without delete_recipients keeps them
+
+
+async def test_the_us_sandbox_serves_the_us_paths_and_legacy_paths_are_a_knob() -> None:
+    auth = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    address = {"firstname": "Zed", "lastname": "Ray", "address1": "1 Main St", "city": "Austin", "country": "US"}
+    answers: dict[str, list[int]] = {}
+    for name, sb in (("us", sandbox(region="us")), ("eu+legacy", sandbox(legacy_paths=True))):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/", headers=auth) as h:
+            answers[name] = [
+                (await h.post("groups/new", data={"name": "A"})).status_code,
+                (await h.post("groups/create", json={"name": "B"})).status_code,
+                (await h.post("recipients/new", data={**address, "zipcode": "78701"})).status_code,  # as postcode
+                (await h.post("recipients/new", data={"email": "x@example.com", "country": "US"})).status_code,
+                (await h.post("recipients/create", json={**address, "postcode": "78701"})).status_code,
+            ]
+    assert answers == {"us": [200, 404, 200, 400, 404], "eu+legacy": [200, 200, 200, 400, 200]}
+    with pytest.raises(ValueError, match="region"):
+        StannpSandbox(region="ca")
+
+
+async def test_the_sandbox_on_duplicate_values() -> None:
+    sb = sandbox()
+    gid = sb.add_group("G")
+    old = sb.add_recipient("ann@example.com", firstname="Ann", lastname="Lee", address1="1 Road", postcode="LS1 1AA")
+    auth = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    ann = {"firstname": "Ann", "lastname": "Lee", "address1": "1 Road", "city": "Leeds", "postcode": "LS1 1AA"}
+    moved = {**ann, "address1": "9 New Street", "country": "GB", "group_id": int(gid)}
+
+    async def create(http: httpx.AsyncClient, **fields: Any) -> str:
+        answer = await http.post("recipients/create", json=fields)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["data"]["id"])
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url=BASE + "/", headers=auth) as http:
+        # test_level=email: the same email (any case) is the duplicate, wherever they live now
+        ignored = await create(http, **moved, email="ANN@example.com", on_duplicate="ignore", test_level="email")
+        # the default test_level (fullname): name, address line 1 and postcode; a new address is someone new
+        by_name = await create(http, **ann, country="GB", email="other@example.com", on_duplicate="ignore")
+        someone_new = await create(http, **moved, email="ann@example.com", on_duplicate="ignore")
+        # duplicate, and anything undocumented (update): the default, a second recipient
+        duplicated = await create(http, **moved, email="ann@example.com", on_duplicate="duplicate", test_level="email")
+        updated = await create(http, **moved, email="ann@example.com", on_duplicate="update", test_level="email")
+        replaced = await create(http, **moved, email="ann@example.com", on_duplicate="replace", test_level="email")
+    assert ignored == old == by_name == replaced
+    assert len({old, someone_new, duplicated, updated}) == 4
+    assert sb.recipients[int(old)].address1 == "9 New Street"  # replace overwrote; ignore left it alone
+    assert sb.group_ids(gid) == [old, someone_new, duplicated, updated]  # ignore joined group_id too
+    assert len(sb.recipients_with_email("ann@example.com")) == 4
 
 
 # --------------------------------------------------- other answers an independent server may give

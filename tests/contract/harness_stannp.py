@@ -1,9 +1,12 @@
 """Stannp in the shared contract suite.
 
-Stannp needs a postal address for every recipient it creates, so `contact()` gives one. People the suite
-calls "known" are existing recipients of the account (added by id with `groups/add`); a contact without
-an address is the "bad contact": `recipients/new` refuses it. The sandbox's plan limit is raised so the
-quota headers (still sent) do not slow the suite down; pacing has its own tests in tests/test_stannp.py.
+Stannp needs a name and a postal address for every recipient it creates (the UK API's `recipients/create`
+requires firstname, lastname, address1, city, postcode and country), so `contact()` gives them all. People the
+suite calls "known" are existing recipients of the account (added by id with `groups/add`). The "bad contacts"
+are one without an address (the connector rejects it before sending, naming the fields it lacks) and one whose
+country is not an ISO 3166-1 alpha-2 code (`recipients/create` refuses it). The sandbox serves the UK API (the
+default for a loopback base_url); its plan limit is raised so the quota headers (still sent) do not slow the
+suite down; pacing, regions and idempotency keys have their own tests in tests/test_stannp.py.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from connectors.sandbox.stannp import DEFAULT_KEY, PAGE_MAX, StannpSandbox
 from tests.contract.harness import Harness
 
 ADDRESS = PostalAddress(line1="1 Test Street", line2=None, city="Leeds", postcode="LS1 1AA", country="GB")
+SPELLED_OUT = PostalAddress(line1="1 Test Street", line2=None, city="Leeds", postcode="LS1 1AA", country="England")
 
 
 def _sandbox(sandbox: SandboxApp) -> StannpSandbox:
@@ -53,8 +57,12 @@ class StannpHarness(Harness):
         return Contact(email=email, first_name="Test", last_name="Person", address=ADDRESS)
 
     def bad_contacts(self, sandbox: SandboxApp) -> list[Contact]:
-        # No postal address: recipients/new answers 400 "address1, postcode, country are required".
-        return [Contact(email="no.address@example.com", first_name="No", last_name="Address")]
+        return [
+            # No postal address: rejected without a request ("missing fields stannp requires: address.city, ...").
+            Contact(email="no.address@example.com", first_name="No", last_name="Address"),
+            # Sent, and refused: recipients/create answers 400 "country must be an ISO 3166-1 alpha-2 code ...".
+            Contact(email="bad.country@example.com", first_name="Bad", last_name="Country", address=SPELLED_OUT),
+        ]
 
     def read_requests(self, members: int) -> int | None:
         # pages of 1000; a page shorter than that (possibly empty) ends the read
