@@ -15,6 +15,23 @@ Its API has three quirks that shape everything below:
 * A group object carries **all its member ids inline** (`leads`): one GET reads a whole group. Ids are
   mapped back to emails through the recipient cache, so a steady-state pass costs one request per group;
   the directory is read only when a lead id is unknown.
+* **An accepted add, remove or reset can still refuse single recipients** (vendor docs): the answer is
+  `{success: true, data: {successCount, errorCount, errorLog: Object[]}}` and the rest of the call is
+  applied. Those recipients are per-member rejects (permanent, the provider's message as the reason), never
+  a failed batch, and never reported done. The shape of an `errorLog` entry is undocumented, so it is read
+  defensively (`_entry`): an object naming the member by `email` / `recipientEmail` / `recipientId` / `_id` /
+  `id` with a message in `message` / `error` / `reason` / `msg`, or a plain string mentioning the email (or
+  id); names are matched case-insensitively against what was sent. Where the log names fewer members than
+  `errorCount`, the group is read again once (`GET /recipientGroup/:id`, its `leads`) and the members that
+  did not end up in it (add, reset) or out of it (remove) are the rejects, with the log's message(s) as the
+  reason. A message that says unsubscribe / bounce / blacklist (blocklist, suppress) gives the reject code
+  `unsubscribed` / `bounced` / `blacklisted` (`ConsentState`), anything else `provider_rejected`.
+* **Recipients carry `active` and `suppressed` flags** (`GET /recipient`). A recipient the directory lists
+  with `suppressed: true` is never sent in an add or reset: it is a permanent reject with code
+  `blacklisted` ("suppressed in Communic8: not added"). The connector knows this only from a directory read,
+  which it makes when its cache lacks an email (a steady-state pass reads no directory, so it cannot see a
+  suppression that happened since: the provider's own refusal, via `errorLog`, is then what catches it).
+  `active` is not acted on (what an inactive recipient means for group membership is undocumented).
 
 A connector instance is meant to live for one pass: it reads the recipient directory at most once.
 
@@ -25,7 +42,8 @@ real account:
 * `GET /recipient` and `GET /recipientGroup` page with `limit` (capped at 100) and `skip`, and answer `total`;
   `name` filters groups (possibly by partial match, so exact names are compared here);
 * member calls on an unknown group answer 200 `success:false "Object does not exist"`;
-* `successCount` is the number of members actually added/removed (with `reset`: the number given);
+* `successCount` is the number of members actually added/removed (with `reset`: the number given); it is
+  not relied on: `errorCount` and `errorLog` say what was refused;
 * a missing or wrong bearer token answers HTTP 401;
 * the OAuth token endpoint is `<base_url>/oauth/token` (form `client_id`, `client_secret`) answering
   `{access_token, token_type, expires_in}`.
@@ -46,6 +64,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote
 
@@ -57,6 +76,7 @@ from connectors.base import (
     BatchResult,
     Capabilities,
     ConnectorError,
+    ConsentState,
     Contact,
     FatalError,
     MemberKeyKind,
@@ -97,6 +117,9 @@ DEFAULT_LIMIT = 20  # the documented default `limit`: what a server that ignores
 CREATE_ATTEMPTS = 3  # a group create that may or may not have landed is looked up by name, then re-sent
 
 NOT_A_RECIPIENT = "no Communic8 recipient with this email (Communic8 has no API to create recipients)"
+SUPPRESSED = "suppressed in Communic8: not added"
+NO_REASON = "Communic8 refused this recipient without giving a reason"
+REJECT_CODE = "provider_rejected"
 MSG_NO_OBJECT = "Object does not exist"
 MSG_UNKNOWN_EMAILS = "Not all emails founded as recipient in system"  # sic: the API's own spelling
 # The refusal of a batch naming an unknown recipient: the documented words, and the same with the grammar
@@ -253,6 +276,102 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), max(1, size))]
 
 
+# ------------------------------------------------------------------------------------- errorLog entries
+
+# Where an errorLog entry may name the member and say why (its shape is undocumented: only "Object[]").
+NAME_FIELDS = ("email", "recipientEmail", "recipientId", "_id", "id")
+MESSAGE_FIELDS = ("message", "error", "reason", "msg")
+MIN_ID_IN_TEXT = 12  # shorter ids (a numeric id server's "42") are not looked for in free text
+_MASK = re.compile(r"[^\s@<>()\[\]\"',;:]+@[^\s@<>()\[\]\"',;:]+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One errorLog entry, read defensively."""
+
+    names: frozenset[str]  # case-folded emails and ids the entry names in fields of their own
+    text: str  # case-folded free text that may mention the member (a plain string, an object's message)
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A member as sent in one call: its result key, the email a reject names, what names it on the wire."""
+
+    key: str  # the key of BatchResult.done
+    email: str  # the email a reject names (a member's key when it has none)
+    email_key: str | None
+    rid: str | None  # its recipient id, when known
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(n for n in (self.email_key, self.rid.lower() if self.rid else None) if n)
+
+
+def _entry(raw: Any) -> _Entry:
+    if isinstance(raw, str):
+        return _Entry(frozenset(), raw.lower(), raw.strip())
+    if not isinstance(raw, dict):
+        return _Entry(frozenset(), "", "")
+    names: set[str] = set()
+    for holder in (raw, raw.get("recipient"), raw.get("lead")):  # maybe populated, as `leads` can be
+        if not isinstance(holder, dict):
+            continue
+        for field in NAME_FIELDS:
+            value = _oid(holder.get(field))
+            if value is not None:
+                names.add(value.lower())
+    message = ""
+    for field in MESSAGE_FIELDS:
+        value = raw.get(field)
+        if isinstance(value, dict):
+            value = value.get("message")
+        if isinstance(value, str) and value.strip():
+            message = value.strip()
+            break
+    return _Entry(frozenset(names), message.lower(), message)
+
+
+def _mentions(text: str, name: str) -> bool:
+    """Whether free text names this email or id as a whole word (not inside a longer address or id)."""
+    return re.search(rf"(?<![\w.@+-]){re.escape(name)}(?![\w@+-]|\.\w)", text) is not None
+
+
+def _matches(entry: _Entry, target: _Target) -> bool:
+    names = target.names
+    if entry.names & names:
+        return True
+    # In free text only what cannot be a word or number of the message: an email, a long id (an ObjectId).
+    wordy = [name for name in names if "@" in name or len(name) >= MIN_ID_IN_TEXT]
+    return bool(entry.text) and any(_mentions(entry.text, name) for name in wordy)
+
+
+def _reason(message: str) -> str:
+    """A reject's reason: the provider's message. An email it echoes is cut where it leads or ends the message
+    ("a@b.c: Recipient unsubscribed") and masked elsewhere: reasons end up in logs, which carry no email."""
+    text = _MASK.sub("<email>", message)
+    text = re.sub(r"^\W*<email>[\s:;,.\-]*", "", text)
+    text = re.sub(r"[\s:;,\-(\[]*<email>\W*$", "", text)
+    return " ".join(text.split())[:200] or NO_REASON
+
+
+def _reject_code(message: str) -> str:
+    """The reject code a provider message implies: a consent state where it names one."""
+    text = message.lower()
+    if "unsubscri" in text:
+        return ConsentState.UNSUBSCRIBED.value
+    if "bounce" in text:
+        return ConsentState.BOUNCED.value
+    if any(word in text for word in ("blacklist", "black list", "blocklist", "block list", "suppress")):
+        return ConsentState.BLACKLISTED.value
+    return REJECT_CODE
+
+
+def _refusal(target: _Target, message: str) -> MemberReject:
+    reason = _reason(message)
+    return MemberReject(target.email, reason, permanent=True, code=_reject_code(reason))
+
+
 # ------------------------------------------------------------------------------------------ connector
 
 
@@ -286,6 +405,7 @@ class Communic8Connector:
         self._ids: dict[str, str] | None = None
         self._by_id: dict[str, str] | None = None  # recipient id -> email (memo of the inverse of _ids)
         self._spelling: dict[str, str] = {}  # recipient id -> email as the directory spells it
+        self._suppressed: set[str] = set()  # email keys the directory lists with `suppressed: true`
         self._directory_read = False
         self._directory_lock = asyncio.Lock()  # concurrent pairs share one directory read
         # Leads seen by find_group, handed to the next read_members of that group (once), so binding a
@@ -375,15 +495,19 @@ class Communic8Connector:
         self._handoff.pop(group.id, None)
         done: list[str] = []
         rejected: list[MemberReject] = []
+        refusals: dict[str, MemberReject] = {}  # refused inside accepted calls (errorLog), by key
+
+        async def post(part: Sequence[Contact]) -> None:
+            refusals.update(await self._post(group, part))
+
         for chunk in _chunks(contacts, self.capabilities.max_add_batch):
             send, refused = await self._existing(chunk)
             rejected += refused
             if not send:
                 continue
             try:
-                await self._post(group, send)
-                done += [c.key for c in send]
-                continue
+                await post(send)
+                ok = list(send)
             except BatchRejected:
                 refused_as_is = True
                 if not self._directory_read:  # our knowledge came from the cache: refresh it once
@@ -391,43 +515,50 @@ class Communic8Connector:
                     send, refused = self._partition(send)
                     rejected += refused
                     refused_as_is = not refused  # the same batch again would be refused again
-            # Someone deleted a recipient since we looked: halve the batch until the culprits stand alone.
-            ok, bad = await self._isolate(lambda part: self._post(group, part), send, refused=refused_as_is)
-            self._forget([c.key for c in bad])
-            done += [c.key for c in ok]
-            rejected += [MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient") for c in bad]
-        return BatchResult(tuple(done), tuple(rejected))
+                # Someone deleted a recipient since we looked: halve the batch until the culprits stand alone.
+                ok, bad = await self._isolate(post, send, refused=refused_as_is)
+                self._forget([c.key for c in bad])
+                rejected += [MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient") for c in bad]
+            done += [c.key for c in ok if c.key not in refusals]
+        return BatchResult(tuple(done), (*rejected, *refusals.values()))
 
     async def remove_members(self, group: RemoteGroup, members: Sequence[RemoteMember]) -> BatchResult:
         self._handoff.pop(group.id, None)
         size = self.capabilities.max_remove_batch
         # Members read from the group carry their id; one known only by email is removed by email, in
         # calls of its own (the two fields are mutually exclusive).
-        ids = [m.id for m in members if m.id]
-        emails = [m.email for m in members if not m.id and m.email]
-        for field, values in (("recipientIds", ids), ("recipientEmails", emails)):
-            for chunk in _chunks(values, size):
-                await self._remove(group, field, chunk)
-        return BatchResult(tuple(m.key for m in members if m.id or m.email))
+        by_id = [m for m in members if m.id]
+        by_email = [m for m in members if not m.id and m.email]
+        refusals: dict[str, MemberReject] = {}
+        for field, group_members in (("recipientIds", by_id), ("recipientEmails", by_email)):
+            for chunk in _chunks(group_members, size):
+                refusals.update(await self._remove(group, field, chunk))
+        done = tuple(m.key for m in [*by_id, *by_email] if m.key not in refusals)
+        return BatchResult(done, tuple(refusals.values()))
 
-    async def _remove(self, group: RemoteGroup, field: str, values: Sequence[str]) -> None:
-        async def delete(part: Sequence[str]) -> None:
-            await self._send(group, "DELETE", {field: list(part)})
+    async def _remove(self, group: RemoteGroup, field: str, members: Sequence[RemoteMember]) -> dict[str, MemberReject]:
+        refusals: dict[str, MemberReject] = {}
+
+        async def delete(part: Sequence[RemoteMember]) -> None:
+            values = [(m.id if field == "recipientIds" else m.email) for m in part]
+            data = await self._send(group, "DELETE", {field: values})
+            refusals.update(await self._refused(group, data, [self._member_target(m) for m in part], present=False))
 
         # An id or email Communic8 no longer knows fails the whole call: isolate it. A recipient that no
         # longer exists is in no group, so it counts as removed.
-        _, vanished = await self._isolate(delete, values)
+        _, vanished = await self._isolate(delete, members)
         if vanished:
             log.debug("%s: %d members to remove no longer exist as recipients", self.name, len(vanished))
+        return refusals
 
     async def reset_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
         self._handoff.pop(group.id, None)
         send, rejected = await self._existing(contacts)
         if contacts and not send:
-            # None of the wanted people exist: replacing the members with nobody is never what was meant.
+            # None of the wanted people can go in: replacing the members with nobody is never what was meant.
             return BatchResult(rejected=tuple(rejected))
         try:
-            await self._post(group, send, reset=True)
+            refusals = await self._post(group, send, reset=True)
         except BatchRejected:
             if self._directory_read:
                 raise BatchRejected(
@@ -439,28 +570,96 @@ class Communic8Connector:
             rejected += refused
             if not send:
                 return BatchResult(rejected=tuple(rejected))
-            await self._post(group, send, reset=True)  # a reset cannot be split: a second refusal is final
-        return BatchResult(tuple(c.key for c in send), tuple(rejected))
+            refusals = await self._post(group, send, reset=True)  # a reset cannot be split: a 2nd refusal is final
+        done = tuple(c.key for c in send if c.key not in refusals)
+        return BatchResult(done, (*rejected, *refusals.values()))
 
     async def aclose(self) -> None:
         await self.api.aclose()
 
     # -- requests ----------------------------------------------------------------------------------
-    async def _post(self, group: RemoteGroup, contacts: Sequence[Contact], *, reset: bool = False) -> None:
+    async def _post(
+        self, group: RemoteGroup, contacts: Sequence[Contact], *, reset: bool = False
+    ) -> dict[str, MemberReject]:
+        """Add (or with `reset`, set) these members; returns the ones Communic8 refused inside the call."""
         payload: dict[str, Any] = {"recipientEmails": [c.email for c in contacts]}
         if reset:
             payload["reset"] = True
-        await self._send(group, "POST", payload)
+        data = await self._send(group, "POST", payload)
+        known = self._known()
+        targets = [_Target(c.key, c.email, c.key, known.get(c.key)) for c in contacts]
+        return await self._refused(group, data, targets, present=True)
 
-    async def _send(self, group: RemoteGroup, method: str, payload: dict[str, Any]) -> None:
+    async def _send(self, group: RemoteGroup, method: str, payload: dict[str, Any]) -> Any:
+        """One member call; returns its `data` (successCount, errorCount, errorLog)."""
         # Adding a member twice or removing an absent one is a no-op, so these calls are safe to retry.
         path = _group_path(group.id) + "/recipients"
         where = f"{method} /recipientGroup/{{id}}/recipients"
-        data = _data(await self.api.json(method, path, json=payload, idempotent=True), where)
-        if isinstance(data, dict) and data.get("errorCount"):
-            # Documented (with an errorLog of unknown shape) but never seen: some members failed inside a
-            # success. We cannot tell which, so the batch fails loudly instead of claiming them all done.
-            raise FatalError(f"{where}: the API reported errorCount {data['errorCount']}")
+        return _data(await self.api.json(method, path, json=payload, idempotent=True), where)
+
+    def _member_target(self, member: RemoteMember) -> _Target:
+        key = email_key(member.email) if member.email else None
+        rid = member.id or (self._known().get(key) if key else None)
+        return _Target(member.key, member.email or member.key, key, rid)
+
+    async def _refused(
+        self, group: RemoteGroup, data: Any, targets: Sequence[_Target], *, present: bool
+    ) -> dict[str, MemberReject]:
+        """The members an accepted call refused (`errorCount` > 0), by result key. `present`: whether the call
+        meant them to end up in the group (add, reset) or out of it (remove).
+
+        The errorLog names them where it can; where it names fewer than `errorCount`, the group is read again
+        and its `leads` say who did not end up where they were meant to be. No member is reported done that
+        the answer does not vouch for."""
+        if not isinstance(data, dict):
+            return {}
+        raw_log = data.get("errorLog")
+        entries = [_entry(raw) for raw in raw_log] if isinstance(raw_log, list) else []
+        errors = _count(data.get("errorCount"))
+        if errors is None:
+            errors = len(entries)
+        if errors == 0:
+            return {}
+        named: dict[str, str] = {}  # target key -> the message of the entry naming it
+        unnamed: list[str] = []  # messages of entries that name none of the targets
+        for entry in entries:
+            hits = [t for t in targets if _matches(entry, t)]
+            for target in hits:
+                named.setdefault(target.key, entry.message)
+            if not hits and entry.message:
+                unnamed.append(entry.message)
+        if len(named) >= errors:
+            out = {t.key: _refusal(t, named[t.key]) for t in targets if t.key in named}
+        else:
+            leads = await self._group_leads(group)
+            if any(t.rid is None for t in targets) and not self._directory_read:
+                await self._read_directory()  # only a remove by email can lack an id
+                known = self._known()
+                targets = [
+                    t if t.rid or not t.email_key else _Target(t.key, t.email, t.email_key, known.get(t.email_key))
+                    for t in targets
+                ]
+            # One message for all (the usual case) or those of entries naming nobody: that is why they failed.
+            fallback = "; ".join(dict.fromkeys(unnamed or [e.message for e in entries if e.message])) or NO_REASON
+            out = {
+                t.key: _refusal(t, named.get(t.key) or fallback)
+                for t in targets
+                if ((t.rid is not None and t.rid in leads) != present)
+            }
+        log.debug(
+            "%s: an accepted call to group %s refused %d of %d members (errorCount %d, %d log entries)",
+            self.name,
+            group.id,
+            len(out),
+            len(targets),
+            errors,
+            len(entries),
+        )
+        return out
+
+    async def _group_leads(self, group: RemoteGroup) -> set[str]:
+        where = "GET /recipientGroup/{id}"
+        return set(_required(_leads(_data(await self.api.json("GET", _group_path(group.id)), where), where)))
 
     async def _isolate(
         self, send: Callable[[Sequence[T]], Awaitable[None]], items: Sequence[T], *, refused: bool = False
@@ -496,11 +695,18 @@ class Communic8Connector:
         return self._by_id
 
     def _partition(self, contacts: Sequence[Contact]) -> tuple[list[Contact], list[MemberReject]]:
+        """Sendable contacts, and rejects: people who are no recipient, and recipients the directory (as far as
+        it was read this pass) lists as suppressed."""
         known = self._known()
-        send = [c for c in contacts if c.key in known]
-        rejected = [
-            MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient") for c in contacts if c.key not in known
-        ]
+        send: list[Contact] = []
+        rejected: list[MemberReject] = []
+        for c in contacts:
+            if c.key not in known:
+                rejected.append(MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient"))
+            elif c.key in self._suppressed:
+                rejected.append(MemberReject(c.email, SUPPRESSED, code=ConsentState.BLACKLISTED.value))
+            else:
+                send.append(c)
         return send, rejected
 
     async def _existing(self, contacts: Sequence[Contact]) -> tuple[list[Contact], list[MemberReject]]:
@@ -538,6 +744,7 @@ class Communic8Connector:
 
             ids: dict[str, str] = {}
             spelling: dict[str, str] = {}
+            suppressed: set[str] = set()
             for item in await paginate(fetch, 0):
                 rid = _oid(item.get("_id")) if isinstance(item, dict) else None
                 if rid is None:
@@ -546,16 +753,19 @@ class Communic8Connector:
                 if isinstance(email, str) and email.strip():
                     ids[email_key(email)] = rid
                     spelling[rid] = email.strip()
+                    if item.get("suppressed") is True:
+                        suppressed.add(email_key(email))
             stale = [key for key in self._known() if key not in ids]
             if stale:
                 self.cache.forget(stale)
             self.cache.put_many(ids)
-            self._ids, self._spelling, self._by_id = ids, spelling, None
+            self._ids, self._spelling, self._by_id, self._suppressed = ids, spelling, None, suppressed
             self._directory_read = True
             log.debug(
-                "%s: recipient directory read: %d recipients, %d stale cache entries",
+                "%s: recipient directory read: %d recipients (%d suppressed), %d stale cache entries",
                 self.name,
                 len(ids),
+                len(suppressed),
                 len(stale),
             )
 

@@ -14,31 +14,37 @@ syncd keeps them equal to the source of truth. The API shapes everything below:
   one `GET /recipients?searchKeyword=<email>` per unknown email, or paging the whole directory
   (`GET /recipients?page=N&pageSize=100`, ceil(total/100) requests), whichever is fewer. The directory's
   size comes from what the connector already knows (cache size, group sizes read) or from its first page.
-* **Creates are idempotent.** Recipient and group creates carry `X-Idempotency-Key`: a retried create
-  (after a 5xx, a timeout, a dropped connection) gets the original answer back instead of a duplicate. A
-  key is stable for one connector instance (one pass) and one email / group name (a per-instance random
+* **Creates are idempotent.** Recipient and group creates carry `X-Idempotency-Key` (vendor docs: at most
+  128 characters, remembered 24 h; ours are at most 81): a retried create (after a 5xx, a timeout, a dropped
+  connection, an answer lost after the server acted) gets the original answer back instead of a duplicate.
+  A key is stable for one connector instance (one pass) and one email / group name (a per-instance random
   nonce + a hash: no email in headers), not forever, so a deliberate re-create in a later pass is never
-  answered with a stale replay. Across passes, syncd looks a group up by name before creating it, and a
-  recipient's email is unique in the org (409 RECIPIENT_EXISTS -> look it up, use that id).
+  answered with a stale replay. Across passes, syncd looks a group up by name before creating it; and both
+  keys are unique in the org anyway (vendor docs: `groupName`; PROVIDERS.md: a recipient's email), so a
+  create that conflicts (409) looks the existing one up by name / email and uses it.
+* **`groupId` is an integer** (vendor docs). It is read as a JSON number (a numeric or other string is
+  tolerated) and handled as its decimal string everywhere else: `RemoteGroup.id`, syncd's binding, paths.
 * OAuth2 client credentials at `POST https://api.giftronaut.com/oauth2/token` (form-encoded, scopes
   `recipients.read recipients.write`); the token is cached until shortly before `expires_in` (3600 s in
   production, 24 h on sandbox accounts) and refreshed once on a 401.
-* Every request carries a fresh `X-Request-Id` (Giftronaut echoes it); error messages quote it, for support.
+* Every request carries a fresh `X-Request-Id` (a UUID v4, as the docs recommend; Giftronaut echoes it);
+  error messages quote it, for support.
 
 Wire shapes assumed where the docs are silent (PROVIDERS.md, "Wire shapes assumed"); check them against a
 real account:
 
 * errors are `{"error": CODE, "message": text}` with VALIDATION_ERROR 400, GROUP_NOT_FOUND /
-  RECIPIENT_NOT_FOUND / MEMBER_NOT_FOUND 404, RECIPIENT_EXISTS / DUPLICATE_IDEMPOTENCY_KEY 409, RATE_LIMITED
-  429. Other shapes are tolerated (`{"error": {"code", "message"}}`, `{"message"}`, plain text, HTML):
-  the status then decides (`classify`), an uncoded 400/422 on a create is a (non-permanent) reject, an
-  uncoded 409 on a create is treated as "exists", an uncoded 404 on a member add as a possibly stale id;
+  RECIPIENT_NOT_FOUND / MEMBER_NOT_FOUND 404, RECIPIENT_EXISTS / GROUP_EXISTS (a taken group name) /
+  DUPLICATE_IDEMPOTENCY_KEY 409, RATE_LIMITED 429. Other shapes are tolerated (`{"error": {"code",
+  "message"}}`, `{"message"}`, plain text, HTML): the status then decides (`classify`), an uncoded 400/422
+  on a create is a (non-permanent) reject, an uncoded 409 on a create is treated as "exists", an uncoded
+  404 on a member add as a possibly stale id;
 * listings are `{"data": [...], "page", "pageSize", "total"}` with pages from 1 (a bare list, or a total
   under `pagination`/`meta`, is accepted too; without a total, a short page is the last, unless it is a
   first page whose length a server's own cap could explain: then pages are read on while that full);
-* group `{groupId: "RG-...", groupName, memberCount}`; recipient `{recipientId: "RE-...", email, firstName,
-  lastName, company, department}`; member item `{recipientId, email, firstName, lastName}`; single objects
-  bare (a `{"data": {...}}` wrapper is accepted);
+* group `{groupId: 1234, groupName, memberCount}` (the integer id is documented, the rest assumed);
+  recipient `{recipientId: "RE-...", email, firstName, lastName, company, department}`; member item
+  `{recipientId, email, firstName, lastName}`; single objects bare (a `{"data": {...}}` wrapper is accepted);
 * POST member answers 201 (already a member: 200, no change); DELETE member/group answer 204;
 * `firstName`/`lastName` are optional on `POST /recipients` (they are sent only when the source has them).
   If a real account requires them, members without a name come back as VALIDATION_ERROR rejects;
@@ -51,8 +57,10 @@ UNVERIFIED defaults (the docs give no details; override them in the config):
   answer is assumed to be 429 `{"error": "RATE_LIMITED"}`, maybe with `Retry-After`; without one, syncd backs
   off exponentially. Waiting out a 429 does not spend the retry budget.
 * Whether the token endpoint counts against the API rate limit (a token is fetched about once an hour).
-* Group names are not assumed unique: a name lookup that finds two groups with exactly that name fails and
-  asks for `group_id` instead of guessing.
+* Whether group names are unique ignoring case (the docs say unique, not how they compare). A create whose
+  name is taken by a group spelled otherwise fails, naming the conflict, rather than binding to it. A name
+  lookup that finds two groups with exactly the name (which uniqueness rules out) still fails and asks
+  for `group_id` instead of guessing.
 
 Logging is DEBUG only and never carries emails or credentials; errors name paths, never query strings
 (a search keyword is an email), and emails echoed in server messages are masked.
@@ -119,6 +127,7 @@ PAGE_SIZE = 100  # the documented pageSize cap
 DEFAULT_PAGE_SIZE = 20  # the documented default pageSize: what a server that ignores ours sends
 MAX_PAGES = 100_000  # a listing that does not end is a server bug, not a reason to loop forever
 IDEMPOTENCY_HEADER = "X-Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 128  # vendor docs (keys are remembered 24 h)
 REQUEST_ID_HEADER = "X-Request-Id"
 
 # The documented production limit is 300 requests/min = 5/s (UNVERIFIED beyond the number; sandbox accounts
@@ -149,6 +158,7 @@ GROUP_NOT_FOUND = "GROUP_NOT_FOUND"
 RECIPIENT_NOT_FOUND = "RECIPIENT_NOT_FOUND"
 MEMBER_NOT_FOUND = "MEMBER_NOT_FOUND"
 RECIPIENT_EXISTS = "RECIPIENT_EXISTS"
+GROUP_EXISTS = "GROUP_EXISTS"
 DUPLICATE_IDEMPOTENCY_KEY = "DUPLICATE_IDEMPOTENCY_KEY"
 RATE_LIMITED = "RATE_LIMITED"
 
@@ -228,6 +238,10 @@ class RecipientExists(FatalError):
     """409 RECIPIENT_EXISTS: a recipient with this email exists already (emails are unique in the org)."""
 
 
+class GroupExists(FatalError):
+    """409 GROUP_EXISTS: a group with this name exists already (group names are unique in the org)."""
+
+
 class IdempotencyConflict(FatalError):
     """409 DUPLICATE_IDEMPOTENCY_KEY: the key was used before with a different request body."""
 
@@ -246,6 +260,7 @@ _BY_CODE: dict[str, type[FatalError]] = {
     RECIPIENT_NOT_FOUND: RecipientNotFound,
     MEMBER_NOT_FOUND: MemberNotFound,
     RECIPIENT_EXISTS: RecipientExists,
+    GROUP_EXISTS: GroupExists,
     DUPLICATE_IDEMPOTENCY_KEY: IdempotencyConflict,
 }
 
@@ -377,16 +392,24 @@ def _page_end(size: int | None, expected: int | None = None) -> PageEnd:
 
 
 def _text(value: Any) -> str | None:
+    """An id as the string syncd keeps: a JSON number (Giftronaut's integer groupId) or a non-empty string."""
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, float) and value.is_integer():  # 1234.0 from a server that serialises numbers so
+        return str(int(value))
     return None
+
+
+def _first(obj: dict[str, Any], *fields: str) -> Any:
+    """The first of these fields that is present (an id of 0 is an id, not an absent one)."""
+    return next((obj[f] for f in fields if obj.get(f) is not None), None)
 
 
 def _group(obj: Any, where: str, fallback_name: str | None = None) -> RemoteGroup:
     obj = _unwrap(obj)
-    gid = _text(obj.get("groupId") or obj.get("id")) if isinstance(obj, dict) else None
+    gid = _text(_first(obj, "groupId", "id")) if isinstance(obj, dict) else None
     if gid is None:
         raise ProtocolError(f"{where}: expected a recipient group with a groupId")
     name = obj.get("groupName", obj.get("name"))
@@ -403,7 +426,7 @@ def _recipient(obj: Any) -> tuple[str | None, str | None]:
         return None, None
     email = obj.get("email")
     return (email.strip() if isinstance(email, str) and email.strip() else None), _text(
-        obj.get("recipientId") or obj.get("id")
+        _first(obj, "recipientId", "id")
     )
 
 
@@ -440,7 +463,7 @@ async def _settle(aws: Iterable[Awaitable[T]]) -> list[T]:
 
 async def _tag_request(request: httpx.Request) -> None:
     if REQUEST_ID_HEADER not in request.headers:
-        request.headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
+        request.headers[REQUEST_ID_HEADER] = str(uuid.uuid4())  # the docs recommend a UUID v4
 
 
 # ------------------------------------------------------------------------------------------- connector
@@ -518,8 +541,8 @@ class GiftronautConnector:
         where = "GET /recipient-groups?search"
         items = await self._all_pages("recipient-groups", {"search": name}, where)
         found = {g.id: g for g in (_group(item, where) for item in items) if g.name == name}
-        if len(found) > 1:
-            ids = ", ".join(sorted(found))
+        if len(found) > 1:  # names are unique (vendor docs): a server that let this happen gets no guess
+            ids = ", ".join(sorted(found, key=lambda gid: (len(gid), gid)))
             raise FatalError(f"{len(found)} Giftronaut groups are named {name!r} (ids {ids}): bind one by group_id")
         group = next(iter(found.values()), None)
         if group is not None:
@@ -539,11 +562,19 @@ class GiftronautConnector:
                 idempotent=True,
             )
         except FatalError as exc:
-            if exc.status != 409:  # a conflict: the group may exist after all (not documented; be safe)
+            if exc.status != 409:
                 raise
+            # GROUP_EXISTS (names are unique in the org): someone made it since syncd looked, or a create of an
+            # earlier pass landed although its answer was lost. It is the group: use it.
             found = await self._group_by_name(name)
             if found is None:
-                raise
+                raise FatalError(
+                    f"Giftronaut refused to create group {name!r}: {exc.message}. Group names are unique in the "
+                    "organization, and no group is named exactly so (one may differ in case or blanks): rename "
+                    "it, or bind it by group_id",
+                    status=exc.status,
+                ) from exc
+            log.debug("%s: group existed already (%s); using it", self.name, found.id)
             return found
         group = _group(body, where, fallback_name=name)
         log.debug("%s: created group %s", self.name, group.id)
@@ -837,7 +868,9 @@ class GiftronautConnector:
 
     def _idempotency_key(self, kind: str, value: str) -> str:
         digest = hashlib.sha256(value.encode()).hexdigest()[:32]  # no email or group name in headers
-        return f"syncd-{self._nonce}-{kind}-{digest}"
+        key = f"syncd-{self._nonce}-{kind}-{digest}"
+        assert len(key) <= MAX_IDEMPOTENCY_KEY  # 81 characters for "recipient"
+        return key
 
 
 # ---------------------------------------------------------------------------------------------- build
@@ -867,6 +900,7 @@ __all__ = [
     "PACING",
     "GiftronautConnector",
     "GiftronautSettings",
+    "GroupExists",
     "GroupNotFound",
     "IdempotencyConflict",
     "InvalidRequest",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from connectors.base import (
     AuthError,
     BatchRejected,
+    ConsentState,
     Contact,
     FatalError,
     MemoryRecipientCache,
@@ -21,16 +23,26 @@ from connectors.base import (
     RemoteGroup,
     RemoteMember,
 )
-from connectors.communic8 import NOT_A_RECIPIENT, Communic8Connector, Communic8Settings, build, classify
+from connectors.communic8 import (
+    NO_REASON,
+    NOT_A_RECIPIENT,
+    SUPPRESSED,
+    Communic8Connector,
+    Communic8Settings,
+    build,
+    classify,
+)
 from connectors.http import count_requests
 from connectors.sandbox._core import Fault, Mount, Request, Response
-from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox
+from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox, ErrorLogStyle
 from connectors.settings import BuildContext
 
 BASE = "http://127.0.0.1/int/v1"
 KEY_ID, KEY = next(iter(DEFAULT_KEYS.items()))
 RECIPIENTS = "/int/v1/recipient$"
 MEMBERS = "/recipients$"
+GROUP = r"/recipientGroup/\w+$"
+REFUSAL = "This recipient cannot be added to the group"
 
 
 def settings(**overrides: Any) -> Communic8Settings:
@@ -211,6 +223,383 @@ async def test_stale_cache_entry_triggers_one_directory_read_not_a_split() -> No
         assert emails[1] not in cache.all()
     finally:
         await c.aclose()
+
+
+# ------------------------------------------------------------ single recipients refused inside a success
+
+
+def routes(sandbox: Communic8Sandbox) -> list[tuple[str, str]]:
+    return [(r.method, r.path.replace(ROOT, "")) for r in sandbox.requests]
+
+
+ROOT = "/int/v1"
+
+
+@pytest.mark.parametrize("style", ["email", "id", "text"])
+async def test_refused_recipients_named_in_the_error_log_are_rejects_of_one_write(style: ErrorLogStyle) -> None:
+    sandbox = Communic8Sandbox(error_log=style)
+    emails = people(10)
+    for e in emails:
+        sandbox.add_recipient(e)
+    refused = [emails[3], emails[7]]
+    for e in refused:
+        sandbox.refuse(e, REFUSAL)
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        with count_requests() as tally:
+            result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert routes(sandbox) == [("POST", f"/recipientGroup/{gid}/recipients")]
+        assert tally.as_dict() == {"read": 0, "write": 1}
+        assert json.loads(sandbox.requests[0].body) == {"recipientEmails": emails}
+        assert sorted(result.done) == sorted(set(emails) - set(refused))
+        assert [(r.email, r.reason, r.permanent, r.code) for r in result.rejected] == [
+            (e, REFUSAL, True, "provider_rejected") for e in refused
+        ]
+        assert sandbox.group_emails(gid) == set(emails) - set(refused)
+    finally:
+        await c.aclose()
+
+
+async def test_refused_recipients_the_log_does_not_name_are_found_by_one_group_read() -> None:
+    sandbox = Communic8Sandbox(error_log="anonymous")
+    emails = people(10)
+    for e in emails:
+        sandbox.add_recipient(e)
+    refused = [emails[3], emails[7]]
+    for e in refused:
+        sandbox.refuse(e, REFUSAL)
+    gid = sandbox.add_group("G", emails[:1])  # one is in the group already: done, not refused
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        with count_requests() as tally:
+            result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert routes(sandbox) == [("POST", f"/recipientGroup/{gid}/recipients"), ("GET", f"/recipientGroup/{gid}")]
+        assert tally.as_dict() == {"read": 1, "write": 1}
+        assert sorted(result.done) == sorted(set(emails) - set(refused))
+        assert [(r.email, r.reason, r.permanent, r.code) for r in result.rejected] == [
+            (e, REFUSAL, True, "provider_rejected") for e in refused
+        ]
+        assert sandbox.group_emails(gid) == set(emails) - set(refused)
+    finally:
+        await c.aclose()
+
+
+async def test_a_refused_recipient_that_is_in_the_group_anyway_is_done() -> None:
+    # The group, not the count, is the truth: a refusal of someone who is a member already changes nothing.
+    sandbox = Communic8Sandbox(error_log="anonymous")
+    emails = people(3)
+    gid = sandbox.add_group("G", emails[:1])
+    for e in emails:
+        sandbox.add_recipient(e)
+    sandbox.refuse(emails[0], REFUSAL)
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert sorted(result.done) == emails and not result.rejected
+        assert sandbox.count() == 2  # the add and the group read the anonymous log called for
+    finally:
+        await c.aclose()
+
+
+class NamesOnlyTheFirst(Communic8Sandbox):
+    """An errorLog that names the first refused recipient and not the others."""
+
+    def _log_entry(self, rid: str) -> Any:
+        entry = super()._log_entry(rid)
+        self.logged = getattr(self, "logged", 0) + 1
+        return entry if self.logged == 1 else {"message": entry["message"]}
+
+
+async def test_a_log_naming_fewer_than_the_error_count_is_completed_by_a_group_read() -> None:
+    sandbox = NamesOnlyTheFirst()
+    emails = people(6)
+    for e in emails:
+        sandbox.add_recipient(e)
+    sandbox.refuse(emails[1], "Recipient bounced")
+    sandbox.refuse(emails[4], REFUSAL)
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert sandbox.count(method="POST") == 1 and sandbox.count(method="GET", path=GROUP) == 1
+        assert sorted(result.done) == sorted(set(emails) - {emails[1], emails[4]})
+        # the named one keeps its own message; the other gets the message of the entry that named nobody
+        assert [(r.email, r.reason, r.code) for r in result.rejected] == [
+            (emails[1], "Recipient bounced", "bounced"),
+            (emails[4], REFUSAL, "provider_rejected"),
+        ]
+    finally:
+        await c.aclose()
+
+
+class ShapedLog(Communic8Sandbox):
+    """errorLog entries in a shape given by the test (the real shape is undocumented)."""
+
+    def __init__(self, shape: Callable[[str, str, str], Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shape = shape
+
+    def _log_entry(self, rid: str) -> Any:
+        email = self.recipients[rid]["email"]
+        rid_out: Any = int(rid) if self.int_ids else rid
+        return self.shape(rid_out, email, self.refusals[email.lower()])
+
+
+@pytest.mark.parametrize(
+    ("shape", "reads"),
+    [
+        (lambda rid, email, m: {"recipientEmail": email.upper(), "msg": m}, 0),
+        (lambda rid, email, m: {"_id": rid, "reason": m}, 0),
+        (lambda rid, email, m: {"id": rid, "error": {"message": m}}, 0),
+        (lambda rid, email, m: {"recipient": {"_id": rid, "email": email}, "message": m}, 0),
+        (lambda rid, email, m: f"{m} ({email.upper()})", 0),
+        (lambda rid, email, m: {"message": f"{email} - {m}"}, 0),
+        (lambda rid, email, m: f"{m}: x{email}", 1),  # names a longer address, not the one sent: read the group
+        (lambda rid, email, m: {"error": m}, 1),
+        (lambda rid, email, m: 42, 1),  # not an entry at all: the count still says someone was refused
+    ],
+)
+@pytest.mark.parametrize("int_ids", [False, True])
+async def test_error_log_entries_are_read_defensively(
+    shape: Callable[[Any, str, str], Any], reads: int, int_ids: bool
+) -> None:
+    sandbox = ShapedLog(shape, int_ids=int_ids)
+    emails = people(4)
+    for e in emails:
+        sandbox.add_recipient(e)
+    sandbox.refuse(emails[1], REFUSAL)
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert sandbox.count(method="GET") == reads and sandbox.count(method="POST") == 1
+        assert [r.email for r in result.rejected] == [emails[1]]
+        assert result.rejected[0].reason == (REFUSAL if shape(1, "e@x.io", "m") != 42 else NO_REASON)
+        assert sorted(result.done) == [emails[0], *emails[2:]]
+    finally:
+        await c.aclose()
+
+
+async def test_a_short_numeric_id_in_a_message_is_not_taken_for_a_name() -> None:
+    # "after 2 attempts" must not name recipient 2: short ids are looked for in fields of their own only.
+    sandbox = ShapedLog(lambda rid, email, m: {"message": f"{m} after {rid} attempts"}, int_ids=True)
+    emails = people(3)
+    for e in emails:
+        sandbox.add_recipient(e)
+    refused_id = sandbox.recipients[sandbox._by_email[emails[2]]]["_id"]
+    sandbox.refuse(emails[2], "Refused")
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert sandbox.count(method="GET", path=GROUP) == 1  # not named: the group says who is missing
+        assert [(r.email, r.reason) for r in result.rejected] == [(emails[2], f"Refused after {refused_id} attempts")]
+        assert sorted(result.done) == emails[:2]
+    finally:
+        await c.aclose()
+
+
+@pytest.mark.parametrize("style", ["email", "anonymous"])
+async def test_remove_with_refused_recipients(style: ErrorLogStyle) -> None:
+    sandbox = Communic8Sandbox(error_log=style)
+    emails = people(5)
+    gid = sandbox.add_group("G", emails)
+    sandbox.refuse(emails[1], "Recipient is locked by an administrator")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    group = RemoteGroup(gid, "G")
+    try:
+        members = {m.key: m for m in await c.read_members(group)}
+        sandbox.clear_log()
+        gone = [members[e] for e in emails[:3]]
+        with count_requests() as tally:
+            result = await c.remove_members(group, gone)
+        assert json.loads(sandbox.requests[0].body) == {"recipientIds": [m.id for m in gone]}
+        assert tally.as_dict() == {"read": 0 if style == "email" else 1, "write": 1}
+        assert sorted(result.done) == [emails[0], emails[2]]
+        assert [(r.email, r.reason, r.permanent) for r in result.rejected] == [
+            (emails[1], "Recipient is locked by an administrator", True)
+        ]
+        assert sandbox.group_emails(gid) == {emails[1], *emails[3:]}
+    finally:
+        await c.aclose()
+
+
+async def test_remove_by_email_with_an_anonymous_log() -> None:
+    sandbox = Communic8Sandbox(error_log="anonymous")
+    emails = people(3)
+    gid = sandbox.add_group("G", emails)
+    sandbox.refuse(emails[0], REFUSAL)
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.remove_members(RemoteGroup(gid, "G"), [RemoteMember(e.upper()) for e in emails[:2]])
+        assert [r.email for r in result.rejected] == [emails[0].upper()] and result.done == (emails[1],)
+        assert sandbox.group_emails(gid) == {emails[0], emails[2]}
+        assert sandbox.count() == 2  # the DELETE and the group read; the cache knew both ids
+    finally:
+        await c.aclose()
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("Recipient has unsubscribed", ConsentState.UNSUBSCRIBED),
+        ("UNSUBSCRIBED", ConsentState.UNSUBSCRIBED),
+        ("Email address bounced", ConsentState.BOUNCED),
+        ("Recipient is on the blacklist", ConsentState.BLACKLISTED),
+        ("blocklisted domain", ConsentState.BLACKLISTED),
+        ("Recipient is suppressed", ConsentState.BLACKLISTED),
+        ("Recipient is inactive", "provider_rejected"),
+    ],
+)
+@pytest.mark.parametrize("style", ["email", "anonymous"])
+async def test_a_refusal_message_naming_a_consent_state_gives_its_code(
+    message: str, code: str, style: ErrorLogStyle
+) -> None:
+    sandbox = Communic8Sandbox(error_log=style)
+    emails = people(2)
+    for e in emails:
+        sandbox.add_recipient(e)
+    sandbox.refuse(emails[0], message)
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert [(r.email, r.reason, r.code, r.permanent) for r in result.rejected] == [
+            (emails[0], message, str(code), True)
+        ]
+        assert result.done == (emails[1],)
+    finally:
+        await c.aclose()
+
+
+async def test_reset_with_a_refused_recipient() -> None:
+    sandbox = Communic8Sandbox(error_log="anonymous")
+    old, new = people(2, "old"), people(4, "new")
+    gid = sandbox.add_group("G", old + new[:1])
+    for e in new:
+        sandbox.add_recipient(e)
+    sandbox.refuse(new[2], "Recipient has unsubscribed")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.reset_members(RemoteGroup(gid, "G"), contacts(new))
+        assert routes(sandbox) == [("POST", f"/recipientGroup/{gid}/recipients"), ("GET", f"/recipientGroup/{gid}")]
+        assert json.loads(sandbox.requests[0].body) == {"recipientEmails": new, "reset": True}
+        assert sorted(result.done) == sorted(set(new) - {new[2]})
+        assert [(r.email, r.code) for r in result.rejected] == [(new[2], "unsubscribed")]
+        assert sandbox.group_emails(gid) == set(new) - {new[2]}
+    finally:
+        await c.aclose()
+
+
+async def test_an_error_count_without_any_log_reads_the_group_and_says_so() -> None:
+    class CountOnly(Communic8Sandbox):
+        def _log_entry(self, rid: str) -> Any:
+            return None  # stripped below
+
+        def _members(self, request: Request, *, add: bool) -> dict[str, Any]:
+            answer = super()._members(request, add=add)
+            answer["data"].pop("errorLog", None)
+            return answer
+
+    sandbox = CountOnly()
+    emails = people(3)
+    for e in emails:
+        sandbox.add_recipient(e)
+    sandbox.refuse(emails[2])
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, cache=warm_cache(sandbox))
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert [(r.email, r.reason, r.code) for r in result.rejected] == [(emails[2], NO_REASON, "provider_rejected")]
+        assert sorted(result.done) == emails[:2] and sandbox.count() == 2
+    finally:
+        await c.aclose()
+
+
+async def test_a_suppressed_recipient_is_never_sent() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(4)
+    for e in emails:
+        sandbox.add_recipient(e, suppressed=e == emails[1])
+    gid = sandbox.add_group("G")
+    c = connect(sandbox)  # the cache does not know them: the directory is read, and says who is suppressed
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert routes(sandbox) == [("GET", "/recipient"), ("POST", f"/recipientGroup/{gid}/recipients")]
+        assert json.loads(sandbox.requests[1].body) == {"recipientEmails": [emails[0], *emails[2:]]}
+        assert [(r.email, r.reason, r.code, r.permanent) for r in result.rejected] == [
+            (emails[1], SUPPRESSED, "blacklisted", True)
+        ]
+        assert sorted(result.done) == [emails[0], *emails[2:]]
+        assert not any(emails[1].encode() in b for b in bodies(sandbox))
+        # a reset leaves them out too; and nothing but suppressed people sends nothing
+        sandbox.clear_log()
+        reset = await c.reset_members(RemoteGroup(gid, "G"), contacts(emails[:2]))
+        assert reset.done == (emails[0],) and [r.code for r in reset.rejected] == ["blacklisted"]
+        assert json.loads(sandbox.requests[0].body) == {"recipientEmails": [emails[0]], "reset": True}
+        sandbox.clear_log()
+        alone = await c.add_members(RemoteGroup(gid, "G"), contacts([emails[1]]))
+        assert not alone.done and [r.code for r in alone.rejected] == ["blacklisted"] and sandbox.count() == 0
+    finally:
+        await c.aclose()
+
+
+async def test_a_warm_cache_pays_no_directory_read_to_look_for_suppressions() -> None:
+    # Steady state: the cache vouches for everyone, so no directory read; a suppression made since is caught
+    # by the provider's own refusal, if it makes one.
+    sandbox = Communic8Sandbox()
+    emails = people(3)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    cache = warm_cache(sandbox)
+    sandbox.set_flags(emails[0], suppressed=True)
+    sandbox.refuse(emails[0], "Recipient is suppressed")
+    c = connect(sandbox, cache=cache)
+    try:
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
+        assert sandbox.count() == 1 and sandbox.count(path=RECIPIENTS) == 0
+        assert [(r.email, r.code) for r in result.rejected] == [(emails[0], "blacklisted")]
+        assert sorted(result.done) == emails[1:]
+    finally:
+        await c.aclose()
+
+
+async def test_the_directory_shows_the_flags() -> None:
+    sandbox = Communic8Sandbox()
+    sandbox.add_recipient("a@example.com")
+    sandbox.add_recipient("b@example.com", active=False, suppressed=True)
+    c = connect(sandbox)
+    try:
+        body = await c.api.json("GET", "recipient")
+        assert [(r["email"], r["active"], r["suppressed"]) for r in body["data"]] == [
+            ("a@example.com", True, False),
+            ("b@example.com", False, True),
+        ]
+    finally:
+        await c.aclose()
+
+
+async def test_refusals_can_be_set_over_the_control_endpoint() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(2)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox), base_url="http://127.0.0.1") as client:
+        made = await client.post("/_sandbox/refusals", json={"email": emails[0].upper(), "message": "Bounced"})
+        assert made.status_code == 201 and sandbox.refusals == {emails[0]: "Bounced"}
+        headers = {"Authorization": f"Bearer {KEY}"}
+        answer = await client.post(
+            f"/int/v1/recipientGroup/{gid}/recipients", json={"recipientEmails": emails}, headers=headers
+        )
+        assert answer.json() == {
+            "success": True,
+            "data": {"successCount": 1, "errorCount": 1, "errorLog": [{"email": emails[0], "message": "Bounced"}]},
+        }
+        assert (await client.delete("/_sandbox/refusals")).status_code == 204 and not sandbox.refusals
+    assert sandbox.count() == 1  # control requests are not recorded; the member call is
 
 
 # ------------------------------------------------------------------------------------ reading members
@@ -453,20 +842,23 @@ async def test_wrong_client_secret_is_an_auth_error() -> None:
 
 
 async def test_no_email_or_secret_in_logs(caplog: pytest.LogCaptureFixture) -> None:
-    sandbox = Communic8Sandbox()
+    sandbox = Communic8Sandbox(error_log="text")  # errorLog entries that echo the email
     emails = people(3)
     for e in emails:
         sandbox.add_recipient(e)
+    sandbox.refuse(emails[0], "Recipient has unsubscribed")
     gid = sandbox.add_group("G")
     c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
     caplog.set_level(logging.DEBUG, logger="syncd")
     try:
-        await c.add_members(RemoteGroup(gid, "G"), contacts([*emails, "ghost@example.com"]))
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts([*emails, "ghost@example.com"]))
         await c.read_members(RemoteGroup(gid, "G"))
     finally:
         await c.aclose()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "@example.com" not in text and KEY not in text
+    refused = next(r for r in result.rejected if r.email == emails[0])
+    assert refused.reason == "Recipient has unsubscribed" and refused.code == "unsubscribed"
     assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("syncd.connectors"))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,6 +39,7 @@ from connectors.giftronaut import (
     PACING,
     GiftronautConnector,
     GiftronautSettings,
+    GroupExists,
     GroupNotFound,
     IdempotencyConflict,
     InvalidRequest,
@@ -56,6 +58,7 @@ BASE = "http://127.0.0.1/api/v1"
 RECIPIENTS = r"^/api/v1/recipients$"
 MEMBERS = r"/members$"
 TOKEN = r"^/oauth2/token$"
+IDEMPOTENCY = "X-Idempotency-Key"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -328,20 +331,99 @@ async def test_recipient_create_whose_answer_was_lost_is_replayed_not_duplicated
         await c.aclose()
 
 
-@pytest.mark.parametrize("after", [False, True], ids=["before-processing", "after-processing"])
-async def test_group_create_retried_creates_one_group(after: bool) -> None:
+@pytest.mark.parametrize("how", ["before-processing", "after-processing", "lost"])
+async def test_group_create_retried_creates_one_group(how: str) -> None:
     sb = HARNESS.sandbox()
     c = connect(sb)
     try:
         fault = Fault(status=503, method="POST", path=r"/recipient-groups$")
-        if after:
+        if how == "after-processing":
             sb.inject_after(fault)
+        elif how == "lost":
+            sb.inject(Fault(lost=True, method="POST", path=r"/recipient-groups$"))  # served, answer dropped
         else:
             sb.inject(fault)
         group = await c.create_group("Launch Team")
-        assert len(sb.groups) == 1 and group.id in sb.groups and group.name == "Launch Team"
-        assert sb.count(method="POST", path=r"/recipient-groups$") == 2
-        assert sb.replays == (1 if after else 0)
+        assert len(sb.groups) == 1 and int(group.id) in sb.groups and group.name == "Launch Team"
+        posts = [r for r in sb.requests if r.method == "POST" and r.path == "/api/v1/recipient-groups"]
+        assert [r.status for r in posts] == [
+            503 if how == "before-processing" else 201,
+            201 if how == "before-processing" else 200,
+        ]
+        assert posts[0].body == posts[1].body
+        assert sb.replays == (0 if how == "before-processing" else 1)
+    finally:
+        await c.aclose()
+
+
+async def test_recipient_create_whose_answer_was_lost_leaves_one_recipient() -> None:
+    sb = HARNESS.sandbox()
+    g = group_of(sb)
+    c = connect(sb)
+    try:
+        await c.prepare_adds(contacts(["a@example.com"]))
+        sb.inject(Fault(lost=True, method="POST", path=RECIPIENTS))
+        result = await c.add_members(g, contacts(["a@example.com"]))
+        assert result.done == ("a@example.com",) and not result.rejected
+        assert [r.status for r in sb.requests if r.path == "/api/v1/recipients" and r.method == "POST"] == [201, 200]
+        assert sb.recipient_count() == 1 and sb.replays == 1
+        assert sb.group_emails(g.id) == {"a@example.com"}
+    finally:
+        await c.aclose()
+
+
+async def test_a_group_create_lost_in_a_pass_that_died_is_found_by_its_name_next_pass() -> None:
+    sb = HARNESS.sandbox()
+    c1 = connect(sb, retry={"backoff_base": 0, "max_retries": 0})
+    try:
+        sb.inject(Fault(lost=True, method="POST", path=r"/recipient-groups$"))
+        with pytest.raises(TransientError):
+            await c1.create_group("Launch Team")
+    finally:
+        await c1.aclose()
+    (gid,) = sb.groups
+    sb.clear_log()
+    c2 = connect(sb)  # a new pass: a new idempotency key, so no replay; the name is taken
+    try:
+        group = await c2.create_group("Launch Team")
+        assert group.id == str(gid) and group.name == "Launch Team" and len(sb.groups) == 1
+        assert [(r.method, r.status) for r in api(sb)] == [("POST", 409), ("GET", 200)]
+    finally:
+        await c2.aclose()
+
+
+async def test_a_name_taken_by_a_group_spelled_otherwise_is_an_error_not_a_binding() -> None:
+    sb = HARNESS.sandbox()
+    sb.add_group("launch team")
+    c = connect(sb)
+    try:
+        with pytest.raises(FatalError, match="no group is named exactly so") as caught:
+            await c.create_group("Launch Team")
+        assert caught.value.status == 409 and "GROUP_EXISTS" in caught.value.message
+        assert len(sb.groups) == 1
+    finally:
+        await c.aclose()
+
+
+async def test_group_ids_are_integers_on_the_wire_and_strings_in_syncd() -> None:
+    sb = HARNESS.sandbox()
+    sb.add_recipient("a@example.com")
+    c = connect(sb, cache=warm(sb))
+    try:
+        group = await c.create_group("Team")
+        created = next(r for r in sb.requests if r.method == "POST" and r.path == "/api/v1/recipient-groups")
+        assert created.status == 201
+        raw = await c.api.json("GET", f"recipient-groups/{group.id}")
+        assert isinstance(raw["groupId"], int) and group.id == str(raw["groupId"])
+        bound = await c.find_group(group_id=group.id)  # as syncd's binding hands it back: a string
+        assert bound == RemoteGroup(group.id, "Team", 0)
+        assert (await c.add_members(bound, contacts(["a@example.com"]))).done == ("a@example.com",)
+        members = await c.read_members(bound)
+        assert (await c.remove_members(bound, members)).done == ("a@example.com",)
+        paths = {r.path for r in api(sb)}
+        assert f"/api/v1/recipient-groups/{group.id}/members" in paths
+        assert await c.find_group(group_id="RG-1001") is None  # not a number: no group
+        assert await c.find_group(group_id=" " + group.id + " ") == bound
     finally:
         await c.aclose()
 
@@ -360,7 +442,7 @@ async def test_idempotency_keys_live_for_one_pass_only() -> None:
     try:
         # ... a later pass deliberately re-creating the deleted group gets a new one
         second = await c2.create_group("Launch Team")
-        assert second.id != first.id and second.id in sb.groups
+        assert second.id != first.id and int(second.id) in sb.groups
     finally:
         await c2.aclose()
 
@@ -492,9 +574,9 @@ async def test_add_to_a_missing_group_raises_not_found() -> None:
     c = connect(sb, cache=warm(sb))
     try:
         with pytest.raises(GroupNotFound):
-            await c.add_members(RemoteGroup("RG-00000000", "Gone"), contacts(["a@example.com"]))
+            await c.add_members(RemoteGroup("999999", "Gone"), contacts(["a@example.com"]))
         with pytest.raises(NotFound):
-            await c.read_members(RemoteGroup("RG-00000000", "Gone"))
+            await c.read_members(RemoteGroup("999999", "Gone"))
     finally:
         await c.aclose()
 
@@ -528,7 +610,7 @@ async def test_remove_is_one_delete_per_member_and_absent_is_done() -> None:
         again = await c.remove_members(g, gone[:1])  # 404 MEMBER_NOT_FOUND: already gone
         assert again.done == (emails[0],) and api(sb)[-1].status == 404
         with pytest.raises(GroupNotFound):
-            await c.remove_members(RemoteGroup("RG-00000000", "Gone"), gone[:1])
+            await c.remove_members(RemoteGroup("999999", "Gone"), gone[:1])
     finally:
         await c.aclose()
 
@@ -589,10 +671,12 @@ async def test_find_group_by_exact_name_across_pages_and_by_id() -> None:
         assert await c.find_group(name="team") is None  # exact, case and all
         by_id = await c.find_group(group_id=gid)
         assert by_id is not None and by_id.name == "Team"
-        assert await c.find_group(group_id="RG-00000000") is None
-        fallback = await c.find_group(group_id="RG-00000000", name="Team")
+        assert await c.find_group(group_id="999999") is None
+        fallback = await c.find_group(group_id="999999", name="Team")
         assert fallback is not None and fallback.id == gid
-        sb.add_group("Team")
+        with pytest.raises(ValueError, match="unique"):
+            sb.add_group("Team")  # names are unique (vendor docs) ...
+        sb._new_group("Team")  # ... so only a server breaking that rule could list two: no guess then
         with pytest.raises(FatalError, match="bind one by group_id"):
             await c.find_group(name="Team")
     finally:
@@ -612,10 +696,14 @@ async def test_create_group_sends_an_idempotency_key_and_a_request_id() -> None:
         group = await c.create_group("Launch Team")
         post = next(r for r in seen if r.url.path.endswith("/recipient-groups"))
         key = post.headers["X-Idempotency-Key"]
-        assert key.startswith("syncd-") and "Launch" not in key
+        assert key.startswith("syncd-") and "Launch" not in key and len(key) <= 128
         assert json.loads(post.content) == {"groupName": "Launch Team"}
-        assert all("X-Request-Id" in r.headers for r in seen)
-        assert group.name == "Launch Team" and group.id.startswith("RG-")
+        assert all(uuid.UUID(r.headers["X-Request-Id"]).version == 4 for r in seen)
+        assert group.name == "Launch Team" and group.id == str(next(iter(sb.groups)))
+        await c.prepare_adds(contacts(["a@example.com"]))
+        await c.add_members(group, contacts(["a@example.com"]))
+        keys = [r.headers[IDEMPOTENCY] for r in seen if IDEMPOTENCY in r.headers]
+        assert len(keys) == 2 and all(len(k) <= 128 for k in keys)
     finally:
         await c.aclose()
 
@@ -794,6 +882,7 @@ def test_classify_maps_every_assumed_code() -> None:
     assert isinstance(err(404, "RECIPIENT_NOT_FOUND"), RecipientNotFound)
     assert isinstance(err(404, "MEMBER_NOT_FOUND"), MemberNotFound)
     assert isinstance(err(409, "RECIPIENT_EXISTS"), RecipientExists)
+    assert isinstance(err(409, "GROUP_EXISTS"), GroupExists)
     assert isinstance(err(409, "DUPLICATE_IDEMPOTENCY_KEY"), IdempotencyConflict)
     limited = classify(response(429, {"error": "RATE_LIMITED", "message": "m"}, headers={"Retry-After": "7"}))
     assert isinstance(limited, RateLimited) and limited.delay == 7.0
@@ -990,7 +1079,7 @@ async def test_sandbox_groups_members_and_request_ids() -> None:
         created = await client.post("/api/v1/recipient-groups", json={"groupName": "US Sales"})
         assert created.status_code == 201
         gid = created.json()["groupId"]
-        assert gid.startswith("RG-") and created.json()["memberCount"] == 0
+        assert isinstance(gid, int) and created.json()["memberCount"] == 0
         members = f"/api/v1/recipient-groups/{gid}/members"
         assert (await client.post(members, json={"recipientId": rid})).status_code == 201
         assert (await client.post(members, json={"recipientId": rid})).status_code == 200
@@ -1010,6 +1099,53 @@ async def test_sandbox_groups_members_and_request_ids() -> None:
         echoed = await client.get("/api/v1/recipient-groups", headers={"X-Request-Id": "trace-1"})
         assert echoed.headers["X-Request-Id"] == "trace-1"
         assert sb.count(mutating=True) == 8  # the refused writes count too: they hit write endpoints
+    finally:
+        await client.aclose()
+
+
+async def test_sandbox_group_names_are_unique_and_ids_integers() -> None:
+    sb = GiftronautSandbox()
+    client = await sandbox_client(sb)
+    try:
+        first = await client.post("/api/v1/recipient-groups", json={"groupName": "US Sales"})
+        second = await client.post("/api/v1/recipient-groups", json={"groupName": "APAC"})
+        assert (first.status_code, second.status_code) == (201, 201)
+        a, b = first.json()["groupId"], second.json()["groupId"]
+        assert isinstance(a, int) and isinstance(b, int) and a != b
+        for name in ("US Sales", " us  sales "):
+            taken = await client.post("/api/v1/recipient-groups", json={"groupName": name})
+            assert taken.status_code == 409 and taken.json()["error"] == "GROUP_EXISTS" and taken.json()["message"]
+        rename = await client.put(f"/api/v1/recipient-groups/{b}", json={"groupName": "us sales"})
+        assert rename.status_code == 409 and rename.json()["error"] == "GROUP_EXISTS"
+        same = await client.put(f"/api/v1/recipient-groups/{a}", json={"groupName": "US SALES"})  # its own name
+        assert same.status_code == 200 and same.json()["groupName"] == "US SALES"
+        listed = (await client.get("/api/v1/recipient-groups")).json()["data"]
+        assert [g["groupId"] for g in listed] == [a, b]
+        for bad in ("RG-1001", "1001x", "-1"):
+            lost = await client.get(f"/api/v1/recipient-groups/{bad}")
+            assert lost.status_code == 404 and lost.json()["error"] == "GROUP_NOT_FOUND"
+        assert len(sb.groups) == 2 and sb.count(mutating=True) == 6
+    finally:
+        await client.aclose()
+
+
+async def test_sandbox_idempotency_keys_are_at_most_128_characters_and_live_24_hours() -> None:
+    now = [0.0]
+    sb = GiftronautSandbox(clock=lambda: now[0], token_ttl=10 * 24 * 3600)
+    client = await sandbox_client(sb)
+    try:
+        too_long = await client.post(
+            "/api/v1/recipient-groups", json={"groupName": "A"}, headers={IDEMPOTENCY: "k" * 129}
+        )
+        assert too_long.status_code == 400 and too_long.json()["error"] == "VALIDATION_ERROR" and not sb.groups
+        key = {IDEMPOTENCY: "k" * 128}
+        first = await client.post("/api/v1/recipient-groups", json={"groupName": "A"}, headers=key)
+        now[0] += 24 * 3600 - 1
+        replay = await client.post("/api/v1/recipient-groups", json={"groupName": "A"}, headers=key)
+        assert (first.status_code, replay.status_code) == (201, 200) and replay.json() == first.json()
+        now[0] += 1  # 24 h after the first use: forgotten, so a different request under it is new
+        fresh = await client.post("/api/v1/recipient-groups", json={"groupName": "B"}, headers=key)
+        assert fresh.status_code == 201 and len(sb.groups) == 2
     finally:
         await client.aclose()
 

@@ -3,9 +3,19 @@
 * Errors are HTTP 200 `{"success": false, "message": ...}`, except: a missing/wrong bearer token is
   HTTP 401 "Unauthorized", an unknown group on `GET /recipientGroup/:id` is HTTP 404 "Not Found" (plain
   text), and so is any unknown route (there is no recipient-create endpoint: `POST /recipient` is 404).
-* Member calls are all-or-nothing: one unknown email or id answers "Not all emails founded as recipient in
-  system" and changes nothing. `recipientIds` and `recipientEmails` are mutually exclusive; emails match
-  case-insensitively. `reset: true` replaces the group's members.
+* Member calls are all-or-nothing about unknown recipients: one unknown email or id answers "Not all emails
+  founded as recipient in system" and changes nothing. `recipientIds` and `recipientEmails` are mutually
+  exclusive; emails match case-insensitively. `reset: true` replaces the group's members.
+* An accepted member call can still refuse single recipients (the vendor docs: `data.successCount`,
+  `data.errorCount`, `data.errorLog`): recipients marked with `refuse(email, message)` are left out of an
+  add / remove / reset while the rest of the call is applied (over HTTP: `POST /_sandbox/refusals
+  {"email", "message"}`, `DELETE /_sandbox/refusals`); each counts in `errorCount` and gets an
+  `errorLog` entry. The entry's shape is undocumented ("Object[]"), so the `error_log` knob picks one:
+  `"email"` (default, `{"email", "message"}`), `"id"` (`{"recipientId", "error"}`), `"text"` (a plain string
+  `"<email>: <message>"`) or `"anonymous"` (`{"message"}` only: the entry does not say whom it is about).
+* Recipients carry `active` (default true) and `suppressed` (default false), as `GET /recipient` shows
+  them (`add_recipient(..., active=, suppressed=)`, `set_flags(email, ...)`). The flags change nothing
+  else here: what the real service does with a suppressed recipient in a group call is undocumented.
 * Listings page with `limit` (default 20, capped at 100) and `skip` and answer `total`; the group listing's
   `name` filter matches partially and ignores case.
 
@@ -17,7 +27,9 @@ Knobs for the other answers an independent server could give within the docs (al
 `page_cap` (the most a listing page holds; 100 by default), `omit_total` (listings without `total`),
 `int_ids` (numeric ids, sent as JSON numbers) and `lean_groups` (group listings and the create answer carry
 no `leads`; `GET /recipientGroup/:id` still does), `unknown_message` (the words of the all-or-nothing
-refusal, the documented "Not all emails founded as recipient in system" by default).
+refusal, the documented "Not all emails founded as recipient in system" by default), `error_log` (above).
+
+Every request is recorded (`requests`, `count`), refused ones included.
 
 Credentials: Communic8 access keys have an id and a value. The value works as a static Bearer token; the
 pair works as OAuth client credentials (`client_id` = id, `client_secret` = value) at `POST /oauth/token`.
@@ -30,14 +42,17 @@ import os
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from connectors.sandbox._core import Request, Response, SandboxApp
+
+ErrorLogStyle = Literal["email", "id", "text", "anonymous"]
 
 ROOT = "/int/v1"
 DEFAULT_KEYS = {"c8-sandbox-key-id": "c8-sandbox-access-key"}
 NO_OBJECT = "Object does not exist"
 UNKNOWN_RECIPIENTS = "Not all emails founded as recipient in system"
+REFUSED = "Recipient is unsubscribed"  # the default message of a refused recipient (the real words are unknown)
 
 
 def _now() -> str:
@@ -75,9 +90,12 @@ class Communic8Sandbox(SandboxApp):
         int_ids: bool = False,
         lean_groups: bool = False,
         unknown_message: str = UNKNOWN_RECIPIENTS,
+        error_log: ErrorLogStyle = "email",
     ) -> None:
         super().__init__()
         self.unknown_message = unknown_message
+        self.error_log: ErrorLogStyle = error_log
+        self.refusals: dict[str, str] = {}  # lower-cased email -> message: refused inside accepted member calls
         self.page_cap = page_cap
         self.omit_total = omit_total
         self.int_ids = int_ids
@@ -105,16 +123,44 @@ class Communic8Sandbox(SandboxApp):
             self.add_route(method, ROOT + path, handler, mutating=mutating)
 
     # -- test helpers (plain methods, not HTTP) -------------------------------------------------------
-    def add_recipient(self, email: str, first: str = "", last: str = "") -> str:
+    def add_recipient(
+        self, email: str, first: str = "", last: str = "", *, active: bool = True, suppressed: bool = False
+    ) -> str:
         """Create a recipient (or return the id of the one with this email, matched case-insensitively)."""
         with self.lock:
             existing = self._recipient_id(email)
             if existing is not None:
                 return existing
             rid = self._new_id()
-            self.recipients[rid] = {"_id": rid, "email": email.strip(), "firstName": first, "lastName": last}
+            self.recipients[rid] = {
+                "_id": rid,
+                "email": email.strip(),
+                "firstName": first,
+                "lastName": last,
+                "active": active,
+                "suppressed": suppressed,
+            }
             self._by_email[email.strip().lower()] = rid
             return rid
+
+    def set_flags(self, email: str, *, active: bool | None = None, suppressed: bool | None = None) -> None:
+        """Change a recipient's `active` / `suppressed` flags, as an admin (or a bounce) would."""
+        with self.lock:
+            rid = self._recipient_id(email)
+            if rid is None:
+                raise KeyError(email)
+            for name, value in (("active", active), ("suppressed", suppressed)):
+                if value is not None:
+                    self.recipients[rid][name] = value
+
+    def refuse(self, email: str, message: str = REFUSED) -> None:
+        """From now on, member calls naming this recipient leave it out and report it in `errorLog`."""
+        with self.lock:
+            self.refusals[email.strip().lower()] = message
+
+    def accept(self, email: str) -> None:
+        with self.lock:
+            self.refusals.pop(email.strip().lower(), None)
 
     def delete_recipient(self, email: str) -> None:
         """Delete a recipient account-wide (from every group too), as an admin would in the console."""
@@ -173,6 +219,21 @@ class Communic8Sandbox(SandboxApp):
         if lean and self.lean_groups:
             del out["leads"]
         return out
+
+    def _control(self, request: Request) -> Response:
+        # For a sandbox served over HTTP (`syncd sandbox`): POST {"email", "message"?} refuses a recipient,
+        # DELETE forgets every refusal.
+        if request.path == "/_sandbox/refusals" and request.method == "POST":
+            body = request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("email"), str):
+                return Response(400, {"error": "expected {email, message}"})
+            self.refuse(body["email"], str(body.get("message") or REFUSED))
+            return Response(201, {"ok": True})
+        if request.path == "/_sandbox/refusals" and request.method == "DELETE":
+            with self.lock:
+                self.refusals.clear()
+            return Response(204)
+        return super()._control(request)
 
     def rate_limited(self, retry_after: float) -> Response:
         # express-rate-limit's default answer
@@ -250,7 +311,9 @@ class Communic8Sandbox(SandboxApp):
             resolved = [self._recipient_id(e) for e in given]
         if any(rid is None for rid in resolved):
             return _fail(self.unknown_message)  # all or nothing: one unknown recipient changes nothing
-        wanted = [rid for rid in dict.fromkeys(resolved) if rid is not None]
+        named = [rid for rid in dict.fromkeys(resolved) if rid is not None]
+        refused = [rid for rid in named if self.recipients[rid]["email"].lower() in self.refusals]
+        wanted = [rid for rid in named if rid not in refused] if refused else named
         leads: list[str] = group["leads"]
         if add and body.get("reset") is True:
             self._set_leads(group, wanted)
@@ -264,7 +327,19 @@ class Communic8Sandbox(SandboxApp):
             gone = set(wanted) & set(leads)
             self._set_leads(group, [lead for lead in leads if lead not in gone])
             changed = len(gone)
-        return {"success": True, "data": {"successCount": changed, "errorCount": 0, "errorLog": []}}
+        errors = [self._log_entry(rid) for rid in refused]
+        return {"success": True, "data": {"successCount": changed, "errorCount": len(errors), "errorLog": errors}}
+
+    def _log_entry(self, rid: str) -> Any:
+        email = self.recipients[rid]["email"]
+        message = self.refusals[email.lower()]
+        if self.error_log == "id":
+            return {"recipientId": rid, "error": message}
+        if self.error_log == "text":
+            return f"{email}: {message}"
+        if self.error_log == "anonymous":
+            return {"message": message}
+        return {"email": email, "message": message}
 
     def _list_recipients(self, request: Request) -> dict[str, Any]:
         limit, skip = _page(request, self.page_cap)

@@ -4,7 +4,11 @@ Routes (all under `/api/v1`, Bearer token required), plus `POST /oauth2/token` o
 
 * `GET/POST /recipient-groups` (listing: `page` from 1, `pageSize` default 20 and capped at 100, `search`
   partial and case-insensitive on the name), `GET/PUT/DELETE /recipient-groups/{groupId}` (PUT
-  `{"groupName"}` renames; DELETE removes the group and its member associations, not the recipients);
+  `{"groupName"}` renames; DELETE removes the group and its member associations, not the recipients).
+  **`groupId` is an integer** (vendor docs): answers carry a JSON number, paths take its decimal digits (a
+  path id that is not a number is no group: 404 GROUP_NOT_FOUND). **`groupName` is unique in the
+  organization** (vendor docs): a create or rename to a name another group has answers 409 GROUP_EXISTS
+  (names compared ignoring case and surrounding blanks: an assumption, the docs do not say);
 * `GET /recipient-groups/{groupId}/members` (paged), `POST .../members {"recipientId"}` (201 added, 200
   already a member), `DELETE .../members/{recipientId}` (204): **one member per call**, no bulk call;
 * `GET /recipients` (paged; `searchKeyword` matches first name, last name, full name or email partially,
@@ -17,10 +21,12 @@ Cross-cutting behaviour:
   (VALIDATION_ERROR 400, GROUP_NOT_FOUND / RECIPIENT_NOT_FOUND / MEMBER_NOT_FOUND 404, RECIPIENT_EXISTS /
   DUPLICATE_IDEMPOTENCY_KEY 409, RATE_LIMITED 429; also UNAUTHORIZED 401, FORBIDDEN 403, NOT_FOUND 404);
 * `X-Request-Id` is echoed back (one is made up when the request has none);
-* `X-Idempotency-Key` on POST/PUT/PATCH: a replay with the same key and the same request (method, path, JSON
-  body) answers 200 with the original body and changes nothing; the same key with a different request
-  answers 409 DUPLICATE_IDEMPOTENCY_KEY. Only successful answers are kept (a refused request can be fixed
-  and sent again under its key);
+* `X-Idempotency-Key` on POST/PUT/PATCH, **at most 128 characters and remembered 24 h** (vendor docs; a
+  longer key answers 400 VALIDATION_ERROR and nothing happens): a replay with the same key and the same
+  request (method, path, JSON body) answers 200 with the original body and changes nothing; the same key
+  with a different request answers 409 DUPLICATE_IDEMPOTENCY_KEY. Only successful answers are kept (a
+  refused request can be fixed and sent again under its key); a key older than 24 h (on `clock`) is
+  forgotten;
 * the token endpoint takes form-encoded client credentials (or HTTP Basic), grants the requested scopes out
   of `recipients.read recipients.write` (all of them when none is asked) and answers `{access_token,
   token_type, expires_in, scope}` with a JWT-shaped token; a bad client gets 401 `invalid_client`. Reads
@@ -31,8 +37,9 @@ Cross-cutting behaviour:
 
 Assumptions where the docs are silent (besides the wire shapes): `email` must look like an address and the
 text fields are optional strings of at most 100 characters (longer ones get VALIDATION_ERROR; this stands in
-for whatever validation the real API does); group names need not be unique; removing a recipient that is
-not a member answers 404 MEMBER_NOT_FOUND.
+for whatever validation the real API does); the duplicate-name answer (409 `{"error": "GROUP_EXISTS",
+"message"}`); group ids counting up from 1001; removing a recipient that is not a member answers 404
+MEMBER_NOT_FOUND.
 
 Knobs for the other answers an independent server could give within the docs: `page_cap` (where `pageSize`
 is silently capped; 100 by default) and `bare_listings` (listings answer `{"data": [...]}` only: no `page`,
@@ -40,7 +47,8 @@ is silently capped; 100 by default) and `bare_listings` (listings answer `{"data
 
 Test helpers besides the base class's faults: `inject_after(Fault)` spoils the answer of a request the
 server *did* process (a 5xx or a dropped connection after the change landed), which is what idempotency keys
-are for.
+are for (`Fault(lost=True)` through `inject` does the same with a dropped connection). Helpers that take a
+group id take it as the int or as its string (`"1001"`, as syncd's binding stores it).
 """
 
 from __future__ import annotations
@@ -71,6 +79,9 @@ DEFAULT_CLIENTS = {"gt-sandbox-client": "gt-sandbox-client-secret"}  # test valu
 PAGE_CAP = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_TEXT = 100  # assumed limit of firstName, lastName, company, department, groupName
+MAX_IDEMPOTENCY_KEY = 128  # vendor docs
+IDEMPOTENCY_TTL = 24 * 3600.0  # vendor docs: a key is remembered 24 h
+FIRST_GROUP_ID = 1001
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 TEXT_FIELDS = ("firstName", "lastName", "company", "department")
 
@@ -137,6 +148,19 @@ class _Kept:
 
     fingerprint: str
     body: Any
+    expires: float  # on the sandbox's clock
+
+
+def _group_key(group_id: int | str) -> int | None:
+    """A group id as the API stores it (an int), from an int or its decimal string; None if it is neither."""
+    if isinstance(group_id, int) and not isinstance(group_id, bool):
+        return group_id
+    text = str(group_id).strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
 
 
 class GiftronautSandbox(SandboxApp):
@@ -163,8 +187,9 @@ class GiftronautSandbox(SandboxApp):
         self.retry_after_header = retry_after_header
         self.tokens: dict[str, tuple[float, frozenset[str]]] = {}  # access token -> (expiry, scopes)
         self.recipients: dict[str, dict[str, Any]] = {}  # recipientId -> recipient (insertion order)
-        self.groups: dict[str, dict[str, Any]] = {}  # groupId -> group (without memberCount)
-        self.memberships: dict[str, dict[str, None]] = {}  # groupId -> recipient ids, an ordered set
+        self.groups: dict[int, dict[str, Any]] = {}  # groupId (an int) -> group (without memberCount)
+        self.memberships: dict[int, dict[str, None]] = {}  # groupId -> recipient ids, an ordered set
+        self._group_ids = itertools.count(FIRST_GROUP_ID)
         self.idempotency: dict[str, _Kept] = {}
         self.replays = 0  # answers served from the idempotency store
         self.after_faults: list[Fault] = []
@@ -217,23 +242,31 @@ class GiftronautSandbox(SandboxApp):
                 members.pop(rid, None)
 
     def add_group(self, name: str, emails: Iterable[str] = ()) -> str:
-        """Create a group with these members (recipients are created for unknown emails)."""
+        """Create a group with these members (recipients are created for unknown emails); returns its id as a
+        string (as syncd stores it). Names are unique, as through the API (ValueError)."""
         with self.lock:
+            if self._named(name) is not None:
+                raise ValueError(f"a group named {name!r} exists already (names are unique)")
             group = self._new_group(name)
             for email in emails:
                 self.memberships[group["groupId"]][self.add_recipient(email)] = None
             return str(group["groupId"])
 
-    def delete_group(self, group_id: str) -> None:
+    def delete_group(self, group_id: int | str) -> None:
         """Delete a group (its recipients stay), as an admin would in the web app."""
         with self.lock:
-            self.groups.pop(group_id, None)
-            self.memberships.pop(group_id, None)
+            gid = _group_key(group_id)
+            if gid is not None:
+                self.groups.pop(gid, None)
+                self.memberships.pop(gid, None)
 
-    def group_emails(self, group_id: str) -> set[str]:
+    def group_emails(self, group_id: int | str) -> set[str]:
         """The member emails of a group, spelled as stored."""
         with self.lock:
-            return {self.recipients[rid]["email"] for rid in self.memberships[group_id]}
+            gid = _group_key(group_id)
+            if gid is None or gid not in self.memberships:
+                raise KeyError(group_id)
+            return {self.recipients[rid]["email"] for rid in self.memberships[gid]}
 
     def recipient_count(self) -> int:
         with self.lock:
@@ -349,12 +382,19 @@ class GiftronautSandbox(SandboxApp):
             key = request.headers.get("x-idempotency-key")
             if not key:
                 return handler(request)
+            if len(key) > MAX_IDEMPOTENCY_KEY:
+                raise _error(
+                    400, "VALIDATION_ERROR", f"X-Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters"
+                )
             try:
                 body: Any = json.dumps(json.loads(request.body), sort_keys=True) if request.body else ""
             except ValueError:
                 body = request.body.hex()
             fingerprint = hashlib.sha256(f"{request.method} {request.path} {body}".encode()).hexdigest()
             kept = self.idempotency.get(key)
+            if kept is not None and self.clock() >= kept.expires:
+                del self.idempotency[key]  # remembered 24 h
+                kept = None
             if kept is not None:
                 if kept.fingerprint != fingerprint:
                     raise _error(
@@ -365,7 +405,8 @@ class GiftronautSandbox(SandboxApp):
             result = handler(request)
             response = result if isinstance(result, Response) else Response(200, result)
             if 200 <= response.status < 300:
-                self.idempotency[key] = _Kept(fingerprint, json.loads(json.dumps(response.body)))
+                body = json.loads(json.dumps(response.body))
+                self.idempotency[key] = _Kept(fingerprint, body, self.clock() + IDEMPOTENCY_TTL)
             return response
 
         return wrapped
@@ -389,6 +430,7 @@ class GiftronautSandbox(SandboxApp):
     def _create_group(self, request: Request) -> Response:
         name = _text(_object(request), "groupName", required=True)
         assert name is not None
+        self._unique(name)
         return Response(201, self._group_json(self._new_group(name)))
 
     def _get_group(self, request: Request) -> dict[str, Any]:
@@ -397,6 +439,8 @@ class GiftronautSandbox(SandboxApp):
     def _rename_group(self, request: Request) -> dict[str, Any]:
         group = self._group(request)
         name = _text(_object(request), "groupName", required=True)
+        assert name is not None
+        self._unique(name, but=group["groupId"])
         group.update(groupName=name, updatedAt=_now())
         return self._group_json(group)
 
@@ -487,8 +531,17 @@ class GiftronautSandbox(SandboxApp):
         self._by_email[_key(email)] = rid
         return recipient
 
+    def _named(self, name: str) -> dict[str, Any] | None:
+        key = _name_key(name)
+        return next((g for g in self.groups.values() if _name_key(g["groupName"]) == key), None)
+
+    def _unique(self, name: str, *, but: int | None = None) -> None:
+        other = self._named(name)
+        if other is not None and other["groupId"] != but:
+            raise _error(409, "GROUP_EXISTS", "a recipient group with this name already exists in the organization")
+
     def _new_group(self, name: str) -> dict[str, Any]:
-        gid = self._new_id("RG", self.groups)
+        gid = next(self._group_ids)
         stamp = _now()
         group = {"groupId": gid, "groupName": name, "createdAt": stamp, "updatedAt": stamp}
         self.groups[gid] = group
@@ -496,7 +549,8 @@ class GiftronautSandbox(SandboxApp):
         return group
 
     def _group(self, request: Request) -> dict[str, Any]:
-        group = self.groups.get(request.params["gid"])
+        gid = _group_key(request.params["gid"])
+        group = self.groups.get(gid) if gid is not None else None
         if group is None:
             raise _error(404, "GROUP_NOT_FOUND", "no recipient group with this id in the organization")
         return group

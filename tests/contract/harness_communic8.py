@@ -2,7 +2,9 @@
 
 The connector is built with OAuth client credentials (not a static access key) so that the token-expiry
 contract test exercises a real refresh. Communic8 has no API to create recipients, so `seed_people`
-creates them straight in the sandbox and an email that is not a recipient is the "bad contact".
+creates them straight in the sandbox. The "bad contacts" are the three ways Communic8 refuses someone: an
+email that is not a recipient, a recipient the API refuses inside an accepted call (`errorLog`), and a
+recipient the directory lists as suppressed.
 """
 
 from __future__ import annotations
@@ -47,7 +49,15 @@ class Communic8Harness(Harness):
         return {e.lower() for e in _c8(sandbox).group_emails(group_id)}
 
     def bad_contacts(self, sandbox: SandboxApp) -> list[Contact]:
-        return [self.contact("not.a.recipient@example.com")]
+        c8 = _c8(sandbox)
+        c8.add_recipient("refused.in.errorlog@example.com", "Test", "Person")
+        c8.refuse("refused.in.errorlog@example.com", "Recipient is unsubscribed")
+        c8.add_recipient("suppressed@example.com", "Test", "Person", suppressed=True)
+        return [
+            self.contact("not.a.recipient@example.com"),
+            self.contact("refused.in.errorlog@example.com"),
+            self.contact("suppressed@example.com"),
+        ]
 
     def expire_tokens(self, sandbox: SandboxApp) -> bool:
         _c8(sandbox).revoke_tokens()
