@@ -558,6 +558,17 @@ MEMBER_FIELDS = (
 # HubSpot contact properties read for every member; `properties:` adds to (or replaces) these.
 HUBSPOT_DEFAULT_PROPERTIES = {"email": "email", "first_name": "firstname", "last_name": "lastname"}
 HUBSPOT_BASE_URL = "https://api.hubapi.com"
+# HubSpot's burst limit, per app, in requests per 10 seconds, by the account's subscription tier (HubSpot's
+# usage-guidelines page): free and starter 100, professional and enterprise 190, 250 with the API limit increase.
+HubSpotTier = Literal["free", "starter", "professional", "enterprise", "api_limit_increase"]
+HUBSPOT_BURST_LIMITS: dict[str, int] = {
+    "free": 100,
+    "starter": 100,
+    "professional": 190,
+    "enterprise": 190,
+    "api_limit_increase": 250,
+}
+HUBSPOT_BURST_WINDOW = 10.0  # seconds
 _HUBSPOT_PROPERTY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:#-]*$"
 
@@ -657,12 +668,22 @@ class HubSpotSourceSettings(BaseModel):
         "By default that pass leaves the group untouched and reports an error (an empty answer is more often "
         "a broken list or filter than the truth). The removal guard still applies.",
     )
-    rate_limit: float = Field(
-        default=19.0,
+    tier: HubSpotTier = Field(
+        default="free",
+        description="The HubSpot account's subscription tier, which sets HubSpot's burst limit per app and so "
+        "syncd's default pace: free and starter 100 requests per 10 seconds, professional and enterprise 190, "
+        "api_limit_increase (the API limit increase add-on, on any tier) 250. Default free: the lowest limit, "
+        "safe on every account. An explicit rate_limit overrides it.",
+    )
+    rate_limit: float | None = Field(
+        default=None,
         gt=0,
-        description="Requests per second to HubSpot. Default 19: HubSpot's 190 requests per 10 seconds of "
-        "paid tiers (use 10 on the free tier). The account's limit is shared by every app using it; syncd also "
-        "pauses when HubSpot's X-HubSpot-RateLimit-Remaining reaches 0, and waits out a 429.",
+        description="Requests per second to HubSpot. Default: the tier's burst limit spread over its 10 seconds "
+        "(10 for free and starter, 19 for professional and enterprise, 25 with the API limit increase), so that "
+        "no 10 seconds ever see more than the limit. The burst limit is per app (requests with the same "
+        "private app token elsewhere count too); syncd also pauses when HubSpot's X-HubSpot-RateLimit-Remaining "
+        "reaches 0, and waits out a 429. HubSpot's daily limit (per account) is not waited for: when it is used "
+        "up, the source's groups are left untouched until the next pass.",
     )
     burst: int = Field(
         default=1, ge=1, description="Requests that may go at once after a quiet spell. Default 1 (never above rate)."
@@ -697,6 +718,18 @@ class HubSpotSourceSettings(BaseModel):
     def property_map(self) -> dict[str, str]:
         """Member field -> HubSpot property, defaults included."""
         return {**HUBSPOT_DEFAULT_PROPERTIES, **self.properties}
+
+    @property
+    def burst_limit(self) -> int:
+        """HubSpot's burst limit for this tier: requests per app per 10 seconds."""
+        return HUBSPOT_BURST_LIMITS[self.tier]
+
+    @property
+    def pacing_rate(self) -> float:
+        """Requests per second: `rate_limit` when set, else the tier's burst limit spread over its window."""
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return self.burst_limit / HUBSPOT_BURST_WINDOW
 
 
 class SqlSourceSettings(BaseModel):

@@ -1,16 +1,24 @@
 """HubSpot lists as a source of desired groups: each configured group is one list's contacts.
 
-How the API is used (PROVIDERS.md, "Source CRMs" and "Wire shapes assumed"):
+How the API is used (PROVIDERS.md: "Source CRMs", "Wire shapes assumed", and "What the real services do", which
+wins; the shapes are those of HubSpot's public CRM Lists v3 and Contacts v3 OpenAPI specs):
 
 - Auth: a private app's access token as `Authorization: Bearer` (scopes crm.lists.read,
   crm.objects.contacts.read). Nothing is ever written.
+- The list first, every pass: `GET /crm/v3/lists/{listId}` → `{list: {listId, name, objectTypeId,
+  processingStatus, processingType, size, ...}}`. A list whose `objectTypeId` is not `0-1` (a list of companies,
+  deals, ...) is not a list of contacts, and a list whose `processingStatus` is not `COMPLETE` (PROCESSING,
+  REFRESHING, ...: an open string) has partial memberships: either way that group fails closed and its
+  memberships are not read. So does a list answered with a `deletedAt` (deleted lists stay restorable for 90
+  days; whether HubSpot still serves them is unknown). A 404 means the list is gone: that group fails.
 - Members: `GET /crm/v3/lists/{listId}/memberships?limit=250&after=…`, 250 (the cap) per page, in ascending
-  recordId order, following `paging.next.after` until it is absent. A cursor seen twice is a server bug and
-  fails the read rather than looping.
-- Contacts: `POST /crm/v3/objects/contacts/batch/read {inputs: [{id}], properties: [...]}`, 100 ids (the cap)
-  per call, sent while later membership pages are still being read. So a list of N members costs
-  ceil(N / 250) membership pages (at least 1) and ceil(N / 100) batch reads: 1,000 members = 4 + 10 requests.
-  Ids are chunked across page boundaries, so no batch is short except the last.
+  recordId order (the spec says so), following `paging.next.after` until it is absent. A cursor seen twice is
+  a server bug and fails the read rather than looping.
+- Contacts: `POST /crm/v3/objects/contacts/batch/read {inputs: [{id}], properties: [...], propertiesWithHistory:
+  []}` (the spec requires the last), 100 ids (the cap)
+  per call, sent while later membership pages are still being read. So a list of N members costs 1 list read,
+  ceil(N / 250) membership pages (at least 1) and ceil(N / 100) batch reads: 1,000 members = 1 + 4 + 10 = 15
+  requests. Ids are chunked across page boundaries, so no batch is short except the last.
 - A batch read naming ids HubSpot no longer has (deleted or archived between the two calls) answers 207 with
   the found contacts in `results` and `errors[{category: OBJECT_NOT_FOUND, context: {ids}}]`: those members
   are reported as rejects of the group, the rest go ahead. Any other error entry, or a requested id that
@@ -18,30 +26,49 @@ How the API is used (PROVIDERS.md, "Source CRMs" and "Wire shapes assumed"):
   removed from every provider).
 - A contact without an email becomes a reject of its group, with the contact id in the reason; invalid and
   duplicate emails are rejected by `admit` as for any source.
-- Errors: `{"status": "error", "message", "category", "correlationId"}`; the message shown carries the
-  category, the message and the correlationId (what HubSpot support asks for), never the token.
-- Pacing: the shared `ApiClient` token bucket at `rate_limit` (default 19/s with bursts of 1: never more than
-  190 requests in any 10 s, HubSpot's paid-tier limit), 429 waited out (honouring Retry-After), 5xx and
-  timeouts retried with backoff. HubSpot's limit is per account, shared with every other app using it:
-  when `X-HubSpot-RateLimit-Remaining` reaches 0 the client waits for one slot of the rolling window
-  (`X-HubSpot-RateLimit-Interval-Milliseconds` / `X-HubSpot-RateLimit-Max`) before its next request.
+- Errors: `{"status": "error", "message", "category", "correlationId"}`; a 429's body is `{status, message,
+  errorType: "RATE_LIMIT", correlationId, policyName, requestId}` (every field read as optional). The message
+  shown carries the category (or errorType), the message, the policyName and the correlationId (what HubSpot
+  support asks for), never the token.
 
-Assumptions to check against a real account: the 207 body shape and the ordering of memberships (PROVIDERS.md,
-"Wire shapes assumed"); `X-HubSpot-RateLimit-Max` / `-Remaining` / `-Interval-Milliseconds` are the names
-HubSpot's usage guidelines give (PROVIDERS.md says only `X-HubSpot-RateLimit-*`); when they are absent, pacing
-alone keeps the rate.
+Limits (HubSpot's usage guidelines):
 
-Failure is per group: a list that cannot be read (404, a 5xx that outlasts its retries, a fault mid-pagination)
-leaves that group untouched and is reported; the source's other lists still apply. A refused token (401/403)
-fails the whole source.
+- Burst: per app, 100 requests per 10 s on free and starter, 190 on professional and enterprise, 250 with the
+  API limit increase. `tier` (default free) sets the pace: the shared `ApiClient` token bucket at a tenth of the
+  limit per second with bursts of 1 (10/s: never more than 100 requests in any 10 s); `rate_limit` overrides it.
+  A 429 with any other `policyName` (TEN_SECONDLY_ROLLING, SECONDLY, none) is waited out (honouring Retry-After,
+  which HubSpot does not document, else with backoff); 5xx and timeouts are retried with backoff. When
+  `X-HubSpot-RateLimit-Remaining` reaches 0 (someone else using the same app's budget) the next request waits
+  for one slot of the rolling window (`X-HubSpot-RateLimit-Interval-Milliseconds` / `X-HubSpot-RateLimit-Max`),
+  counting the wait the pace imposes anyway.
+- Daily: per account (shared with its other apps; `X-HubSpot-RateLimit-Daily`, `-Daily-Remaining`), reset at
+  midnight in the account's time zone. A 429 with `policyName: DAILY` will not clear for hours: it is
+  `QuotaExhausted`, never retried nor waited for; no further request goes to HubSpot from this source this pass
+  (the source's other requests are cancelled; the first list is read alone before the others start, so a pass
+  that starts with the limit used up costs exactly 1 request), and every group of the source fails closed.
+
+Assumptions to check against a real account: the 207's error entry (`category: OBJECT_NOT_FOUND` with
+`context.ids`; PROVIDERS.md, "Wire shapes assumed"); the batch read cap of 100 (not in the spec); that a list
+being re-evaluated reports a processingStatus other than COMPLETE for as long as its memberships are partial
+(the spec has no enum for it: its examples show COMPLETE and PROCESSING, and one COMPLETED, which is taken
+for COMPLETE too); that
+`X-HubSpot-RateLimit-Remaining` counts the request it answers. When the rate-limit headers are absent (HubSpot
+leaves them out when it cannot gather them, and on search endpoints), pacing alone keeps the rate.
+
+Failure is per group: a list that cannot be read (404, not contacts, still processing, a 5xx that outlasts its
+retries, a fault mid-pagination) leaves that group untouched and is reported; the source's other lists still
+apply. A refused token (401/403) or the daily limit fails the whole source (a `SourceError`, not a
+`PartialRead`), and nothing more is sent to HubSpot that pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -49,9 +76,12 @@ from connectors.base import (
     AuthError,
     ConnectorError,
     Contact,
+    FatalError,
+    NotFound,
     Pacing,
     PostalAddress,
     ProtocolError,
+    QuotaExhausted,
 )
 from connectors.http import (
     ApiClient,
@@ -59,6 +89,8 @@ from connectors.http import (
     Quota,
     RequestHooks,
     RequestKind,
+    TokenBucket,
+    body_or_none,
     error_for_status,
     json_body,
     make_client,
@@ -71,42 +103,75 @@ from syncd.sources.base import CheckLine, PartialRead
 
 log = logging.getLogger("syncd.sources.hubspot")
 
+T = TypeVar("T")
+
 MEMBERSHIP_PAGE = 250  # documented cap of `limit`
 BATCH_READ = 100  # documented cap of batch read inputs
 CONTACTS = "0-1"  # objectTypeId of contacts
+COMPLETE = "COMPLETE"  # processingStatus of a list whose memberships are final
+DONE = frozenset({COMPLETE, "COMPLETED"})  # the spec's examples spell it both ways
+DAILY = "DAILY"  # policyName of the daily limit's 429
 
 
 # ------------------------------------------------------------------------------------------- errors
 
 
+def _field(body: Any, key: str) -> str | None:
+    """A text field of an error body, or None (every field of HubSpot's error bodies is optional here)."""
+    value = body.get(key) if isinstance(body, dict) else None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
 def error_message(response: httpx.Response) -> str:
-    """`category: message (correlationId …)` from HubSpot's error body; the reason phrase when there is none."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        text = str(body["message"])
-        if body.get("category"):
-            text = f"{body['category']}: {text}"
-        if body.get("correlationId"):
-            text += f" (correlationId {body['correlationId']})"
-        return text[:400]
-    return response.reason_phrase
+    """`category: message (policyName …; correlationId …)` from HubSpot's error body (a 429's names errorType
+    instead of category); the reason phrase when there is none."""
+    body = body_or_none(response)
+    message = _field(body, "message")
+    if message is None:
+        return response.reason_phrase
+    kind = _field(body, "category") or _field(body, "errorType")
+    text = f"{kind}: {message}" if kind else message
+    notes = [f"{key} {value}" for key in ("policyName", "correlationId") if (value := _field(body, key))]
+    if notes:
+        text += f" ({'; '.join(notes)})"
+    return text[:400]
+
+
+def daily_limit_message(response: httpx.Response) -> str:
+    """What a 429 with policyName DAILY says, with the daily headers when HubSpot sent them."""
+    notes = [f"{response.status_code} policyName {DAILY}"]
+    for header in ("X-HubSpot-RateLimit-Daily", "X-HubSpot-RateLimit-Daily-Remaining"):
+        value = response.headers.get(header)
+        if value is not None and value.strip().isdigit():
+            notes.append(f"{header} {value.strip()}")
+    correlation = _field(body_or_none(response), "correlationId")
+    if correlation:
+        notes.append(f"correlationId {correlation[:64]}")
+    return f"HubSpot's daily API limit for this account is used up ({'; '.join(notes)})"
 
 
 def classify(response: httpx.Response) -> ConnectorError | None:
-    """Ordinary HTTP statuses; 207 (a batch read that found only some ids) is a success handled by the caller."""
+    """Ordinary HTTP statuses, except a 429 whose body says `policyName: DAILY`: that limit will not clear for
+    hours, so it is `QuotaExhausted` (no retry, no wait) instead of `RateLimited`. 207 (a batch read that found
+    only some ids) is a success handled by the caller."""
     if response.status_code < 400:
         return None
+    if response.status_code == 429 and _field(body_or_none(response), "policyName") == DAILY:
+        return QuotaExhausted(daily_limit_message(response), status=429)
     return error_for_status(response, error_message(response))
 
 
-def quota(response: httpx.Response) -> Quota | None:
-    """At `X-HubSpot-RateLimit-Remaining: 0`, wait for one slot of the rolling window to free (interval / max):
-    the account's budget is shared with its other apps, so it can run out below our own pace. Above 0 the pacing
-    alone sets the rate (spreading what remains over the interval would halve a client that uses the whole
-    budget itself, as the default pace does)."""
+def quota(response: httpx.Response, *, pace: float = 0.0) -> Quota | None:
+    """At `X-HubSpot-RateLimit-Remaining: 0`, make the next request wait for one slot of the rolling window
+    (interval / max): the app's budget can be spent by others using the same app, so it can run out below our
+    own pace. `pace` (requests per second) already spaces requests by 1 / pace, so only the rest of the slot is
+    added, and nothing when the pace alone spaces requests a slot apart: a client at the limit's own pace (the
+    default) sees Remaining 0 on every request once its window is full, and must keep its pace rather than halve
+    it. Above 0 the pacing alone sets the rate (spreading what remains over the interval would halve a client
+    that uses the whole budget itself, as the default pace does)."""
     headers = response.headers
     try:
         remaining = int(headers["X-HubSpot-RateLimit-Remaining"])
@@ -116,7 +181,42 @@ def quota(response: httpx.Response) -> Quota | None:
         return None
     if remaining > 0 or interval <= 0:
         return None
-    return Quota(remaining=0, reset_in=interval / maximum if maximum > 0 else min(interval, 1.0))
+    slot = interval / maximum if maximum > 0 else min(interval, 1.0)
+    wait = slot - (1 / pace if pace > 0 else 0.0)
+    return Quota(remaining=0, reset_in=wait) if wait > 1e-9 else None
+
+
+class _Pass:
+    """One read (or check) of the source: the tasks it runs, and what stopped it. A refused token or the daily
+    limit stops the pass: every other task of it is cancelled at once (before any of them can send another
+    request: nothing awaits between the answer and the cancel), and no request is sent after that."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.stopped: AuthError | QuotaExhausted | None = None
+
+    def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def stop(self, error: AuthError | QuotaExhausted) -> None:
+        if self.stopped is None:
+            self.stopped = error
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+
+    async def send(self, api: ApiClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        if self.stopped is not None:
+            raise type(self.stopped)(self.stopped.message, status=self.stopped.status)
+        try:
+            return await api.request(method, url, **kwargs)
+        except (AuthError, QuotaExhausted) as exc:
+            self.stop(exc)
+            raise
 
 
 # ------------------------------------------------------------------------------------------- source
@@ -130,7 +230,9 @@ def _text(value: Any) -> str | None:
 
 
 class HubSpotSource:
-    """One HubSpot account's lists, as `groups:` of a `type: hubspot` source configure them."""
+    """One HubSpot account's lists, as `groups:` of a `type: hubspot` source configure them.
+
+    `clock` and `sleep` (tests: a virtual clock) replace the pacing bucket's time; everything else is real."""
 
     def __init__(
         self,
@@ -140,6 +242,8 @@ class HubSpotSource:
         name: str = "hubspot",
         transport: httpx.AsyncBaseTransport | None = None,
         hooks: RequestHooks | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -147,6 +251,8 @@ class HubSpotSource:
         self.guard_empty = not settings.allow_empty
         self._transport = transport
         self._hooks = hooks
+        self._clock = clock
+        self._sleep = sleep
         self._fields = settings.property_map
         self._properties = list(dict.fromkeys(self._fields.values()))
 
@@ -160,34 +266,60 @@ class HubSpotSource:
 
     def _client(self) -> ApiClient:
         s = self.settings
+        rate = s.pacing_rate
         client = make_client(s.base_url, auth=BearerAuth(s.token), timeout=s.timeout, transport=self._transport)
-        return ApiClient(
+        api = ApiClient(
             client,
             provider=self.name,
             classify=classify,
-            pacing=Pacing(rate=s.rate_limit, burst=s.burst, max_concurrency=s.max_concurrency),
+            pacing=Pacing(rate=rate, burst=s.burst, max_concurrency=s.max_concurrency),
             retry=s.retry.policy(),
             hooks=self._hooks,
-            quota=quota,
+            # bursts above 1 may send back to back: then the pace guarantees no spacing at all
+            quota=functools.partial(quota, pace=rate if s.burst <= 1 else 0.0),
+        )
+        if self._clock is not None or self._sleep is not None:
+            api.bucket = TokenBucket(
+                rate, s.burst, clock=self._clock or time.monotonic, sleep=self._sleep or asyncio.sleep
+            )
+        return api
+
+    def _refused(self, error: AuthError) -> SourceError:
+        return SourceError(
+            self.name,
+            f"HubSpot refused the token ({error}): check the private app's access token and that it has the "
+            "scopes crm.lists.read and crm.objects.contacts.read",
+        )
+
+    def _daily(self, error: QuotaExhausted) -> SourceError:
+        names = ", ".join(repr(spec.name) for spec in self.settings.groups)
+        return SourceError(
+            self.name,
+            f"{error}: no further request goes to HubSpot from this source this pass, and its groups ({names}) "
+            "are left untouched; the limit resets at midnight in the account's time zone",
         )
 
     async def read(self) -> list[DesiredGroup]:
         api = self._client()
+        run = _Pass()
+        first_answered = asyncio.Event()  # the other lists start once the first list's read is answered
         try:
-            answers = await asyncio.gather(
-                *(self._group(api, spec) for spec in self.settings.groups), return_exceptions=True
-            )
+            tasks = [
+                run.spawn(self._group(run, api, spec, first=index == 0, started=first_answered))
+                for index, spec in enumerate(self.settings.groups)
+            ]
+            answers = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await api.aclose()
+        if isinstance(run.stopped, QuotaExhausted):
+            raise self._daily(run.stopped)
+        if isinstance(run.stopped, AuthError):
+            raise self._refused(run.stopped)
         groups: list[DesiredGroup] = []
         failures: list[str] = []
         for spec, answer in zip(self.settings.groups, answers, strict=True):
             if isinstance(answer, AuthError):
-                raise SourceError(
-                    self.name,
-                    f"HubSpot refused the token ({answer}): check the private app's access token and that it "
-                    "has the scopes crm.lists.read and crm.objects.contacts.read",
-                )
+                raise self._refused(answer)
             if isinstance(answer, ConnectorError):
                 failures.append(f"list {spec.list_id} (group {spec.name!r}): {answer}")
             elif isinstance(answer, BaseException):
@@ -202,38 +334,61 @@ class HubSpotSource:
         return groups
 
     async def check(self) -> list[CheckLine]:
-        """For `syncd validate --online`: does the token work, and does every list exist? One
-        `GET /crm/v3/lists/{listId}` per list; reads nothing else."""
+        """For `syncd validate --online`: does the token work, and is every list there, a list of contacts, and
+        done processing? One `GET /crm/v3/lists/{listId}` per list; reads nothing else."""
         api = self._client()
+        run = _Pass()
         lines: list[CheckLine] = []
         try:
             for spec in self.settings.groups:
                 try:
-                    body = await api.json("GET", f"crm/v3/lists/{spec.list_id}")
+                    found = await self._list(run, api, spec.list_id)
                 except AuthError as exc:
                     return [CheckLine(False, f"HubSpot refused the token ({exc})")]
+                except QuotaExhausted as exc:
+                    return [*lines, CheckLine(False, f"{exc}: the remaining lists were not checked")]
                 except ConnectorError as exc:
                     lines.append(CheckLine(False, f"group {spec.name!r}: list {spec.list_id}: {exc}"))
                     continue
-                found = body.get("list") if isinstance(body, dict) else None
-                if not isinstance(found, dict):
-                    lines.append(CheckLine(False, f"group {spec.name!r}: list {spec.list_id}: unexpected answer"))
-                    continue
-                kind = "" if found.get("objectTypeId") in (None, CONTACTS) else " (not a list of contacts!)"
-                lines.append(
-                    CheckLine(
-                        not kind,
-                        f"group {spec.name!r}: list {spec.list_id} {found.get('name')!r}, "
-                        f"{found.get('size', '?')} members{kind}",
-                    )
+                problem = _unusable(found)
+                text = (
+                    f"group {spec.name!r}: list {spec.list_id} {found.get('name')!r}, {found.get('size', '?')} members"
                 )
+                lines.append(CheckLine(problem is None, text if problem is None else f"{text}: {problem}"))
         finally:
             await api.aclose()
         return lines
 
     # -- one list -----------------------------------------------------------------------------------
-    async def _group(self, api: ApiClient, spec: HubSpotGroupSpec) -> DesiredGroup:
-        contacts, missing = await self._contacts(api, spec.list_id)
+    async def _list(self, run: _Pass, api: ApiClient, list_id: str) -> dict[str, Any]:
+        """The list's definition (`PublicObjectList`); NotFound when HubSpot has no such list."""
+        try:
+            response = await run.send(api, "GET", f"crm/v3/lists/{list_id}")
+        except NotFound as exc:
+            raise NotFound(f"the list does not exist (deleted?): {exc}", status=exc.status) from exc
+        body = json_body(response)
+        found = body.get("list") if isinstance(body, dict) else None
+        if not isinstance(found, dict):
+            raise ProtocolError(f"HubSpot list {list_id}: expected {{list: {{...}}}}")
+        for key in ("objectTypeId", "processingStatus"):
+            if _field(found, key) is None:
+                raise ProtocolError(f"HubSpot list {list_id}: the answer has no {key} (refusing to guess)")
+        return found
+
+    async def _group(
+        self, run: _Pass, api: ApiClient, spec: HubSpotGroupSpec, *, first: bool, started: asyncio.Event
+    ) -> DesiredGroup:
+        if not first:
+            await started.wait()
+        try:
+            found = await self._list(run, api, spec.list_id)
+        finally:
+            if first:
+                started.set()
+        problem = _unusable(found)
+        if problem is not None:
+            raise FatalError(problem)
+        contacts, missing = await self._contacts(run, api, spec.list_id)
         candidates: list[Contact] = []
         rejects: list[Reject] = []
         for record_id in missing:
@@ -277,7 +432,9 @@ class HubSpotSource:
         address = PostalAddress(*parts) if any(parts) else None
         return Contact(email=email, first_name=get("first_name"), last_name=get("last_name"), address=address)
 
-    async def _contacts(self, api: ApiClient, list_id: str) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    async def _contacts(
+        self, run: _Pass, api: ApiClient, list_id: str
+    ) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
         """The list's contacts (id, properties) in membership order, and the ids HubSpot could not find.
         Batch reads start as soon as 100 ids are known, while later membership pages are still read."""
         ids: list[str] = []
@@ -288,14 +445,14 @@ class HubSpotSource:
         after: str | None = None
         try:
             while True:
-                page, after = await self._memberships(api, list_id, after)
+                page, after = await self._memberships(run, api, list_id, after)
                 for record_id in page:
                     if record_id not in seen:
                         seen.add(record_id)
                         ids.append(record_id)
                         pending.append(record_id)
                 while len(pending) >= BATCH_READ:
-                    batches.append(asyncio.create_task(self._batch_read(api, pending[:BATCH_READ])))
+                    batches.append(run.spawn(self._batch_read(run, api, pending[:BATCH_READ])))
                     pending = pending[BATCH_READ:]
                 for task in batches:  # a failed batch read fails the list now, not after the last page
                     if task.done() and not task.cancelled() and task.exception() is not None:
@@ -306,7 +463,7 @@ class HubSpotSource:
                     raise ProtocolError(f"HubSpot list {list_id}: pagination loop (cursor {after!r} came back twice)")
                 cursors.add(after)
             if pending:
-                batches.append(asyncio.create_task(self._batch_read(api, pending)))
+                batches.append(run.spawn(self._batch_read(run, api, pending)))
             answers = await asyncio.gather(*batches)
         except BaseException:
             for task in batches:
@@ -321,11 +478,13 @@ class HubSpotSource:
         contacts = [(i, found[i]) for i in ids if i in found]
         return contacts, [i for i in ids if i in missing and i not in found]
 
-    async def _memberships(self, api: ApiClient, list_id: str, after: str | None) -> tuple[list[str], str | None]:
+    async def _memberships(
+        self, run: _Pass, api: ApiClient, list_id: str, after: str | None
+    ) -> tuple[list[str], str | None]:
         params = {"limit": str(MEMBERSHIP_PAGE)}
         if after is not None:
             params["after"] = after
-        response = await api.request("GET", f"crm/v3/lists/{list_id}/memberships", params=params)
+        response = await run.send(api, "GET", f"crm/v3/lists/{list_id}/memberships", params=params)
         body = json_body(response)
         if not isinstance(body, dict) or not isinstance(body.get("results"), list):
             raise ProtocolError(f"HubSpot list {list_id} memberships: expected {{results: [...]}}")
@@ -342,11 +501,14 @@ class HubSpotSource:
             raise ProtocolError(f"HubSpot list {list_id} memberships: paging.next.after is not a cursor")
         return ids, None if cursor is None else str(cursor)
 
-    async def _batch_read(self, api: ApiClient, ids: Sequence[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    async def _batch_read(
+        self, run: _Pass, api: ApiClient, ids: Sequence[str]
+    ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """Contacts found (id -> properties) and ids HubSpot reported as not found."""
-        payload = {"inputs": [{"id": i} for i in ids], "properties": self._properties}
-        response = await api.request(
-            "POST", "crm/v3/objects/contacts/batch/read", kind=RequestKind.READ, idempotent=True, json=payload
+        # propertiesWithHistory: required by the spec's BatchReadInputSimplePublicObjectId; none wanted
+        payload = {"inputs": [{"id": i} for i in ids], "properties": self._properties, "propertiesWithHistory": []}
+        response = await run.send(
+            api, "POST", "crm/v3/objects/contacts/batch/read", kind=RequestKind.READ, idempotent=True, json=payload
         )
         body = json_body(response)
         if not isinstance(body, dict) or not isinstance(body.get("results"), list):
@@ -376,4 +538,19 @@ class HubSpotSource:
         return found, missing
 
 
-__all__ = ["HubSpotSource", "classify", "error_message", "quota"]
+def _unusable(found: dict[str, Any]) -> str | None:
+    """Why a list's memberships must not be used this pass, or None: not a list of contacts, or not done
+    processing (its memberships are then partial)."""
+    object_type = _field(found, "objectTypeId")
+    if object_type != CONTACTS:
+        return f"a list of {object_type}, not contacts (objectTypeId {CONTACTS}): syncd reads contact lists only"
+    status = _field(found, "processingStatus")
+    if status not in DONE:
+        return f"still processing (processingStatus {status}, not {COMPLETE}): its memberships are partial"
+    deleted = _field(found, "deletedAt")
+    if deleted is not None:  # the spec's list has a deletedAt: a deleted list stays restorable for 90 days
+        return f"the list was deleted (deletedAt {deleted[:40]}): restore it in HubSpot, or remove the group"
+    return None
+
+
+__all__ = ["HubSpotSource", "classify", "daily_limit_message", "error_message", "quota"]
