@@ -143,11 +143,21 @@ class ResetKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
-    """Default request pacing for a provider: a token bucket plus a concurrency cap."""
+    """Default request pacing for a provider: a token bucket, an optional sliding window, a concurrency cap.
 
-    rate: float  # requests per second, sustained
+    A request goes when both allow it: the token bucket (`rate` per second sustained, `burst` at once after a
+    quiet spell; `rate` 0 = no bucket) and, when `window` is set, the sliding window (`window = (n, seconds)`:
+    at most n requests in any `seconds`-long span, each counted from the moment its answer came, the latest
+    the server can have counted it). The window is what a server's own sliding-window throttle needs
+    (Bitcaster: `(30, 60.0)`): it lets a burst of up to n go at once and then waits until the oldest of them
+    leaves the window; on a 429 it says how long the server's window really needs (the oldest recent request
+    + `seconds`), where a server's Retry-After may say less.
+    """
+
+    rate: float  # requests per second, sustained (0: unlimited)
     burst: int = 1  # requests that may go at once after a quiet spell
     max_concurrency: int = 4
+    window: tuple[int, float] | None = None  # (requests, seconds): at most that many in any such span
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,70 +1,84 @@
 """Bitcaster distribution lists (open-source, self-hosted notification platform on Django REST Framework).
 
 Why this module exists: a Bitcaster project's distribution lists are one of the targets syncd keeps equal to
-the source of truth. Bitcaster's API is small, and what it lacks shapes everything below:
+the source of truth. What follows was checked against a real Bitcaster 3.1.2 server (PyPI `bitcaster==3.1.2`,
+run on loopback by `tools/real-bitcaster`; `tests/real/` runs the contract suite against it) and its source;
+what is still an assumption says so.
 
-* **Only four endpoints are routed**, all under `{base_url}/o/{org}/p/{prj}/d/`: `GET d/` (every list of
-  the project, unpaginated), `GET d/{pk}/`, `POST d/{pk}/add/` (a JSON array of addresses) and
-  `GET d/{pk}/m/` (the members, unpaginated).
-* **Impossible through this API:** creating a list (`POST d/` answers 405), removing a member, renaming or
-  deleting a list (no such routes). So `can_create_group` and `can_remove` are False, `reset` is NONE, and
-  `create_group`, `remove_members` and `reset_members` raise `UnsupportedOperation` without sending
-  anything. A list must be created in Bitcaster before syncd can fill it (syncd fails the pair and says
-  what to create); members that should leave a list are reported by syncd as drift (`unsupported_remove`),
-  for someone to remove in Bitcaster.
-* **`add/` is all-or-nothing**: unless every address matches an existing address record, it answers 400
-  `{"error": "Invalid addresses"}` and adds nothing. Bitcaster has no API here to create users/addresses,
-  and none to look an address up, so the connector cannot know beforehand which addresses will pass. It
-  sends the batch whole (one request when all are known) and, when refused, halves it recursively
-  (`isolate_rejects`) so the good addresses still go in: with k unknown addresses among n, at most
-  1 + 2·k·⌈log2 n⌉ requests (100 addresses with 2 unknown: at most 29). The unknown ones come back as
-  permanent rejects (`code="unknown_address"`): syncd records them once and does not send them again
-  until the member's source data changes. Bisection cost grows with log2 of the batch, which is why the
-  default batch is 500 and not larger (see below).
-* **Rate limit: 30 requests per 60 s per key, sliding window.** A token bucket with burst b and rate r lets
-  b + 60·r requests into any 60 s window, so the default pacing is burst 1 and rate 29/60 requests/s: at
-  most 1 + 29 = 30 in any window, never more. A 429 is still waited out (honouring `Retry-After`, DRF's
-  header) without spending the retry budget, e.g. when another client uses the same key.
-* Auth is `Authorization: Key <token>`; the key's organization and project must match the URL, otherwise
-  403 `{"detail": ...}` (turned into an AuthError that says so).
+* **Routes**, all under `{base_url}/o/{org}/p/{prj}/d/`: `GET d/` (every list of the project, unpaginated),
+  `POST d/ {"name"}` (create a list, 3.1.2: 201 `{name, id, members, application}`), `GET d/{pk}/`,
+  `POST d/{pk}/add/` (a JSON array of addresses) and `GET d/{pk}/m/` (the members, unpaginated). No route
+  removes a member, renames or deletes a list: `can_remove` is False, `reset` is NONE, and `remove_members` /
+  `reset_members` raise `UnsupportedOperation` without sending anything; members that should leave a list are
+  reported by syncd as drift (`unsupported_remove`) for someone to remove in Bitcaster.
+* **Creating lists depends on the release.** 3.1.2 creates one on `POST d/`; an older release answers 405
+  (PROVIDERS.md). The connector finds out once per instance, writing nothing (`can_create_groups`, syncd's
+  `GroupCreationProbe`): DRF's `Allow` header on the `GET d/` answer it reads anyway (`GET, POST, HEAD,
+  OPTIONS` on 3.1.2), or, when no such answer carried one, one `OPTIONS d/`. `can_create_group` is True; on an
+  older server syncd fails the pair saying to create the list in Bitcaster and the pass goes on. A 405 on
+  `POST d/` is the same `UnsupportedOperation`. Names are unique per project **case-insensitively** (a
+  duplicate → 400 `{"name": ["Name already exists!"]}`): that answer means the list exists, so it is looked
+  up by name and returned. A create whose answer was lost (a dropped connection, a 5xx) is looked up by name
+  (a fresh `GET d/`) before it is sent again, so a retry never makes a second list. `find_group(name=)`
+  takes the exact name, else the one list whose name differs only in case (Bitcaster allows no other).
+* **A list that no longer exists** answers HTTP 500 (an HTML page) on `d/{pk}/` and `d/{pk}/add/`, but 200
+  `[]` on `d/{pk}/m/`. So an empty member read is believed only once `GET d/` lists the list this pass (one
+  read, only when the member read is empty, shared by every pair); a 500 on `d/{pk}/...` is checked once
+  against a fresh `GET d/` before any retry. Not listed → `NotFound("Bitcaster list N no longer exists ...")`
+  (syncd then looks the group up by name again); listed → a real server error, retried as usual.
+* **`add/` is all-or-nothing and case-sensitive**: unless every address matches an address record exactly
+  as spelled (`ALICE@…` does not match `alice@…`), it answers 400 `{"error": "[ErrorDetail(string='Invalid
+  addresses', code='invalid')]"}` and adds nothing; so does one address twice in a request (the connector
+  sends each address once). Bitcaster has no API to create or look up addresses, so the connector sends the
+  batch whole (one request when all are known) and, when refused, halves it recursively (`isolate_rejects`)
+  so the good addresses still go in: with k unknown addresses among n, at most 1 + 2·k·⌈log2 n⌉ requests
+  (100 addresses with 2 unknown: at most 29). **Spelling:** syncd compares members case-insensitively, but
+  Bitcaster does not, so the connector sends the source's spelling first; an address refused alone whose
+  lower-case form differs is tried once more in lower case (in one batch with the others of its chunk, halved
+  the same way when refused) before it is rejected. The rest come back as permanent rejects
+  (`code="unknown_address"`, the reason saying Bitcaster matches addresses case-sensitively): syncd records
+  them once and does not send them again until the member's source data changes. An address assigned to two
+  channels or owned by two users can never be added (upstream counts one record per assignment) and is
+  rejected the same way.
+* **Throttle: 30 requests per 60 s per key, a sliding window** over every endpoint; 400s count, 401/403 and
+  throttled requests do not; no rate-limit headers; a 429 says `Retry-After: 2` (window ÷ rate) whatever the
+  real wait. So the connector paces to the window itself (`Pacing.window = (30, 60.0)`): up to 30 requests
+  go at once, the next one when the oldest leaves the window; on a 429 (another client on the same key) it
+  waits until its own oldest request leaves the window (at least Retry-After), a wait that spends no retry.
+* Auth is `Authorization: Key <token>` (another scheme → 401). A wrong organization or project in the URL
+  answers 403 "Invalid organization/project for <key name>", a key without the distribution-list grant 403
+  "You do not have permission to perform this action. ...": each becomes an AuthError that says what to fix.
 * Every path ends with `/`: Django answers 301 to a path without its trailing slash, and the client does
   not follow redirects (a redirected POST would lose its body), so a 301 is a ProtocolError that says so.
 
-Wire shapes assumed where the docs are silent (PROVIDERS.md, "Wire shapes assumed"); check them against a
-real server:
-
-* a list is `{name, id (int), members: <url of its members>}`; a member is
-  `{id, address, user, channel, active}`; both listings are plain JSON arrays (a DRF paginated
-  `{results, next}` object is followed too, in case a server enables pagination);
-* errors are DRF `{"detail": ...}` (401/403/404/405/429) and `{"error": ...}` from `add/` (400); a 400 saying
-  "invalid ... address(es)" in any shape (`error`, `detail`, a list, plain text) is the all-or-nothing refusal;
-* a path without its trailing slash answers 301; over the rate limit, 429 with `Retry-After`;
-* `add/` answers `{message, expected, found, added}`. Upstream source (bitcaster-io/bitcaster,
-  `src/bitcaster/api/distribution_list.py`) shows `message` is the posted array, `expected`/`found` counts
-  and `added` the matched addresses; nothing here depends on those fields, any 2xx means "added";
-* addresses match exactly as spelled (upstream filters `address__value__in`, case-sensitive on
-  PostgreSQL): the source's spelling is sent, and an address Bitcaster spells differently is rejected as
-  unknown. Upstream also counts one record per (address, channel) assignment, so an address assigned to
-  two channels may be refused as well; the reject reason then still points at the address in Bitcaster.
+Wire shapes (seen on 3.1.2): a list is `{name, id (int), members: <url of its members>, application}`; a
+member is `{id (assignment id), address, user, channel, active}`; both listings are plain JSON arrays (a DRF
+paginated `{results, next}` object is followed too, in case a server enables pagination); errors are DRF
+`{"detail": ...}` (401/403/405/429), `{"error": ...}` from `add/` (400) and `{"name": [...]}` from a create;
+a 400 saying "invalid ... address(es)" in any shape is the all-or-nothing refusal. `add/` answers 200
+`{message, expected, found, added}`; nothing here depends on those fields, any 2xx means "added" (re-adding a
+member changes nothing and is a 200; an empty array too).
 
 How members count: a member is an address in the list **whatever its `active` flag says** (syncd can change
 that flag neither way, and the address is in the list), so an inactive member is never "added" again. An
 address that is not an email (a member through an SMS or chat channel) is kept, keyed by its member id: it
-can never match a desired member, so under `mirror` it shows up as drift; under `owned` (the default for a
-list syncd did not create, i.e. every Bitcaster list) it is left alone. One address listed through several
-channels counts once.
+can never match a desired member, so under `mirror` it shows up as drift; under `owned` it is left alone.
+One address listed through several channels counts once.
 
-Unverified defaults (override in the provider's config once the real limits are known):
+Defaults (override in the provider's config):
 
-* `max_add_batch` 500 (`batch_size`): the docs give no cap. 500 addresses are ~15 KB of JSON, far below
-  Django's 2.5 MB body limit, and take 10 requests for 5,000 new members; each unknown address costs up to
-  2·⌈log2 500⌉ = 18 requests (~37 s at 29/min), where 1,000 would cost 20 and save only 5 requests per
-  5,000 members.
-* pacing: rate 29/60 requests/s, burst 1, 2 in flight (`rate_limit`, `burst`, `max_concurrency`). The
-  throttle is configurable per Bitcaster installation; keep `burst + 60·rate_limit` at or below its limit.
+* `max_add_batch` 500 (`batch_size`), UNVERIFIED: there is no documented cap. 500 addresses are ~15 KB of
+  JSON, far below Django's 2.5 MB body limit, and take 10 requests for 5,000 new members; each unknown
+  address costs up to 2·⌈log2 500⌉ = 18 requests, where 1,000 would cost 20 and save 5 requests per 5,000.
+* pacing: the window `throttle_requests` 30 per `throttle_seconds` 60 (Bitcaster's SlidingWindowThrottle
+  defaults; an installation can change them), plus a token bucket of `rate_limit` 0.5/s and `burst` 30 inside
+  it, and 2 requests in flight (`max_concurrency`). The window is the hard limit: whatever `rate_limit` and
+  `burst` say, no more than `throttle_requests` go in any `throttle_seconds`. At their defaults the bucket
+  never holds a request the window would let go; lower them to spread requests out (`burst: 1` sends one
+  every 1/`rate_limit` s). `throttle_requests: null` turns the window off (only the bucket paces then).
 
 A connector instance lives for one pass: the list of lists (`GET d/`) is read at most once per instance
-and shared by every pair that looks a list up by name.
+(again only to settle a create or a 500) and shared by every pair that looks a list up by name.
 
 Logging is DEBUG only and never carries emails or the key; errors name paths, never headers.
 """
@@ -75,6 +89,8 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -88,6 +104,7 @@ from connectors.base import (
     Capabilities,
     ConnectorError,
     Contact,
+    FatalError,
     MemberKeyKind,
     MemberReject,
     NotFound,
@@ -96,6 +113,7 @@ from connectors.base import (
     RemoteGroup,
     RemoteMember,
     ResetKind,
+    TransientError,
     UnsupportedOperation,
 )
 from connectors.http import (
@@ -105,6 +123,7 @@ from connectors.http import (
     RetryPolicy,
     body_or_none,
     error_for_status,
+    json_body,
     make_client,
 )
 from connectors.settings import BuildContext, ProviderSettings
@@ -114,18 +133,28 @@ log = logging.getLogger("syncd.connectors.bitcaster")
 T = TypeVar("T")
 
 MAX_ADD = 500  # UNVERIFIED: addresses per add/ request (no documented cap)
-PACING = Pacing(rate=29 / 60, burst=1, max_concurrency=2)  # 1 + 29 = 30 requests in any 60 s window at most
+THROTTLE = (30, 60.0)  # Bitcaster's SlidingWindowThrottle: 30 requests per key in any 60 s (seen on 3.1.2)
+# The window is the limit; the token bucket inside it (0.5/s, bursts of 30) never holds back a request the window
+# would let go, and gives `rate_limit` / `burst` something to tune.
+PACING = Pacing(rate=THROTTLE[0] / THROTTLE[1], burst=THROTTLE[0], max_concurrency=2, window=THROTTLE)
 SLUG = r"^[-a-zA-Z0-9_]+$"  # Django's <slug:...> path converter
 MAX_PAGES = 1000  # a paginated listing (not documented, tolerated) longer than this is a server bug
 
-UNKNOWN_ADDRESS = "Bitcaster has no address record for this email: create the user/address in Bitcaster"
+UNKNOWN_ADDRESS = (
+    "Bitcaster has no address record spelled exactly like this email (it matches addresses case-sensitively): "
+    "create the user/address in Bitcaster"
+)
+UNKNOWN_SPELLING = (
+    "Bitcaster has no address record spelled like this email, nor in lower case (it matches addresses "
+    "case-sensitively): spell it in the source as Bitcaster has it, or create the address in Bitcaster"
+)
 MSG_INVALID_ADDRESSES = "Invalid addresses"
 
 CAPABILITIES = Capabilities(
     member_key=MemberKeyKind.EMAIL,
     max_add_batch=MAX_ADD,
     max_remove_batch=1,  # irrelevant: there is no remove endpoint
-    can_create_group=False,  # POST d/ answers 405
+    can_create_group=True,  # 3.1.2 creates on POST d/; older releases answer 405 (`can_create_groups` asks)
     can_remove=False,  # no remove route
     reset=ResetKind.NONE,
     pacing=PACING,
@@ -155,6 +184,16 @@ class BitcasterSettings(ProviderSettings):
         pattern=SLUG,
         description="Slug of the project the lists belong to (the `p/<prj>` of URLs); must be the key's.",
     )
+    throttle_requests: int | None = Field(
+        THROTTLE[0],
+        ge=1,
+        description="The server's throttle: requests per key in any `throttle_seconds` (Bitcaster's default 30). "
+        "syncd never sends more in any such span, whatever `rate_limit` and `burst` say; null turns this "
+        "window off (then only `rate_limit` / `burst` pace).",
+    )
+    throttle_seconds: float = Field(
+        THROTTLE[1], gt=0, description="The throttle's sliding window in seconds (Bitcaster's default 60)."
+    )
 
     @field_validator("token")
     @classmethod
@@ -163,11 +202,34 @@ class BitcasterSettings(ProviderSettings):
             raise ValueError("token must not be empty")
         return value
 
+    @property
+    def window(self) -> tuple[int, float] | None:
+        return None if self.throttle_requests is None else (self.throttle_requests, self.throttle_seconds)
+
 
 # ------------------------------------------------------------------------------------- wire handling
 
 _SCOPE = re.compile(r"/o/(?P<org>[^/]+)/p/(?P<prj>[^/]+)/")
+_LIST_PATH = re.compile(r"/d/(?P<pk>\d+)/(?:add/)?$")  # the paths that answer 500 for a list that is gone
 _INVALID_ADDRESSES = re.compile(r"\binvalid\b[^.\n]{0,40}?\baddress", re.IGNORECASE)
+_NAME_TAKEN = re.compile(r"already exists", re.IGNORECASE)
+
+# Set while a list-scoped request is resent after `GET d/` showed its list still exists: a 500 is then the
+# server's trouble, retried like any other (see BitcasterConnector._list_scoped).
+_list_confirmed: ContextVar[bool] = ContextVar("bitcaster_list_confirmed", default=False)
+
+
+class ListUnavailable(FatalError):
+    """HTTP 500 on `d/{pk}/` or `d/{pk}/add/`: how Bitcaster answers for a list that does not exist (or a real
+    server error). The connector checks `GET d/` before anything is retried."""
+
+    def __init__(self, message: str, *, status: int | None = None, list_id: str = "") -> None:
+        super().__init__(message, status=status)
+        self.list_id = list_id
+
+
+class NameTaken(FatalError):
+    """400 `{"name": ["Name already exists!"]}` on a create: a list of that name (in any case) exists."""
 
 
 def error_message(response: httpx.Response) -> str:
@@ -186,9 +248,42 @@ def error_message(response: httpx.Response) -> str:
     return text[:300] or response.reason_phrase
 
 
+def auth_hint(status: int, detail: str, org: str, prj: str) -> str:
+    """What to fix for a 401/403, from Bitcaster's own words (its permission class, DRF's authentication)."""
+    if status == 401:
+        return (
+            "check the token: Bitcaster knows no active API key with this value (it is sent as "
+            "`Authorization: Key <token>`, the only scheme Bitcaster accepts)"
+        )
+    words = detail.lower()
+    if words.startswith("invalid organization"):
+        return (
+            f"the API key belongs to another organization than {org!r}: set the provider's `organization` to "
+            f"the key's organization slug, or use a key of organization {org!r}"
+        )
+    if words.startswith("invalid project"):
+        return (
+            f"the API key belongs to another project than {prj!r}: set the provider's `project` to the key's "
+            f"project slug, or use a key of project {prj!r} (organization {org!r})"
+        )
+    if "not enabled for project scope" in words:
+        return f"the API key is not bound to a project: use a key made for project {prj!r} of organization {org!r}"
+    if "do not have permission" in words:
+        return (
+            "the API key lacks the distribution-list grant: give it the DISTRIBUTION_LIST grant (or FULL_ACCESS) "
+            "in Bitcaster, or use a key that has it"
+        )
+    if "origin" in words:
+        return "the API key is a web key, tied to browser origins: use a server API key"
+    return (
+        f"the API key must belong to organization {org!r} and project {prj!r} (the provider's `organization` "
+        "and `project`) and carry the distribution-list grant"
+    )
+
+
 def classify(response: httpx.Response) -> ConnectorError | None:
-    """Errors of the Bitcaster API: DRF `{"detail": ...}`, `{"error": ...}` from add/, redirects, anything else
-    by status."""
+    """Errors of the Bitcaster API: DRF `{"detail": ...}`, `{"error": ...}` from add/, `{"name": [...]}` from a
+    create, HTML 500 pages for a missing list, redirects, anything else by status."""
     status = response.status_code
     if status < 300:
         return None
@@ -206,25 +301,40 @@ def classify(response: httpx.Response) -> ConnectorError | None:
         )
     message = error_message(response)
     if status == 400 and _INVALID_ADDRESSES.search(response.text):
-        # The docs give `{"error": "Invalid addresses"}`; upstream sends str(ValidationError) in `error`
-        # ("[ErrorDetail(string='Invalid addresses', ...)]"), and DRF's own shapes are a list or `detail`. So the
-        # words are looked for in the whole body, whatever its shape (and "Invalid email addresses" too).
-        return BatchRejected(f"{where}: {MSG_INVALID_ADDRESSES} (some address has no address record)", status=400)
+        # Upstream sends str(ValidationError) in `error` ("[ErrorDetail(string='Invalid addresses', ...)]"); the
+        # docs say `{"error": "Invalid addresses"}`, and DRF's own shapes are a list or `detail`. So the words are
+        # looked for in the whole body, whatever its shape (and "Invalid email addresses" too).
+        return BatchRejected(
+            f"{where}: {MSG_INVALID_ADDRESSES} (some address has no address record spelled exactly so)", status=400
+        )
+    if status == 400:
+        body = body_or_none(response)
+        if isinstance(body, dict) and _NAME_TAKEN.search(str(body.get("name", ""))):
+            return NameTaken(f"{where}: HTTP 400: a list of that name exists already", status=400)
     if status == 405:
         return UnsupportedOperation(
-            f"{where}: HTTP 405: {message}: the Bitcaster API has no such operation", status=405
+            f"{where}: HTTP 405: {message}: this Bitcaster server has no such operation", status=405
         )
     if status in (401, 403):
         scope = _SCOPE.search(request.url.path)
         org, prj = (scope["org"], scope["prj"]) if scope else ("?", "?")
-        hint = (
-            "check the token (a Bitcaster API key, sent as `Authorization: Key <token>`)"
-            if status == 401
-            else f"the API key must belong to organization {org!r} and project {prj!r} (the provider's "
-            "`organization` and `project`) and carry the distribution-list grant"
+        return AuthError(f"{where}: HTTP {status}: {message}: {auth_hint(status, message, org, prj)}", status=status)
+    listed = _LIST_PATH.search(request.url.path)
+    if status == 500 and listed and not _list_confirmed.get():
+        return ListUnavailable(
+            f"{where}: HTTP 500 (how Bitcaster answers for a list that does not exist)",
+            status=500,
+            list_id=listed["pk"],
         )
-        return AuthError(f"{where}: HTTP {status}: {message}: {hint}", status=status)
     return error_for_status(response, f"{where}: {message}")
+
+
+def allowed_methods(response: httpx.Response) -> set[str] | None:
+    """The methods DRF's `Allow` header names, or None when the answer has none."""
+    value = response.headers.get("Allow")
+    if value is None:
+        return None
+    return {m.strip().upper() for m in value.split(",") if m.strip()}
 
 
 def _items(body: Any, where: str) -> tuple[list[Any], str | None]:
@@ -241,6 +351,18 @@ def _group(obj: Any, where: str) -> RemoteGroup:
     if not isinstance(obj, dict) or obj.get("id") is None or isinstance(obj.get("id"), bool):
         raise ProtocolError(f"{where}: expected a distribution list object with an id")
     return RemoteGroup(id=str(obj["id"]).strip(), name=str(obj.get("name") or ""))
+
+
+def _by_name(lists: Sequence[RemoteGroup], name: str) -> RemoteGroup | None:
+    """The list of exactly this name, else the one whose name differs only in case: Bitcaster compares list
+    names case-insensitively (a second list named alike cannot exist)."""
+    exact = [g for g in lists if g.name == name]
+    if exact:
+        if len(exact) > 1:
+            log.debug("%d lists are named alike; taking the first", len(exact))
+        return exact[0]
+    folded = [g for g in lists if g.name.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def _looks_like_email(address: str) -> bool:
@@ -344,8 +466,12 @@ class BitcasterConnector:
         # Relative to the client's base URL (`.../api/`); slugs are quoted although the settings allow only
         # slug characters, and every path ends with "/" (Django redirects the others).
         self._root = f"o/{quote(organization, safe='')}/p/{quote(project, safe='')}/d/"
-        self._lists: list[RemoteGroup] | None = None  # GET d/, read at most once per instance
+        self._lists: list[RemoteGroup] | None = None  # GET d/, read at most once per instance (unless settling)
         self._lists_lock = asyncio.Lock()
+        self._exists: set[str] = set()  # ids seen to exist this pass (listed, read by id, created)
+        self._allow_post: bool | None = None  # what the Allow header of a `d/` answer said about POST
+        self._can_create: bool | None = None  # the probe's answer, kept for the connector's life
+        self._probe_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"BitcasterConnector(name={self.name!r}, organization={self.organization!r}, project={self.project!r})"
@@ -365,10 +491,7 @@ class BitcasterConnector:
                 return found
         if name is None:
             return None
-        matches = [g for g in await self._all_lists() if g.name == name]  # exact: case and all
-        if len(matches) > 1:
-            log.debug("%s: %d lists are named alike; taking the first", self.name, len(matches))
-        return matches[0] if matches else None
+        return _by_name(await self._all_lists(), name)
 
     async def _find_by_id(self, group_id: str) -> RemoteGroup | None:
         if not group_id.isdigit():
@@ -376,40 +499,153 @@ class BitcasterConnector:
             return None
         if self._lists is not None:  # already read this pass: no request
             return next((g for g in self._lists if g.id == group_id), None)
-        where = "GET d/{pk}/"
         try:
-            return _group(await self.api.json("GET", self._list_path(group_id)), where)
-        except NotFound:
-            pass
-        # 404 means "no such list" or "no such organization/project": the list of lists tells the two apart
-        # (a NotFound that names the settings to check), and is shared by any name lookup of this pass.
-        return next((g for g in await self._all_lists() if g.id == group_id), None)
+            group = _group(await self.api.json("GET", self._list_path(group_id)), "GET d/{pk}/")
+        except (ListUnavailable, NotFound):
+            # Bitcaster answers 500 for a list that does not exist (a server following its docs would say 404):
+            # the list of lists says whether it does, and serves any name lookup of this pass too.
+            return next((g for g in await self._all_lists() if g.id == group_id), None)
+        self._exists.add(group.id)
+        return group
 
-    async def _all_lists(self) -> list[RemoteGroup]:
-        async with self._lists_lock:  # concurrent pairs share one read
-            if self._lists is None:
+    async def _all_lists(self, *, fresh: bool = False) -> list[RemoteGroup]:
+        """Every list of the project: read once per instance and shared (concurrent pairs wait for one read);
+        `fresh` reads again, to settle a create or a 500."""
+        async with self._lists_lock:
+            if self._lists is None or fresh:
                 try:
-                    items = await self._read_all(self._root, "GET d/")
+                    response = await self.api.request("GET", self._root)
                 except NotFound as exc:
                     raise NotFound(
-                        f"Bitcaster has no {self._scope} (HTTP 404 on the list of distribution lists): "
-                        "check the provider's `organization` and `project` slugs",
+                        f"Bitcaster answered HTTP 404 for the list of distribution lists of {self._scope}: "
+                        "check base_url (`https://<host>/api`); a wrong organization or project would be a 403",
                         status=exc.status,
                     ) from exc
+                self._note_allow(response)
+                items = await self._follow(json_body(response), "GET d/")
                 self._lists = [_group(obj, "GET d/") for obj in items]
+                self._exists = {g.id for g in self._lists}
                 log.debug("%s: %d distribution lists", self.name, len(self._lists))
             return self._lists
 
-    async def create_group(self, name: str) -> RemoteGroup:
-        raise UnsupportedOperation(
-            f"Bitcaster's API cannot create distribution lists (POST d/ answers 405): create the list {name!r} "
-            f"in Bitcaster ({self._scope}), then run again, or set group_id in the group's target"
+    def _note_allow(self, response: httpx.Response) -> None:
+        methods = allowed_methods(response)
+        if methods is not None:
+            self._allow_post = "POST" in methods
+
+    def _remember(self, group: RemoteGroup) -> None:
+        self._exists.add(group.id)
+        if self._lists is not None and all(g.id != group.id for g in self._lists):
+            self._lists.append(group)
+
+    async def can_create_groups(self) -> bool:
+        """Whether this server creates lists (3.1.2) or answers 405 (older releases), found out once, writing
+        nothing: the `Allow` header of a `GET d/` answer already read, else one `OPTIONS d/`."""
+        async with self._probe_lock:
+            if self._can_create is None:
+                self._can_create = await self._probe()
+                log.debug("%s: the server %s create lists", self.name, "can" if self._can_create else "cannot")
+            return self._can_create
+
+    async def _probe(self) -> bool:
+        if self._allow_post is not None:
+            return self._allow_post
+        try:
+            response = await self.api.request("OPTIONS", self._root)
+        except UnsupportedOperation:  # a server that does not even answer OPTIONS: assume the older API
+            return False
+        methods = allowed_methods(response)
+        if methods is not None:
+            return "POST" in methods
+        body = body_or_none(response)  # DRF's metadata names the write methods under `actions`
+        return isinstance(body, dict) and isinstance(body.get("actions"), dict) and "POST" in body["actions"]
+
+    def _cannot_create(self, name: str) -> str:
+        return (
+            f"this Bitcaster server cannot create distribution lists through its API (POST d/ answers 405; "
+            f"Bitcaster 3.1.2 can): create the list {name!r} in Bitcaster ({self._scope}), then run again, "
+            "or set group_id in the group's target"
         )
+
+    async def create_group(self, name: str) -> RemoteGroup:
+        if self._can_create is False:
+            raise UnsupportedOperation(self._cannot_create(name))
+        resends = 0
+        while True:
+            try:
+                response = await self.api.request("POST", self._root, json={"name": name}, idempotent=False)
+            except NameTaken as exc:
+                # Names are unique case-insensitively: the list is there (made by someone else, or by an earlier
+                # attempt of ours whose answer was lost).
+                found = _by_name(await self._all_lists(fresh=True), name)
+                if found is None:
+                    raise ProtocolError(
+                        f"{exc.message}, but GET d/ lists no list named {name!r} (in any case)", status=400
+                    ) from exc
+                log.debug("%s: list %s exists already; using it", self.name, found.id)
+                self._can_create = True
+                return found
+            except UnsupportedOperation as exc:
+                self._can_create = self._allow_post = False
+                raise UnsupportedOperation(self._cannot_create(name), status=exc.status) from exc
+            except TransientError:
+                # The answer was lost (a dropped connection, a 5xx): the list may exist now. Look before sending
+                # again, so that a retry never makes a second list.
+                found = _by_name(await self._all_lists(fresh=True), name)
+                if found is not None:
+                    log.debug("%s: the create whose answer was lost made list %s", self.name, found.id)
+                    self._can_create = True
+                    return found
+                resends += 1
+                if resends > self.api.retry.max_retries:
+                    raise
+                delay = self.api.retry.backoff(resends)
+                if delay:
+                    await asyncio.sleep(delay)
+                continue
+            group = _group(json_body(response), "POST d/")
+            self._can_create = True
+            self._remember(group)
+            log.debug("%s: created list %s", self.name, group.id)
+            return group
 
     # -- members -----------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
         where = "GET d/{pk}/m/"
-        return _members(await self._read_all(self._list_path(group.id) + "m/", where), where)
+        items = await self._follow(await self.api.json("GET", self._list_path(group.id) + "m/"), where)
+        if not items and not await self._exists_now(group.id):
+            # m/ answers 200 [] for any unknown list id: an empty read proves nothing until d/ lists the list.
+            raise NotFound(
+                f"Bitcaster list {group.id} ({group.name!r}) no longer exists: GET d/ does not list it (its member "
+                "read was empty, as Bitcaster answers for any unknown list)"
+            )
+        return _members(items, where)
+
+    async def _exists_now(self, group_id: str) -> bool:
+        """Whether `d/` lists this list: known this pass (listed, read by id, created), else one `GET d/`."""
+        if group_id in self._exists:
+            return True
+        return any(g.id == group_id for g in await self._all_lists())
+
+    async def _list_scoped(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request on `d/{pk}/...`. Bitcaster answers 500 there for a list that does not exist: before anything
+        is retried, one fresh `GET d/` says whether the list is gone (NotFound) or the server is in trouble
+        (the request is then sent again, 500s retried as usual)."""
+        try:
+            return await self.api.request(method, path, **kwargs)
+        except ListUnavailable as exc:
+            if all(g.id != exc.list_id for g in await self._all_lists(fresh=True)):
+                raise NotFound(
+                    f"Bitcaster list {exc.list_id} no longer exists ({exc.message}, and GET d/ no longer lists it): "
+                    "syncd looks the group up by name on its next pass",
+                    status=500,
+                ) from exc
+            log.debug("%s: list %s still exists: retrying a server error", self.name, exc.list_id)
+            token = _list_confirmed.set(True)
+            try:
+                return await self.api.request(method, path, **kwargs)
+            finally:
+                _list_confirmed.reset(token)
 
     async def add_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
         # One address twice in a batch makes add/ refuse it (expected != found): send each key once.
@@ -419,25 +655,41 @@ class BitcasterConnector:
         unique = list(first.values())
         path = self._list_path(group.id) + "add/"
 
-        async def send(part: Sequence[Contact]) -> None:
+        async def post(addresses: list[str]) -> None:
             # Adding an address already in the list changes nothing, so the request is safe to resend.
-            response = await self.api.request("POST", path, json=[c.email for c in part], idempotent=True)
+            response = await self._list_scoped("POST", path, json=addresses, idempotent=True)
             body = body_or_none(response)
             if isinstance(body, dict):
                 log.debug(
                     "%s: add/ of %d: expected %s, found %s",
                     self.name,
-                    len(part),
+                    len(addresses),
                     body.get("expected"),
                     body.get("found"),
                 )
 
+        async def as_spelled(part: Sequence[Contact]) -> None:
+            await post([c.email for c in part])
+
+        async def lower_cased(part: Sequence[Contact]) -> None:
+            await post([c.email.lower() for c in part])
+
         done: list[str] = []
         rejected: list[MemberReject] = []
         for chunk in _chunks(unique, self.capabilities.max_add_batch):
-            ok, bad = await isolate_rejects(send, chunk)
-            done += [c.key for c in ok]
-            rejected += [MemberReject(c.email, UNKNOWN_ADDRESS, permanent=True, code="unknown_address") for c in bad]
+            ok, bad = await isolate_rejects(as_spelled, chunk)
+            # Bitcaster matches addresses as spelled; syncd does not. An address refused as the source spells it
+            # may be known in lower case (the usual spelling of address records): try that once.
+            respell = [c for c in bad if c.email != c.email.lower()]
+            ok_lower, _ = await isolate_rejects(lower_cased, respell)
+            done += [c.key for c in ok] + [c.key for c in ok_lower]
+            went_in = {c.key for c in ok_lower}
+            for c in bad:
+                if c.key not in went_in:
+                    reason = UNKNOWN_ADDRESS if c.email == c.email.lower() else UNKNOWN_SPELLING
+                    rejected.append(MemberReject(c.email, reason, permanent=True, code="unknown_address"))
+            if ok_lower:
+                log.debug("%s: %d addresses went in spelled in lower case", self.name, len(ok_lower))
         if rejected:
             log.debug("%s: %d addresses without an address record", self.name, len(rejected))
         return BatchResult(tuple(done), tuple(rejected))
@@ -459,10 +711,10 @@ class BitcasterConnector:
         await self.api.aclose()
 
     # -- requests ----------------------------------------------------------------------------------
-    async def _read_all(self, path: str, where: str) -> list[Any]:
-        """A listing: one GET (documented: no pagination). A DRF-paginated answer's `next` links are followed,
+    async def _follow(self, body: Any, where: str) -> list[Any]:
+        """A listing's items (documented: no pagination). A DRF-paginated answer's `next` links are followed,
         on the API's own host only (the key goes wherever the request goes)."""
-        items, nxt = _items(await self.api.json("GET", path), where)
+        items, nxt = _items(body, where)
         base = self.api.client.base_url
         seen: set[str] = set()
         while nxt is not None:
@@ -485,13 +737,15 @@ def build(settings: BitcasterSettings, ctx: BuildContext) -> BitcasterConnector:
         timeout=settings.timeout,
         transport=ctx.transport,
     )
+    # `rate_limit` / `burst` / `max_concurrency` shape the token bucket; the window comes from the throttle keys.
+    pacing = replace(settings.pacing(PACING), window=settings.window)
     return BitcasterConnector(
         settings.name,
         client,
         organization=settings.organization,
         project=settings.project,
-        capabilities=CAPABILITIES.with_batch_size(settings.batch_size),
-        pacing=settings.pacing(CAPABILITIES.pacing),
+        capabilities=replace(CAPABILITIES.with_batch_size(settings.batch_size), pacing=pacing),
+        pacing=pacing,
         retry=settings.retry.policy(),
         hooks=ctx.hooks,
     )

@@ -1,8 +1,9 @@
 """The one request loop every connector goes through.
 
-Pacing (a token bucket and a concurrency cap per provider, tuned by rate-limit headers), retries
-(exponential backoff with jitter on 429/5xx/timeouts, honouring Retry-After; waiting out a rate limit does
-not spend the retry budget), pagination with a loop guard, per-request metric hooks and per-pair request
+Pacing (a token bucket, an optional sliding window and a concurrency cap per provider, tuned by rate-limit
+headers), retries (exponential backoff with jitter on 429/5xx/timeouts, honouring Retry-After, or for a
+provider paced by a sliding window the time its window really needs; waiting out a rate limit does not spend
+the retry budget), pagination with a loop guard, per-request metric hooks and per-pair request
 counting all live here, so a provider module is mostly request builders and response parsers.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import email.utils
 import enum
@@ -102,13 +104,16 @@ class NoHooks:
 
 
 class TokenBucket:
-    """Sustained `rate` requests/s with bursts of `burst`; `pause_until` stops everyone (a 429, a quota at 0)."""
+    """Sustained `rate` requests/s with bursts of `burst` (rate 0: no limit), plus, with `window=(n, seconds)`,
+    at most n requests in any `seconds`-long span (a sliding window, as servers such as Bitcaster count them);
+    `pause_until` stops everyone (a 429, a quota at 0)."""
 
     def __init__(
         self,
         rate: float,
         burst: int = 1,
         *,
+        window: tuple[int, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -122,6 +127,12 @@ class TokenBucket:
         self._quota_rate: float | None = None  # a slower rate the server's quota headers ask for
         self._quota_until = 0.0
         self._lock = asyncio.Lock()
+        if window is not None and (window[0] < 1 or window[1] <= 0):
+            raise ValueError(f"a pacing window needs at least 1 request in a positive span, got {window}")
+        self.window = window
+        # When each request in the window went (sorted): its send time while in flight, then the time its answer
+        # came (`settle`), the latest moment the server can have counted it.
+        self._sent: list[float] = []
 
     @property
     def effective_rate(self) -> float:
@@ -135,7 +146,8 @@ class TokenBucket:
             self._tokens = min(self.capacity, self._tokens + (now - self._updated) * rate)
         self._updated = now
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Wait until a request may go; returns the time it went (its entry in the window, see `forget`)."""
         # The lock makes waiters queue in order: nobody starves, and the rate holds across tasks.
         async with self._lock:
             while True:
@@ -143,20 +155,72 @@ class TokenBucket:
                 if now < self._paused_until:
                     await self._sleep(self._paused_until - now)
                     continue
+                wait = self._window_wait(now)
                 rate = self.effective_rate
-                if rate <= 0:  # unlimited
-                    return
-                self._refill(now)
-                if self._tokens >= 1 - 1e-9:  # tolerance: float steps must not strand a waiter
+                if rate > 0:
+                    self._refill(now)
+                    if self._tokens < 1 - 1e-9:  # tolerance: float steps must not strand a waiter
+                        wait = max(wait, (1 - self._tokens) / rate)
+                if wait > 0:
+                    await self._sleep(wait)
+                    continue
+                if rate > 0:
                     self._tokens = max(0.0, self._tokens - 1)
-                    return
-                await self._sleep((1 - self._tokens) / rate)
+                if self.window is not None:
+                    bisect.insort(self._sent, now)
+                return now
+
+    def _window_wait(self, now: float) -> float:
+        """Seconds until the window has room for one more request (0: it has room now)."""
+        if self.window is None:
+            return 0.0
+        limit, span = self.window
+        self._expire(now - span)
+        if len(self._sent) < limit:
+            return 0.0
+        return self._sent[-limit] + span - now
+
+    def _expire(self, before: float) -> None:
+        drop = bisect.bisect_right(self._sent, before)
+        if drop:
+            del self._sent[:drop]
+
+    def settle(self, sent_at: float) -> float:
+        """The answer to the request that went at `sent_at` has come: the server counted it at some moment in
+        between, so it stays in the window from now on (a server stamping requests on arrival then never sees
+        more than the window's worth, whatever the network's delays). Returns its new time in the window."""
+        if self.window is None:
+            return sent_at
+        now = self._clock()
+        self.forget(sent_at)
+        bisect.insort(self._sent, now)
+        return now
+
+    def forget(self, sent_at: float) -> None:
+        """Take a request out of the window: the server did not count it (it was throttled itself)."""
+        i = bisect.bisect_left(self._sent, sent_at)
+        if i < len(self._sent) and self._sent[i] == sent_at:
+            del self._sent[i]
+
+    def window_frees_in(self) -> float | None:
+        """With a window: seconds until its oldest request leaves it, i.e. until the server's own sliding window
+        frees a slot of ours (a whole span when nothing of ours is in it: the server's count is then someone
+        else's, which may need up to that long). None without a window."""
+        if self.window is None:
+            return None
+        now = self._clock()
+        span = self.window[1]
+        self._expire(now - span)
+        return self._sent[0] + span - now if self._sent else span
 
     def pause_until(self, when: float) -> None:
         if when > self._paused_until:
             self._paused_until = when
-            self._tokens = 0.0
-            self._updated = max(self._updated, when)
+            if self.window is None:
+                # Restart at the sustained rate, not in a burst. With a window, the pause lasts until the window
+                # frees, and a burst is then exactly what the server allows: the bucket keeps its tokens.
+                self._tokens = 0.0
+                self._updated = max(self._updated, when)
 
     def pause_for(self, seconds: float) -> None:
         self.pause_until(self._clock() + seconds)
@@ -225,10 +289,11 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
-def error_for_status(response: httpx.Response, message: str) -> ConnectorError | None:
+def error_for_status(response: httpx.Response, message: str, *, status: int | None = None) -> ConnectorError | None:
     """Map an HTTP status to the error class that says what to do next. Providers add their own cases
-    (HTTP 200 with `success:false`, batch rejects) before falling back to this."""
-    status = response.status_code
+    (HTTP 200 with `success:false`, batch rejects) before falling back to this; `status` overrides the
+    response's own where an API puts the code that counts in its error body (CleverReach's `error.code`)."""
+    status = response.status_code if status is None else status
     if status < 400:
         return None
     text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
@@ -290,7 +355,7 @@ class ApiClient:
         self.retry = retry or RetryPolicy()
         self.hooks: RequestHooks = hooks or NoHooks()
         self.quota = quota
-        self.bucket = TokenBucket(pacing.rate, pacing.burst)
+        self.bucket = TokenBucket(pacing.rate, pacing.burst, window=pacing.window)
         self._slots = asyncio.Semaphore(max(1, pacing.max_concurrency))
 
     async def request(
@@ -319,7 +384,7 @@ class ApiClient:
             # A slot first, then a token: a token taken while waiting for a slot would let queued requests
             # start back to back, above the rate, once slots free up.
             async with self._slots:
-                await self.bucket.acquire()
+                sent_at = await self.bucket.acquire()
                 started = time.monotonic()
                 error: ConnectorError | None
                 response: httpx.Response | None = None
@@ -340,6 +405,7 @@ class ApiClient:
                 else:
                     error, status = self.classify(response), str(response.status_code)
                 elapsed = time.monotonic() - started
+                sent_at = self.bucket.settle(sent_at)
             self.hooks.on_request(self.provider, method, status, elapsed)
             if maybe_processed:
                 tally = _current_tally.get()
@@ -365,6 +431,13 @@ class ApiClient:
             if isinstance(error, RateLimited):
                 rate_waits += 1
                 delay = error.delay if error.delay is not None else self.retry.backoff(rate_waits)
+                if self.bucket.window is not None and response is not None:
+                    # A sliding-window server (Bitcaster) counts no throttled request, and its Retry-After is a
+                    # constant (window / rate, 2 s) while a full window frees only when its oldest request leaves
+                    # it: wait for that, at least Retry-After, rather than spend waits on 2 s guesses.
+                    self.bucket.forget(sent_at)
+                    frees_in = self.bucket.window_frees_in()
+                    delay = max(delay, frees_in or 0.0)
                 if rate_waits > self.retry.max_rate_limit_waits or delay > self.retry.max_retry_after:
                     raise error
                 self.hooks.on_retry(self.provider, "rate_limited")

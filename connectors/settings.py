@@ -8,7 +8,7 @@ and syncd's config loader only assembles the union of them from `connectors.regi
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -113,7 +113,9 @@ class ProviderSettings(BaseModel):
         return check_api_url(value)
 
     def pacing(self, default: Pacing) -> Pacing:
-        return Pacing(
+        # replace(), not Pacing(...): fields these keys do not set (a sliding `window`) stay the API's.
+        return replace(
+            default,
             rate=self.rate_limit if self.rate_limit is not None else default.rate,
             burst=self.burst if self.burst is not None else default.burst,
             max_concurrency=self.max_concurrency if self.max_concurrency is not None else default.max_concurrency,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from connectors.base import ConnectorError
+from connectors.base import ConnectorError, GroupCreationProbe
 from connectors.registry import build_connector
 from connectors.settings import BuildContext
 from syncd.config import Config
@@ -54,7 +54,9 @@ async def check_online(config: Config, out: TextIO) -> int:
                     elif target.group_id:
                         problems += 1
                         print(f"  {group!r}: no group with id {target.group_id!r}", file=out)
-                    elif connector.capabilities.can_create_group:
+                    elif connector.capabilities.can_create_group and (
+                        not isinstance(connector, GroupCreationProbe) or await connector.can_create_groups()
+                    ):
                         print(f"  {group!r}: does not exist yet; the first run creates it", file=out)
                     else:
                         problems += 1

@@ -1,4 +1,9 @@
-"""Shared fixtures. Nothing here replaces our own code: connectors talk HTTP to the bundled sandboxes."""
+"""Shared fixtures. Nothing here replaces our own code: connectors talk HTTP to the bundled sandboxes.
+
+The contract suite (tests/contract/) runs against one harness per provider type syncd knows
+(`connectors.registry.PROVIDERS`), each in `tests/contract/harness_<type>.py`. A provider without one fails
+every contract test, naming the file to write: a new provider cannot skip the contract by accident.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,36 @@ import logging
 
 import pytest
 
+from connectors.registry import PROVIDERS
 from tests.contract.harness import Harness
 
-PROVIDER_TYPES = ("giftronaut", "communic8", "stannp", "bitcaster", "cleverreach")
+PROVIDER_TYPES = tuple(PROVIDERS)
 
 
-def _harnesses() -> list[Harness]:
-    found = []
-    for name in PROVIDER_TYPES:
-        try:
-            module = importlib.import_module(f"tests.contract.harness_{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tests.contract.harness_{name}":
-                raise
-            continue
-        found.append(module.HARNESS)
-    return found
+def _harness(provider: str) -> Harness | str:
+    """The provider's harness, or why there is none."""
+    name = f"tests.contract.harness_{provider}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return f"provider {provider!r} has no contract harness: write tests/contract/harness_{provider}.py"
+    harness = getattr(module, "HARNESS", None)
+    if not isinstance(harness, Harness):
+        return f"tests/contract/harness_{provider}.py defines no HARNESS (a tests.contract.harness.Harness)"
+    return harness
 
 
-HARNESSES = _harnesses()
+HARNESSES: dict[str, Harness | str] = {provider: _harness(provider) for provider in PROVIDER_TYPES}
 
 
-@pytest.fixture(params=HARNESSES, ids=lambda h: h.type)
+@pytest.fixture(params=list(HARNESSES), ids=str)
 def harness(request: pytest.FixtureRequest) -> Harness:
-    return request.param  # type: ignore[no-any-return]
+    found = HARNESSES[request.param]
+    if isinstance(found, str):
+        pytest.fail(found)
+    return found
 
 
 @pytest.fixture(autouse=True)
