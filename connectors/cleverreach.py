@@ -110,6 +110,7 @@ from connectors.base import (
 from connectors.http import (
     ApiClient,
     BearerAuth,
+    ClientAuth,
     ClientCredentialsAuth,
     PageEnd,
     RequestHooks,
@@ -682,7 +683,7 @@ def build(settings: CleverReachSettings, ctx: BuildContext) -> CleverReachConnec
         # The client authenticates both as form fields and with HTTP Basic: the token endpoint is known only from
         # community code, which uses Basic (`curl -u id:secret`), and form fields are the other common reading.
         auth = ClientCredentialsAuth(
-            settings.resolved_token_url, settings.client_id, settings.client_secret, basic=True
+            settings.resolved_token_url, settings.client_id, settings.client_secret, client_auth=(ClientAuth.BASIC,)
         )
     client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
     capabilities = capabilities_for(settings.remove_mode).with_batch_size(settings.batch_size)

@@ -45,8 +45,10 @@ real account:
 * `successCount` is the number of members actually added/removed (with `reset`: the number given); it is
   not relied on: `errorCount` and `errorLog` say what was refused;
 * a missing or wrong bearer token answers HTTP 401;
-* the OAuth token endpoint is `<base_url>/oauth/token` (form `client_id`, `client_secret`) answering
-  `{access_token, token_type, expires_in}`.
+* the OAuth token endpoint is `<base_url>/oauth/token`, asked as the vendor's authentication page documents
+  (`Authorization: Bearer base64(client_id:client_secret)`, a JSON `{"grant_type": "client_credentials"}`),
+  and with form fields `client_id`, `client_secret` when it refuses that; it answers
+  `{access_token, token_type, expires_in}` (the answer's shape is assumed).
 
 Tolerated where an independent server could differ within the docs: ids as JSON numbers as well as strings;
 `total` absent (or a numeric string), or pages capped below the `limit` asked (`connectors.http.PageEnd`);
@@ -95,6 +97,7 @@ from connectors.base import (
 from connectors.http import (
     ApiClient,
     BearerAuth,
+    ClientAuth,
     ClientCredentialsAuth,
     PageEnd,
     RequestHooks,
@@ -788,7 +791,14 @@ def build(settings: Communic8Settings, ctx: BuildContext) -> Communic8Connector:
         auth = BearerAuth(settings.token)
     else:
         assert settings.client_id is not None and settings.client_secret is not None  # the validator says so
-        auth = ClientCredentialsAuth(settings.oauth_token_url, settings.client_id, settings.client_secret)
+        # The documented token request (Bearer base64(id:secret) and a JSON body) first; form fields, the common
+        # reading of RFC 6749, if the endpoint refuses it. The way that worked is kept.
+        auth = ClientCredentialsAuth(
+            settings.oauth_token_url,
+            settings.client_id,
+            settings.client_secret,
+            client_auth=(ClientAuth.BEARER_JSON, ClientAuth.FORM),
+        )
     client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
     return Communic8Connector(
         settings.name,

@@ -590,10 +590,21 @@ class _Token:
     expires_at: float
 
 
+class ClientAuth(enum.StrEnum):
+    """How a token request presents the client's credentials (RFC 6749 2.3.1 leaves servers a choice)."""
+
+    FORM = "form"  # client_id and client_secret as form fields
+    BASIC = "basic"  # the form fields, and HTTP Basic as `curl -u id:secret` sends it (CleverReach's community code)
+    BEARER_JSON = "bearer_json"  # `Authorization: Bearer base64(id:secret)` and a JSON body (Communic8's docs)
+
+
 class ClientCredentialsAuth(httpx.Auth):
     """OAuth2 client credentials: fetch a token, cache it until shortly before `expires_in`, and on a 401
     refresh it once and resend (a token can be revoked before it expires). Token requests go through the
-    same transport but not through `ApiClient`, so they are neither paced nor counted as the pair's requests."""
+    same transport but not through `ApiClient`, so they are neither paced nor counted as the pair's requests.
+
+    `client_auth` lists the ways of presenting the client to try, in order: when the token endpoint refuses
+    one (HTTP 400 or 401), the next is tried at once, and the one that worked is kept for the object's life."""
 
     def __init__(
         self,
@@ -602,7 +613,7 @@ class ClientCredentialsAuth(httpx.Auth):
         client_secret: SecretStr,
         *,
         scope: str | None = None,
-        basic: bool = False,
+        client_auth: Sequence[ClientAuth] = (ClientAuth.FORM,),
         skew: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -610,9 +621,9 @@ class ClientCredentialsAuth(httpx.Auth):
         self._client_id = client_id
         self._client_secret = client_secret
         self._scope = scope
-        # Also authenticate the client with HTTP Basic (RFC 6749 2.3.1, the one method every OAuth server
-        # must support), for token endpoints documented only by community code that uses `-u id:secret`.
-        self._basic = basic
+        self._styles = tuple(client_auth) or (ClientAuth.FORM,)
+        self._style = 0  # index of the style in use
+        self._style_known = len(self._styles) == 1
         self._skew = skew
         self._clock = clock
         self._token: _Token | None = None
@@ -622,7 +633,21 @@ class ClientCredentialsAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"ClientCredentialsAuth(token_url={self.token_url!r}, client_id={self._client_id!r}, secret=**********)"
 
+    @property
+    def client_auth(self) -> ClientAuth:
+        """The way of presenting the client in use (the one that worked, once a token was issued)."""
+        return self._styles[self._style]
+
     def _token_request(self) -> httpx.Request:
+        headers = {"Accept": "application/json"}
+        credentials = f"{self._client_id}:{self._client_secret.get_secret_value()}"
+        encoded = base64.b64encode(credentials.encode()).decode("ascii")
+        if self.client_auth is ClientAuth.BEARER_JSON:
+            body: dict[str, str] = {"grant_type": "client_credentials"}
+            if self._scope:
+                body["scope"] = self._scope
+            headers["Authorization"] = f"Bearer {encoded}"
+            return httpx.Request("POST", self.token_url, json=body, headers=headers)
         form = {
             "grant_type": "client_credentials",
             "client_id": self._client_id,
@@ -630,13 +655,20 @@ class ClientCredentialsAuth(httpx.Auth):
         }
         if self._scope:
             form["scope"] = self._scope
-        headers = {"Accept": "application/json"}
-        if self._basic:
-            # As `curl -u` sends it: not form-encoded first (servers that skip RFC 6749's decoding step
-            # would then see a different secret whenever it holds a reserved character).
-            raw = f"{self._client_id}:{self._client_secret.get_secret_value()}"
-            headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode("ascii")
+        if self.client_auth is ClientAuth.BASIC:
+            # As `curl -u` sends it: not form-encoded first (servers that skip RFC 6749's decoding step would
+            # then see a different secret whenever it holds a reserved character).
+            headers["Authorization"] = f"Basic {encoded}"
         return httpx.Request("POST", self.token_url, data=form, headers=headers)
+
+    def _next_style(self, response: httpx.Response) -> bool:
+        """After a refused token request: move on to the next way of presenting the client, if there is one
+        and the way in use was never proved to work."""
+        if self._style_known or response.status_code not in (400, 401) or self._style + 1 >= len(self._styles):
+            return False
+        self.token_requests += 1
+        self._style += 1
+        return True
 
     def _accept_token(self, response: httpx.Response) -> _Token:
         self.token_requests += 1
@@ -649,6 +681,7 @@ class ClientCredentialsAuth(httpx.Auth):
                 f"token request refused (HTTP {response.status_code}): check client_id / client_secret",
                 status=response.status_code,
             )
+        self._style_known = True  # this way of presenting the client works
         try:
             body = response.json()
             value = str(body["access_token"])
@@ -673,8 +706,11 @@ class ClientCredentialsAuth(httpx.Auth):
             async with self._lock:
                 token = self._valid()  # another request may have refreshed it while we waited
                 if token is None:
-                    answer = yield self._token_request()
-                    await answer.aread()  # overriding async_auth_flow means reading bodies ourselves
+                    while True:
+                        answer = yield self._token_request()
+                        await answer.aread()  # overriding async_auth_flow means reading bodies ourselves
+                        if not self._next_style(answer):
+                            break
                     token = self._accept_token(answer)  # this request uses it, however short its life
         request.headers["Authorization"] = f"Bearer {token.value.get_secret_value()}"
         response = yield request
@@ -732,6 +768,7 @@ __all__ = [
     "ApiClient",
     "ApiKeyBasicAuth",
     "BearerAuth",
+    "ClientAuth",
     "ClientCredentialsAuth",
     "NoHooks",
     "PageEnd",

@@ -805,6 +805,34 @@ async def test_oauth_token_is_refreshed_once_on_401() -> None:
         await c.aclose()
 
 
+async def test_oauth_token_is_requested_as_the_vendor_documents_it() -> None:
+    # The authentication page: Authorization: Bearer base64(client_id:client_secret), a JSON grant_type.
+    sandbox = Communic8Sandbox(token_auth="docs")
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
+    try:
+        assert await c.find_group(group_id=gid) is not None
+    finally:
+        await c.aclose()
+    (token_request,) = [r for r in sandbox.requests if r.path.endswith("/oauth/token")]
+    assert token_request.status == 200
+    assert json.loads(token_request.body) == {"grant_type": "client_credentials"}
+    assert KEY.encode() not in token_request.body  # the secret travels only in the header
+
+
+async def test_a_token_endpoint_taking_form_fields_only_is_asked_again_once() -> None:
+    sandbox = Communic8Sandbox(token_auth="form")
+    gid = sandbox.add_group("G")
+    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
+    try:
+        assert await c.find_group(group_id=gid) is not None
+        sandbox.revoke_tokens()
+        assert await c.find_group(group_id=gid) is not None  # the way that worked is kept
+    finally:
+        await c.aclose()
+    assert [r.status for r in sandbox.requests if r.path.endswith("/oauth/token")] == [401, 200, 200]
+
+
 async def test_oauth_through_a_mounted_sandbox_derives_the_token_url() -> None:
     sandbox = Communic8Sandbox()
     sandbox.add_group("G")

@@ -32,11 +32,14 @@ refusal, the documented "Not all emails founded as recipient in system" by defau
 Every request is recorded (`requests`, `count`), refused ones included.
 
 Credentials: Communic8 access keys have an id and a value. The value works as a static Bearer token; the
-pair works as OAuth client credentials (`client_id` = id, `client_secret` = value) at `POST /oauth/token`.
+pair works as OAuth client credentials (`client_id` = id, `client_secret` = value) at `POST /oauth/token`,
+presented as the vendor's authentication page documents: `Authorization: Bearer base64(id:value)` and a JSON
+body `{"grant_type": "client_credentials"}` (`token_auth="form"` takes form fields instead, `"any"` both).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import secrets
@@ -91,8 +94,12 @@ class Communic8Sandbox(SandboxApp):
         lean_groups: bool = False,
         unknown_message: str = UNKNOWN_RECIPIENTS,
         error_log: ErrorLogStyle = "email",
+        token_auth: str = "docs",
     ) -> None:
         super().__init__()
+        # How the token endpoint takes the client: "docs" as the authentication page documents it (Authorization:
+        # Bearer base64(id:secret), JSON body), "form" (client_id/client_secret form fields only), or "any".
+        self.token_auth = token_auth
         self.unknown_message = unknown_message
         self.error_log: ErrorLogStyle = error_log
         self.refusals: dict[str, str] = {}  # lower-cased email -> message: refused inside accepted member calls
@@ -242,11 +249,20 @@ class Communic8Sandbox(SandboxApp):
 
     # -- routes -------------------------------------------------------------------------------------
     def _token(self, request: Request) -> Response:
-        form = request.form()
-        grant = form.get("grant_type", "client_credentials")
+        body = request.json() if "json" in request.headers.get("content-type", "") else None
+        fields = body if isinstance(body, dict) else request.form()
+        grant = fields.get("grant_type", "client_credentials")
         if grant != "client_credentials":
             return Response(400, {"error": "unsupported_grant_type"})
-        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        client_id = secret = ""
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if self.token_auth in ("docs", "any") and scheme.lower() == "bearer" and encoded:
+            try:
+                client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+            except ValueError:
+                client_id = secret = ""
+        if not client_id and self.token_auth in ("form", "any") and body is None:
+            client_id, secret = str(fields.get("client_id", "")), str(fields.get("client_secret", ""))
         if not client_id or self.keys.get(client_id) != secret or not secret:
             return Response(401, {"error": "invalid_client", "error_description": "Client authentication failed"})
         token = secrets.token_urlsafe(24)
