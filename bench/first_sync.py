@@ -25,8 +25,10 @@ from typing import Any
 import httpx
 import yaml
 
+from connectors.registry import PROVIDERS as REGISTRY
 from connectors.sandbox._core import Mount, Request, SandboxApp
 from connectors.sandbox.world import build_world
+from connectors.settings import BuildContext
 from syncd.config import load_config
 from syncd.metrics import Metrics
 from syncd.reconciler import PassOptions, Reconciler
@@ -99,7 +101,8 @@ def one(provider_type: str, n: int, paced: bool = False) -> dict[str, Any]:
             store.close()
     (pair,) = report.pairs
     (pair2,) = second.pairs
-    batch = 1000
+    # the batch the connector really uses: the API's cap, or the vendor's own size where that is smaller
+    batch = REGISTRY[provider_type].build(config.provider(entry["name"]), BuildContext()).capabilities.max_add_batch
     return {
         "provider": provider_type,
         "members": n,
@@ -107,6 +110,7 @@ def one(provider_type: str, n: int, paced: bool = False) -> dict[str, Any]:
         "added": pair.add,
         "requests": pair.requests,
         "mutating_requests_served": provider.app.count(mutating=True),
+        "batch": batch,
         "minimum_writes": 1 + math.ceil(n / batch),
         "config_load_s": round(loaded, 2),
         "first_sync_wall_s": round(wall, 2),
