@@ -26,8 +26,12 @@ ENV PATH=/opt/syncd/bin:$PATH \
     TZ=UTC \
     SYNCD_CONFIG=/etc/syncd/syncd.yaml \
     SYNCD_STATE__URL=sqlite:////var/lib/syncd/syncd.db
-RUN groupadd --system --gid 10001 syncd \
- && useradd --system --uid 10001 --gid syncd --home-dir /var/lib/syncd --no-create-home --shell /usr/sbin/nologin syncd \
+# uid/gid 10001, as deploy/kubernetes and the README say: above the system range (SYS_UID_MAX 999), so a regular
+# account (`useradd --system` warns about such a uid), with no login shell, no home made, no lastlog/faillog entry
+# and no subordinate uid/gid range.
+RUN groupadd --gid 10001 syncd \
+ && useradd --uid 10001 --gid syncd --no-log-init --no-create-home --home-dir /var/lib/syncd \
+      --shell /usr/sbin/nologin -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 syncd \
  && mkdir -p /etc/syncd /var/lib/syncd \
  && chown syncd:syncd /var/lib/syncd
 COPY --from=build /opt/syncd /opt/syncd
