@@ -181,6 +181,10 @@ class Capabilities:
     # Members per add/remove request when the config sets no `batch_size` (0: the API's cap). Lower than the cap
     # where the vendor's own code uses less (CleverReach: 250, split further when the server answers 413).
     default_batch: int = 0
+    # Whether the members an add would refuse can be known by reading (Communic8: its recipient directory). Not
+    # for Bitcaster: its all-or-nothing add/ is the only way to learn that an address has no record, so a dry run
+    # cannot know which of its adds would be refused, and says so.
+    adds_verifiable: bool = True
 
     @property
     def reset_batch(self) -> int:
@@ -313,6 +317,15 @@ class ConsentReader(Protocol):
     async def suppressed(
         self, group: RemoteGroup | None, keys: Sequence[str], *, undo: Mapping[str, float]
     ) -> Mapping[str, Suppression]: ...
+
+
+@runtime_checkable
+class AddChecker(Protocol):
+    """Optional: a connector that can tell, by reading only, which of these contacts an add would refuse (a
+    Communic8 email with no recipient). The engine calls it before planning, in a dry run as in a real run, so
+    both report the same rejects; `add_members` must still refuse them when it is called without it."""
+
+    async def check_adds(self, group: RemoteGroup | None, contacts: Sequence[Contact]) -> Sequence[MemberReject]: ...
 
 
 @runtime_checkable

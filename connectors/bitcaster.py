@@ -158,6 +158,7 @@ CAPABILITIES = Capabilities(
     can_remove=False,  # no remove route
     reset=ResetKind.NONE,
     pacing=PACING,
+    adds_verifiable=False,  # add/ is the only way to learn that an address has no record
 )
 
 

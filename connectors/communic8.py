@@ -494,6 +494,12 @@ class Communic8Connector:
         # A lead still unknown after a directory read has no email we can see: keep it, keyed by id.
         return [RemoteMember(email=emails.get(lead), id=lead) for lead in leads]
 
+    async def check_adds(self, group: RemoteGroup | None, contacts: Sequence[Contact]) -> list[MemberReject]:
+        """`AddChecker`: the contacts an add would refuse (no recipient, or suppressed), decided as `add_members`
+        decides it: from the cache, or the directory when the cache does not vouch for everyone (read once)."""
+        _, rejected = await self._existing(contacts)
+        return rejected
+
     async def add_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
         self._handoff.pop(group.id, None)
         done: list[str] = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -122,13 +122,25 @@ class Applier:
         self.workers = workers or max(1, connector.capabilities.pacing.max_concurrency)
         self.stop = stop  # once set, ops not yet started are left alone (requests in flight finish)
 
-    async def apply(self, plan: Plan, group: RemoteGroup | None, *, remove_reason: str) -> Applied:
+    async def apply(
+        self,
+        plan: Plan,
+        group: RemoteGroup | None,
+        *,
+        remove_reason: str,
+        noted: Mapping[str, LedgerOutcome] | None = None,
+    ) -> Applied:
+        """Apply the plan. `noted`: members whose removal the ledger already records as held back or unsupported
+        (by key): the same state is not written down again every pass, only when it starts."""
         out = Applied(group=group)
         notes = OpOutcome()
-        _note_removes(notes, plan, plan.held_back, LedgerOutcome.BLOCKED, f"held back: {plan.guard}")
+        noted = noted or {}
+        held = [m for m in plan.held_back if noted.get(m.key) is not LedgerOutcome.BLOCKED]
+        _note_removes(notes, plan, held, LedgerOutcome.BLOCKED, f"held back: {plan.guard}")
         unsupported = f"not in source, but {plan.provider}'s API cannot remove members"
-        _note_removes(notes, plan, plan.unsupported, LedgerOutcome.UNSUPPORTED, unsupported)
-        _note_consent(notes, plan)
+        cannot = [m for m in plan.unsupported if noted.get(m.key) is not LedgerOutcome.UNSUPPORTED]
+        _note_removes(notes, plan, cannot, LedgerOutcome.UNSUPPORTED, unsupported)
+        _note_refusals(notes, plan)
         if notes.ledger:
             self.sink.recorded(notes)
 
@@ -152,7 +164,8 @@ class Applier:
         in that order (same batch size, same number of add ops)."""
         ops = list(plan.ops)
         adds = [c for op in ops if op.kind is OpKind.ADD for c in op.contacts]
-        if not adds or self.dry_run or not isinstance(self.connector, AddPreparer):
+        # A dry run prepares too: it only reads, and the real run reads the same (its report counts them).
+        if not adds or not isinstance(self.connector, AddPreparer):
             return ops
         try:
             order = await self.connector.prepare_adds(adds)
@@ -271,15 +284,15 @@ def _note_removes(
     outcome.ledger += [LedgerEntry(plan.group, plan.provider, _label(m), OpKind.REMOVE, result, why) for m in members]
 
 
-def _note_consent(outcome: OpOutcome, plan: Plan) -> None:
-    """The planner's fresh consent rejects (the provider holds the person as unsubscribed, bounced or
-    blacklisted): one ledger row each, and remembered. Remembered ones carry no member and are not noted again."""
+def _note_refusals(outcome: OpOutcome, plan: Plan) -> None:
+    """The planner's rejects that came from the provider (consent states, an add pre-check): one ledger row each,
+    and remembered when permanent. Remembered ones carry no member and are not noted again."""
     for r in plan.rejected:
-        if str(r.code) in CONSENT_CODES and r.member is not None:
-            why = r.detail or r.reason
-            outcome.ledger.append(
-                LedgerEntry(plan.group, plan.provider, r.email, OpKind.ADD, LedgerOutcome.REJECTED, why)
-            )
+        if r.member is None:
+            continue
+        why = r.detail or r.reason
+        outcome.ledger.append(LedgerEntry(plan.group, plan.provider, r.email, OpKind.ADD, LedgerOutcome.REJECTED, why))
+        if r.permanent:
             outcome.permanent.append((r.member, MemberReject(r.email, why, permanent=True, code=str(r.code))))
 
 

@@ -6,19 +6,25 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
 from syncd.errors import ConfigError, SyncdError
-from syncd.model import PairStatus, RunReport
+from syncd.model import RunReport
+from syncd.report import render_report
 
 if TYPE_CHECKING:
     from syncd.metrics import Metrics
+    from syncd.state import Store
+    from syncd.state.store import HistoryRow
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a process the closed pipe killed
 
 
 def _config_path(arg: str | None) -> Path:
@@ -26,18 +32,22 @@ def _config_path(arg: str | None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="config file (default: $SYNCD_CONFIG, else ./syncd.yaml)")
-    common.add_argument(
+    logging_options = argparse.ArgumentParser(add_help=False)  # every command
+    logging_options.add_argument(
         "--log-format",
         choices=["auto", "text", "json"],
         help="log lines as text or JSON (default: $SYNCD_LOG_FORMAT, else text on a terminal, JSON otherwise)",
     )
-    common.add_argument(
+    logging_options.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="default: $SYNCD_LOG_LEVEL, else info (warning for demo, whose report says it all); debug names members",
     )
+    config_option = argparse.ArgumentParser(add_help=False)  # every command that reads the config
+    config_option.add_argument(
+        "--config", metavar="PATH", help="config file (default: $SYNCD_CONFIG, else ./syncd.yaml)"
+    )
+    common = [config_option, logging_options]
 
     parser = argparse.ArgumentParser(
         prog="syncd", description="Keep mailing-provider groups equal to a source of truth."
@@ -59,43 +69,75 @@ def build_parser() -> argparse.ArgumentParser:
     selection.add_argument(
         "--allow-mass-removal", action="store_true", help="let removals through that the removal guard would hold back"
     )
+    report_help = "the report as a table (text, the default) or as one JSON object (json)"
 
     run = sub.add_parser(
         "run",
-        parents=[common, one_shot, selection],
+        parents=[*common, one_shot, selection],
         help="one reconciliation pass over every (group, provider) pair",
     )
     run.add_argument("--dry-run", action="store_true", help="plan and report, send nothing that changes anything")
-    run.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    run.add_argument("--output", "-o", choices=["text", "json"], default="text", help=report_help)
 
     plan = sub.add_parser(
-        "plan", parents=[common, one_shot, selection], help="a dry run whose plan is saved, to apply it later"
+        "plan", parents=[*common, one_shot, selection], help="a dry run whose plan is saved, to apply it later"
     )
     plan.add_argument("-o", "--out", required=True, metavar="PLAN.json", help="where to save the plan")
-    plan.add_argument("--output", choices=["text", "json"], default="text", help="the report's format")
+    plan.add_argument("--output", choices=["text", "json"], default="text", help=report_help)
 
     apply = sub.add_parser(
         "apply",
-        parents=[common, one_shot],
+        parents=[*common, one_shot],
         help="apply a saved plan; refused, sending nothing, if the sources or provider groups changed since",
     )
-    apply.add_argument("plan_file", metavar="PLAN.json")
-    apply.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    apply.add_argument("plan_file", metavar="PLAN.json", help="a plan saved by syncd plan -o PLAN.json")
+    apply.add_argument("--output", "-o", choices=["text", "json"], default="text", help=report_help)
 
-    validate = sub.add_parser("validate", parents=[common], help="check the config (offline unless --online)")
-    validate.add_argument("--online", action="store_true", help="also check credentials and that bound groups exist")
+    validate = sub.add_parser("validate", parents=common, help="check the config (offline unless --online)")
+    validate.add_argument(
+        "--online",
+        action="store_true",
+        help="also check credentials and what the first run would do with each group (bound to, would adopt, "
+        "would create); sends no change and writes nothing",
+    )
 
-    history = sub.add_parser("history", parents=[common], help="the per-member ledger from the state DB")
-    history.add_argument("--group", metavar="NAME")
-    history.add_argument("--provider", metavar="NAME")
-    history.add_argument("--member", metavar="EMAIL")
-    history.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="the newest N entries (100)")
-    history.add_argument("--include-dry-runs", action="store_true", help="also show what dry runs would have done")
-    history.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    history = sub.add_parser(
+        "history",
+        parents=common,
+        help="the per-member ledger from the state DB, newest first",
+        description="The per-member ledger from the state DB, newest first: what was added or removed (or would "
+        "have been, or was refused) where, when and why. Reads only the state DB (the config's state section): "
+        "no provider credential is needed, and nothing is written. Times are UTC.",
+    )
+    history.add_argument("--group", metavar="NAME", help="only this group's entries")
+    history.add_argument("--provider", metavar="NAME", help="only this provider's entries")
+    history.add_argument("--member", metavar="EMAIL", help="only this member's entries (case-insensitive)")
+    history.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only entries from WHEN on: an ISO date or date-time (2024-05-01, 2024-05-01T09:30; UTC unless it "
+        "has an offset) or a time back from now (7d, 12h, 1h30m)",
+    )
+    history.add_argument(
+        "--limit", type=_limit, default=100, metavar="N", help="the newest N entries (default 100; 0: all)"
+    )
+    history.add_argument(
+        "--include-dry-runs",
+        action="store_true",
+        help="also show the entries of dry runs (what they would have done, and what they found refused)",
+    )
+    history.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default="text",
+        help="one line per entry (text, the default), or a JSON array with one entry object per line (json)",
+    )
 
     serve = sub.add_parser(
         "serve",
-        parents=[common],
+        parents=common,
         help="the daemon: passes on the config's schedule (the first at start), /metrics, /healthz, /readyz",
         description="Run reconciliation passes on the config's schedule (the first one at start; passes never "
         "overlap) and serve /metrics, /healthz and /readyz on server.listen, until SIGTERM or SIGINT: then the "
@@ -111,29 +153,78 @@ def build_parser() -> argparse.ArgumentParser:
         "ended by then (default: 30)",
     )
 
-    sub.add_parser("demo", parents=[common], help="sync example groups into the bundled sandboxes, twice")
+    # demo and sandbox read no config file: they take no --config
+    sub.add_parser(
+        "demo",
+        parents=[logging_options],
+        help="sync example groups into the bundled sandboxes in three passes: what would change, the real run, "
+        "and a run that finds nothing to change",
+    )
 
-    sandbox = sub.add_parser("sandbox", parents=[common], help="serve the bundled provider sandboxes on loopback")
-    sandbox.add_argument("--port", type=int, default=8400)
-    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox = sub.add_parser(
+        "sandbox", parents=[logging_options], help="serve the bundled provider sandboxes on loopback"
+    )
+    sandbox.add_argument("--port", type=int, default=8400, metavar="N", help="the port to listen on (default: 8400)")
+    sandbox.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this machine only)"
+    )
     return parser
 
 
-def _positive_int(text: str) -> int:
+def _limit(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, got {value}")
     return value
 
 
+_AGO = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def _since(text: str) -> datetime:
+    """`--since`: an ISO date or date-time (naive means UTC), or a time back from now (7d, 12h, 1h30m, 2w)."""
+    value = text.strip()
+    ago = _AGO.fullmatch(value.lower().replace(" ", ""))
+    if value and ago:
+        w, d, h, m, s = (int(g) if g else 0 for g in ago.groups())
+        return datetime.now(UTC) - timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected an ISO date or date-time (2024-05-01, 2024-05-01T09:30) or a time back from now "
+            f"(7d, 12h, 1h30m), got {text!r}"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `syncd` command; returns its exit code. Output to a closed pipe (``syncd history | head``) ends it
+    quietly, with 141 (as a process killed by SIGPIPE): no traceback, nothing on stderr."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # output still buffered meets a closed pipe here, not at exit
+    except BrokenPipeError:
+        # As the Python docs advise: point stdout at /dev/null, so the flush at exit cannot fail again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):  # an stdout with no file descriptor: nothing to redirect
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from syncd.logs import setup_logging
 
-    level = args.log_level or os.environ.get("SYNCD_LOG_LEVEL") or ("warning" if args.command == "demo" else "info")
+    level = args.log_level or os.environ.get("SYNCD_LOG_LEVEL") or ("error" if args.command == "demo" else "info")
     setup_logging(args.log_format, level)
     try:
         if args.command in ("run", "plan", "apply"):
@@ -252,58 +343,6 @@ def _check_selection(config: object, groups: Sequence[str], providers: Sequence[
             raise ConfigError(f"no group named {name!r} in the config", file=str(config.path), key="--group")
 
 
-def render_report(report: RunReport, out: TextIO) -> None:
-    title = f"syncd {'dry run' if report.dry_run else 'run'} {report.run_id[:8]}"
-    print(title, file=out)
-    if not report.pairs:
-        print("  no (group, provider) pairs selected", file=out)
-    rows: list[tuple[str, ...]] = [("GROUP", "PROVIDER", "STRATEGY", "ADD", "REMOVE", "REJECTED", "STATUS", "REQUESTS")]
-    for p in report.pairs:
-        add = f"+{p.add}"
-        remove = f"-{p.remove}" + (f" ({p.unsupported_remove} unsupported)" if p.unsupported_remove else "")
-        rows.append(
-            (
-                p.group,
-                p.provider,
-                str(p.strategy),
-                add,
-                remove,
-                str(len(p.rejected)),
-                str(p.status),
-                f"{p.requests['read']}r/{p.requests['write']}w",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {3, 4, 5}
-    for row in rows if report.pairs else []:  # no table of nothing
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        print("  " + "  ".join(cells).rstrip(), file=out)
-    for p in report.pairs:
-        for r in p.rejected:
-            print(f"  rejected  {p.group} → {p.provider}: {r.email or '(empty)'}: {r.reason}", file=out)
-    for p in report.pairs:
-        if p.status is PairStatus.BLOCKED:
-            print(
-                f"  blocked   {p.group} → {p.provider}: {p.held_back} removals held back: {p.guard}. "
-                "Re-run with --allow-mass-removal, or raise safety.max_removals / max_removal_ratio.",
-                file=out,
-            )
-        if p.error:
-            print(f"  error     {p.group} → {p.provider}: {p.error}", file=out)
-    for e in report.errors:
-        print(f"  error     {e}", file=out)
-    pending = sum(p.add + p.remove for p in report.pairs)
-    created = report.groups_created
-    would = " would be" if report.dry_run else ""
-    parts = [f"{pending} member changes{would} made"] if pending else []
-    if created:  # a group created empty changes no member, yet is a change
-        parts.append(f"{created} empty group{'s' if created != 1 else ''}{would} created")
-    if parts:
-        print(f"  {', and '.join(parts)}.", file=out)
-    else:
-        print("  nothing to change." if report.dry_run else "  nothing changed.", file=out)
-
-
 # ------------------------------------------------------------------------------------------------ serve
 
 
@@ -342,48 +381,82 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- history
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    from syncd.config import load_config
+def _open_state_read_only(args: argparse.Namespace) -> Store | None:
+    """The state DB for a command that only reads it (history; status, rejects and explain alike): from the
+    config's `state` section alone, so no provider or source credential is needed; opened read-only, neither
+    created nor upgraded. None (said on stderr) when there is no state DB yet."""
+    from syncd.config import load_state_settings
     from syncd.state import Store
 
-    config = load_config(_config_path(args.config))
-    store = Store.open(config.state.url)
+    state = load_state_settings(_config_path(args.config))
+    store = Store.open_read_only(state.url)
+    if store is None:
+        print(f"syncd: no state DB at {state.safe_url} yet: nothing has run with this config", file=sys.stderr)
+    return store
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """The ledger, newest first, printed as the rows come from the state DB (never all of it in memory)."""
+    from contextlib import closing
+
+    store = _open_state_read_only(args)
+    if store is None:
+        print("[]" if args.output == "json" else "no ledger entries match")
+        return EXIT_OK
+    limit: int | None = args.limit or None
     try:
-        rows = store.history(group=args.group, provider=args.provider, member=args.member, limit=None)
+        rows = store.stream_history(
+            group=args.group,
+            provider=args.provider,
+            member=args.member,
+            since=args.since,
+            include_dry_runs=args.include_dry_runs,
+            limit=limit + 1 if limit else None,  # one more: to know whether there are more
+        )
+        with closing(rows):
+            more = _print_history(rows, limit, json_lines=args.output == "json", out=sys.stdout)
     finally:
         store.close()
-    if not args.include_dry_runs:
-        rows = [r for r in rows if r.outcome != "would"]
-    rows = rows[: args.limit]
-    if args.output == "json":
+    if more:
         print(
-            json.dumps(
-                [
-                    {
-                        "at": r.at.isoformat(),
-                        "run_id": r.run_id,
-                        "group": r.group,
-                        "provider": r.provider,
-                        "email": r.email,
-                        "op": r.op,
-                        "outcome": str(r.outcome),
-                        "reason": r.reason,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
-        return EXIT_OK
-    if not rows:
-        print("no ledger entries match")
-        return EXIT_OK
-    for r in rows:
-        print(
-            f"{r.at:%Y-%m-%d %H:%M:%S}  {r.run_id[:8]}  {r.group} → {r.provider}  {r.op:<6} {r.outcome!s:<11} "
-            f"{r.email}  ({r.reason})"
+            f"syncd: showing the newest {limit} entries; there are more (--limit N for more, --limit 0 for all)",
+            file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _print_history(rows: Iterable[HistoryRow], limit: int | None, *, json_lines: bool, out: TextIO) -> bool:
+    """Print up to `limit` rows as they come; whether there were more. JSON: an array, one entry per line."""
+    count, more = 0, False
+    for row in rows:
+        if limit is not None and count == limit:
+            more = True
+            break
+        if json_lines:
+            entry = {
+                "at": row.at.isoformat(),
+                "run_id": row.run_id,
+                "dry_run": row.dry_run,
+                "group": row.group,
+                "provider": row.provider,
+                "email": row.email,
+                "op": str(row.op),
+                "outcome": str(row.outcome),
+                "reason": row.reason,
+            }
+            out.write(("[\n" if count == 0 else ",\n") + json.dumps(entry))
+        else:
+            dry = "  [dry run]" if row.dry_run else ""
+            out.write(
+                f"{row.at:%Y-%m-%d %H:%M:%S}  {row.run_id[:8]}  {row.group} → {row.provider}  {row.op!s:<6} "
+                f"{row.outcome!s:<11} {row.email}  ({row.reason}){dry}\n"
+            )
+        count += 1
+    if json_lines:
+        out.write("[]\n" if count == 0 else "\n]\n")
+    elif count == 0:
+        out.write("no ledger entries match\n")
+    return more
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ __all__ = [
     "StateSettings",
     "TargetSpec",
     "load_config",
+    "load_state_settings",
     "parse_duration",
 ]
 
@@ -1325,31 +1326,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     """
     path = Path(path)
     environ: Mapping[str, str] = os.environ if env is None else env
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", file=file) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=file) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=file) from None
-
-    try:
-        root = yaml.compose(text, Loader=_LOADER)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = _one_line(", ".join(p for p in (exc.context, exc.problem) if p))
-        raise ConfigError(f"invalid YAML: {message}", file=file, line=mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {_one_line(str(exc))}", file=file) from None
+    file, root = _read_yaml(path)
 
     walker = _Walker(environ)
     data: Any = {} if root is None else walker.walk(root, (), Config)
     if walker.problems:
         _raise(file, walker.problems)
     if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping of keys (state, providers, groups, …)", file=file, line=1)
+        raise ConfigError(_NOT_A_MAPPING, file=file, line=1)
 
     # Keys pydantic-settings would take as its own init arguments (_env_file, …) must not get that far.
     soft: list[_Problem] = []
@@ -1359,12 +1343,82 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         soft.append(_Problem(walker.lines.get((key,)), key, _unknown_key(key, list(Config.model_fields))))
         del data[key]
 
+    config = _validate(Config, data, walker, environ, file, soft)
+    if soft:
+        _raise(file, soft)
+    config._path = path
+    return config
+
+
+class _StateOnly(BaseSettings):
+    """The `state` section alone, read like `Config` reads it (the same environment overrides)."""
+
+    model_config = Config.model_config
+
+    state: StateSettings = Field(default_factory=StateSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        return _EnvSource(settings_cls, os.environ if environ is None else environ), init_settings
+
+
+def load_state_settings(path: str | Path, env: Mapping[str, str] | None = None) -> StateSettings:
+    """The config file's `state` section, for the commands that only read the state DB (`history`, …).
+
+    Only that section is expanded and checked, so such a command works without the providers' credentials in
+    the environment and whatever the rest of the file holds (as long as it is YAML). ``${VAR}`` expansion,
+    ``SYNCD_STATE__URL`` (or ``SYNCD_STATE``) overrides and the file:line:key errors are those of `load_config`.
+    """
+    path = Path(path)
+    environ: Mapping[str, str] = os.environ if env is None else env
+    file, root = _read_yaml(path)
+    if root is not None and not isinstance(root, yaml.MappingNode):
+        raise ConfigError(_NOT_A_MAPPING, file=file, line=1)
+    data: dict[str, Any] = {}
+    walker = _Walker(environ)
+    if root is not None:
+        # The top-level `state` key, and merge keys (<<) that could bring one in; nothing else is walked.
+        kept = [(k, v) for k, v in root.value if k.tag == _MERGE_TAG or (_is_str_key(k) and k.value == "state")]
+        pruned = yaml.MappingNode(root.tag, kept, root.start_mark, root.end_mark, root.flow_style)
+        walked = walker.walk(pruned, (), Config)
+        problems = [p for p in walker.problems if p.key is not None and re.match(r"state\b", p.key)]
+        if problems:
+            _raise(file, problems)
+        if isinstance(walked, dict) and "state" in walked:
+            data["state"] = walked["state"]
+    return _validate(_StateOnly, data, walker, environ, file, []).state
+
+
+def _is_str_key(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG
+
+
+_NOT_A_MAPPING = "the top level must be a mapping of keys (state, providers, groups, …)"
+_SettingsT = typing.TypeVar("_SettingsT", bound=BaseSettings)
+
+
+def _validate(
+    cls: type[_SettingsT],
+    data: dict[str, Any],
+    walker: _Walker,
+    environ: Mapping[str, str],
+    file: str,
+    soft: Sequence[_Problem],
+) -> _SettingsT:
+    """`cls(**data)` with the environment's overrides; every failure a `ConfigError` (never a traceback)."""
     token = _ENVIRON.set(environ)
     try:
-        config = Config(**data)
+        return cls(**data)
     except ValidationError as exc:
-        problems = soft + _translate(exc, data, walker, environ, file)
-        _raise(file, problems)
+        _raise(file, [*soft, *_translate(exc, data, walker, environ, file)])
     except SettingsError as exc:
         field = re.search(r'field "([^"]+)"', str(exc))
         name = _env_var_for((field.group(1),), environ) if field else None
@@ -1381,10 +1435,105 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(f"invalid value ({message})", file=file) from None
     finally:
         _ENVIRON.reset(token)
-    if soft:
-        _raise(file, soft)
-    config._path = path
-    return config
+
+
+def _read_yaml(path: Path) -> tuple[str, yaml.Node | None]:
+    """The file's name as messages give it, and its YAML node tree (None for an empty file)."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=file) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=file) from None
+    try:
+        root: yaml.Node | None = yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError as exc:
+        line, message = _yaml_problem(exc, text)
+        raise ConfigError(f"invalid YAML: {message}", file=file, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {_one_line(str(exc))}", file=file) from None
+    return file, root
+
+
+_FLOW_CONTEXTS = {"while parsing a flow sequence": ("[", "]"), "while parsing a flow mapping": ("{", "}")}
+
+
+def _unclosed_flow(text: str, at: yaml.Mark) -> tuple[yaml.Mark, str] | None:
+    """Where the innermost ``[`` or ``{`` still open at `at` starts, and which it is, from PyYAML's own tokens
+    (so brackets in quoted strings, comments and plain scalars do not count); None if there is none."""
+    opened: list[tuple[yaml.Mark, str]] = []
+    try:
+        for token in yaml.scan(text, Loader=_LOADER):
+            if (token.start_mark.line, token.start_mark.column) >= (at.line, at.column):
+                break
+            if isinstance(token, yaml.FlowSequenceStartToken | yaml.FlowMappingStartToken):
+                opened.append((token.start_mark, "[" if isinstance(token, yaml.FlowSequenceStartToken) else "{"))
+            elif isinstance(token, yaml.FlowSequenceEndToken | yaml.FlowMappingEndToken) and opened:
+                opened.pop()
+    except yaml.YAMLError:
+        pass
+    return opened[-1] if opened else None
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int | None, str]:
+    """The line of a YAML syntax error's cause, and what to say about it.
+
+    The parser reports where it gave up (``problem_mark``). For a bracket or quote that is never closed that
+    is a later line, or the end of the file; the cause is where the construct started (``context_mark``).
+    Messages do not depend on whether PyYAML runs on libyaml (whose wording differs) where it matters.
+    """
+    context, problem = exc.context or "", exc.problem or ""
+    start, at = exc.context_mark, exc.problem_mark
+    parsed = _one_line(", ".join(p for p in (context, problem) if p))
+    if at is None:
+        return (start.line + 1 if start is not None else None), parsed
+    lines = text.splitlines()
+
+    def char_at(line: int, column: int) -> str:
+        return lines[line][column] if line < len(lines) and column < len(lines[line]) else ""
+
+    def until(line: int) -> str:
+        rest = lines[line:]
+        if all(not s.strip() or s.lstrip().startswith("#") for s in rest):
+            return "before the end of the file"
+        return f"before line {line + 1}"
+
+    if start is not None and at.line > start.line and context in _FLOW_CONTEXTS:
+        opening, closing = _FLOW_CONTEXTS[context]
+        return (
+            start.line + 1,
+            f"the {opening!r} in column {start.column + 1} is not closed "
+            f"(expected ',' or {closing!r} {until(at.line)})",
+        )
+    if context == "while parsing a flow node":  # e.g. `[a, b,` and then the end: the mark is not the bracket's
+        unclosed = _unclosed_flow(text, at)
+        if unclosed is not None and unclosed[0].line < at.line:
+            mark, opening = unclosed
+            closing = "]" if opening == "[" else "}"
+            return (
+                mark.line + 1,
+                f"the {opening!r} in column {mark.column + 1} is not closed (no {closing!r} {until(at.line)})",
+            )
+    if start is not None and at.line > start.line and context == "while scanning a quoted scalar":
+        quote = char_at(start.line, start.column)
+        shown = f" ({quote})" if quote in ("'", '"') else ""
+        return (
+            start.line + 1,
+            f"the quoted string{shown} that starts in column {start.column + 1} is not closed {until(at.line)}",
+        )
+    if char_at(at.line, at.column) == "\t":
+        return at.line + 1, "a tab character: YAML is indented with spaces, not tabs"
+    if context.startswith("while parsing a block") and start is not None and at.line > start.line:
+        return (
+            at.line + 1,
+            f"this line's indentation does not fit the block that starts on line {start.line + 1} ({parsed})",
+        )
+    if problem.startswith("mapping values are not allowed"):
+        return at.line + 1, f"{parsed} (quote a value that contains ': ', or indent this line less)"
+    return at.line + 1, parsed
 
 
 def _raise(file: str, problems: Sequence[_Problem]) -> typing.NoReturn:
@@ -1510,7 +1659,12 @@ def _translate(
             what, known = _union_kind(loc)
             entries = [((*loc, "type"), f"missing required key (the {what} type, one of: {known})")]
         else:
-            entries = [(loc, _message(err, loc))]
+            message = _message(err, loc)
+            value = err.get("input")
+            got = _got(value, loc, data, secrets, type_error=kind.endswith("_type"))
+            if got and not _SAYS_GOT.search(message) and not (isinstance(value, str) and value and value in message):
+                message = f"{_UNPARSABLE.sub('', message)}, got {got}"
+            entries = [(loc, message)]
         for where, message in entries:
             key = str(where[-1]) if where else ""
             value = err.get("input")
@@ -1523,6 +1677,40 @@ def _translate(
             line = None if env_var else _line_for(where, walker.lines)
             problems.append(_Problem(line, _dotted(where) or None, _one_line(message), env_var))
     return problems
+
+
+_UNPARSABLE = re.compile(r", unable to (parse string as an? \w+|interpret input)$")
+_SAYS_GOT = re.compile(r"\bgot\b")
+_SHOWN_CHARS = 60
+
+
+def _got(value: object, loc: Loc, data: Any, secrets: typing.Collection[str], *, type_error: bool) -> str | None:
+    """What a message about a value of the wrong type or form says it got (``'fast'``), or None.
+
+    A secret is never shown: for a secret key (by name, or a SecretStr field) or a value that contains a known
+    secret, only its type; nor a URL (its query may hold a password, whatever the key is called). Lists and
+    mappings are named by kind, and only in a type error."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, Mapping | list | tuple):
+        return ("a mapping" if isinstance(value, Mapping) else "a list") if type_error else None
+    if not isinstance(value, str | int | float):
+        return None
+    names = [segment for segment in loc if isinstance(segment, str)]
+    text = value if isinstance(value, str) else ""
+    if "://" in text:
+        return None
+    if (
+        any(is_secret_key(name) for name in names)
+        or _unwrap(_type_at(data, loc)) is SecretStr
+        or any(len(secret) >= 4 and secret in text for secret in secrets)
+    ):
+        return f"a value of type {type(value).__name__}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if not isinstance(value, str):
+        return str(value)
+    return repr(value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…")
 
 
 _READABLE = {

@@ -1,7 +1,7 @@
 """`syncd demo` and `syncd sandbox`: syncd against the bundled sandboxes, on a real loopback port.
 
 The demo writes a throwaway config and state DB, then runs the three passes a new user wants to see: the
-plan (dry run), the apply, and a second pass that finds nothing to change.
+plan (dry run), the apply, and a third pass that finds nothing to change, printing each pair as it finishes.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import yaml
 
 from connectors.sandbox.server import ServerThread
 from connectors.sandbox.world import PEOPLE, SandboxCrm, SandboxProvider, build_crms, build_world, mount
-from syncd.cli import render_report
 from syncd.config import load_config
 from syncd.metrics import Metrics
-from syncd.model import RunReport
+from syncd.model import PairResult, RunReport
+from syncd.progress import progress_display
 from syncd.reconciler import PassOptions, Reconciler
+from syncd.report import render_report
 from syncd.state import Store
 
 EMAIL_PROVIDERS = ["c8", "cr", "gt", "bc"]
@@ -78,7 +79,26 @@ def demo_config(
     }
 
 
+PASSES = (
+    ("1. What would change (syncd run --dry-run)", True),
+    ("2. Apply it (syncd run)", False),
+    ("3. Run again: nothing to do", False),
+)
+
+
+def pair_line(result: PairResult) -> str:
+    """One line per pair as it finishes: where, what it came to, and its counts."""
+    counts = f"+{result.add} -{result.remove}"
+    if result.rejected:
+        counts += f", {len(result.rejected)} rejected"
+    if result.unsupported_remove:
+        counts += f", {result.unsupported_remove} to remove by hand"
+    return f"  done  {result.group} → {result.provider}: {result.status} ({counts})"
+
+
 def run_demo(out: TextIO) -> int:
+    """The three passes, each printed as it goes: a line per pair as it finishes, then the pass's report. On
+    a terminal a progress line shows the member changes of the pass under way."""
     world, crms = build_world(), build_crms(targets=EMAIL_PROVIDERS)
     with ServerThread(mount(world, crms)) as server, tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp:
         path = Path(tmp) / "syncd.yaml"
@@ -87,35 +107,29 @@ def run_demo(out: TextIO) -> int:
         config = load_config(path)
         names = ", ".join([*(p.type for p in world), *(c.type for c in crms)])
         print(f"syncd demo: sandboxes for {names} on {server.url}", file=out)
-        print(f"config: {path} (state DB beside it)\n", file=out)
+        print(f"config: {path} (state DB beside it)", file=out, flush=True)
 
-        async def passes() -> list[RunReport]:
-            store = Store.open(config.state.url)
-            try:
-                reconciler = Reconciler(config, store, Metrics())
-                return [
-                    await reconciler.run(PassOptions(dry_run=True)),
-                    await reconciler.run(PassOptions()),
-                    await reconciler.run(PassOptions()),
-                ]
-            finally:
-                store.close()
+        def done(result: PairResult) -> None:
+            print(pair_line(result), file=out, flush=True)
 
-        reports = asyncio.run(passes())
-        titles = [
-            "1. What would change (syncd run --dry-run)",
-            "2. Apply it (syncd run)",
-            "3. Run again: nothing to do",
-        ]
-        for title, report in zip(titles, reports, strict=True):
-            print(f"== {title}", file=out)
-            render_report(report, out)
-            print(file=out)
-        last = reports[-1]
+        progress = progress_display()  # a progress line on a terminal, for the passes that take seconds
+        last: RunReport | None = None
+        store = Store.open(config.state.url)
+        try:
+            reconciler = Reconciler(config, store, Metrics(), progress=progress, pair_done=done)
+            for title, dry_run in PASSES:
+                print(f"\n== {title}", file=out, flush=True)
+                last = asyncio.run(reconciler.run(PassOptions(dry_run=dry_run)))
+                if progress is not None:
+                    progress.close()
+                render_report(last, out)
+        finally:
+            store.close()
+        assert last is not None
         writes = sum(p.requests["write"] for p in last.pairs)
         steady = not last.changed and writes == 0 and not last.errors
         print(
-            f"second pass: {len(last.pairs)} pairs, {sum(p.requests['read'] for p in last.pairs)} read requests, "
+            f"\nthird pass: {len(last.pairs)} pairs, {sum(p.requests['read'] for p in last.pairs)} read requests, "
             f"{writes} write requests: {'in sync' if steady else 'NOT in sync'}",
             file=out,
         )

@@ -59,6 +59,13 @@ class Metrics:
             ["group", "provider", "kind"],
             registry=r,
         )
+        self.unremovable = Gauge(
+            "syncd_unremovable_members",
+            "Members who should leave the group but whom the provider's API cannot remove (after the last pass): "
+            "someone must remove them by hand.",
+            ["group", "provider"],
+            registry=r,
+        )
         self.changes = Counter(
             "syncd_member_changes_total",
             "Members added to or removed from provider groups.",
@@ -119,6 +126,7 @@ class Metrics:
             self.members.labels(g, p, "actual").set(result.actual_before)
             self.drift.labels(g, p, "add").set(pending_add)
             self.drift.labels(g, p, "remove").set(pending_remove)
+            self.unremovable.labels(g, p).set(result.unsupported_remove)
         if not dry_run:
             if result.add:
                 self.changes.labels(g, p, "add").inc(result.add)

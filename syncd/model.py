@@ -55,12 +55,21 @@ class Strategy(enum.StrEnum):
 
 
 class PairStatus(enum.StrEnum):
-    IN_SYNC = "in_sync"  # nothing to do
-    APPLIED = "applied"  # changes sent, group now as desired (rejects aside)
+    """What happened to one (group, provider) pair in a pass. One meaning each, written down once in the README
+    ("Statuses and exit codes"): rejects and drift the API cannot remove are counted beside the status (a pair
+    that did all its API allows is `in_sync` or `applied`), never a status of their own."""
+
+    IN_SYNC = "in_sync"  # nothing was (or, in a dry run, would be) sent: as close to the source as the API allows
+    APPLIED = "applied"  # changes were sent, and every one of them was done (rejects aside)
     PENDING = "pending"  # dry run: changes would be sent
-    BLOCKED = "blocked"  # removal guard held removals back
-    FAILED = "failed"  # nothing could be done (source, binding, auth, every op failed)
-    PARTIAL = "partial"  # some ops failed, or the API cannot make the group fully equal
+    BLOCKED = "blocked"  # the removal guard held removals back (adds still went)
+    FAILED = "failed"  # nothing could be done (binding, auth, every op failed, or its provider is unusable)
+    PARTIAL = "partial"  # some changes were made, and some ops failed
+
+    @property
+    def is_error(self) -> bool:
+        """Whether this status makes a run exit 1 and count as a failed pass (blocked counts as blocked)."""
+        return self in (PairStatus.FAILED, PairStatus.PARTIAL)
 
 
 class OpKind(enum.StrEnum):
@@ -100,9 +109,11 @@ class Reject:
     email: str
     reason: str
     code: RejectCode | str = "rejected"  # the category: a metric label, so never PII
-    # The member itself, when the planner refused it for a reason worth remembering (consent), and a longer
-    # account of why for the ledger (when the provider says since when, by whom): neither is part of equality.
+    # When the planner refused a member because of what the provider said (consent, a pre-check): the member
+    # itself (its ledger row is written then), whether to remember the reject (`permanent`), and a longer account
+    # of why for the ledger (since when, by whom). None of them is part of equality.
     member: Member | None = field(default=None, compare=False)
+    permanent: bool = field(default=False, compare=False)
     detail: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, str]:
@@ -221,6 +232,9 @@ class PairResult:
     error: str | None = None
     guard: str | None = None
     held_back: int = 0
+    # Dry run, and the provider can only tell by adding whether it takes a member (Bitcaster): the adds whose
+    # outcome this dry run cannot know.
+    unchecked_add: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -236,6 +250,8 @@ class PairResult:
             "rejected": [r.as_dict() for r in self.rejected],
             "requests": dict(self.requests),
         }
+        if self.unchecked_add:
+            out["unchecked_add"] = self.unchecked_add
         if self.error:
             out["error"] = self.error
         if self.guard:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from connectors.base import Capabilities, ResetKind, Suppression
+from connectors.base import Capabilities, MemberReject, ResetKind, Suppression
 from syncd.model import (
     CONSENT_CODES,
     KnownReject,
@@ -120,7 +120,8 @@ class Guard:
 # ------------------------------------------------------------------------------------------ the plan
 
 
-def _missing_fields(member: Member, required: frozenset[str]) -> list[str]:
+def missing_fields(member: Member, required: frozenset[str]) -> list[str]:
+    """The required fields (`address.city`, `first_name`, ...) the member lacks, sorted."""
     missing = []
     for name in sorted(required):
         obj: object = member
@@ -137,9 +138,11 @@ def _refusal(
     capabilities: Capabilities,
     known_rejects: Mapping[str, KnownReject],
     suppressed: Mapping[str, Suppression],
+    refused: Mapping[str, MemberReject],
 ) -> Reject | None:
     """Why a desired member that is not in the group will not be added, or None. Consent comes first: a
-    remembered consent reject and a suppression both report the state itself ("unsubscribed") as the reason."""
+    remembered consent reject and a suppression both report the state itself ("unsubscribed") as the reason.
+    A reject that carries its member is one to write to the ledger and, when permanent, to remember."""
     known = known_rejects.get(member.key)
     if known is not None and known.fingerprint == fingerprint(member):
         if known.code in CONSENT_CODES:
@@ -149,11 +152,20 @@ def _refusal(
     suppression = suppressed.get(member.key)
     if suppression is not None:
         state = str(suppression.state)
-        return Reject(member.email, state, state, member=member, detail=f"{state}: {suppression.reason}")
-    missing = _missing_fields(member, capabilities.required_fields)
+        return Reject(
+            member.email, state, state, member=member, permanent=True, detail=f"{state}: {suppression.reason}"
+        )
+    missing = missing_fields(member, capabilities.required_fields)
     if missing:
         reason = f"missing fields {provider} requires: {', '.join(missing)}"
         return Reject(member.email, reason, RejectCode.MISSING_FIELDS)
+    found = refused.get(member.key)
+    if found is not None:
+        code = found.code
+        if code in CONSENT_CODES:
+            detail = found.reason if found.reason.startswith(code) else f"{code}: {found.reason}"
+            return Reject(member.email, code, code, member=member, permanent=found.permanent, detail=detail)
+        return Reject(member.email, found.reason, code, member=member, permanent=found.permanent)
     return None
 
 
@@ -177,6 +189,7 @@ def plan(
     owned: frozenset[str] = frozenset(),
     known_rejects: Mapping[str, KnownReject] | None = None,
     suppressed: Mapping[str, Suppression] | None = None,
+    refused: Mapping[str, MemberReject] | None = None,
     allow_non_atomic_reset: bool = False,
 ) -> Plan:
     """The fewest API calls that make `actual` equal `desired`.
@@ -185,10 +198,12 @@ def plan(
     first). `owned` holds the keys of members syncd added itself (the `owned` policy removes only those);
     `known_rejects` are this pair's remembered permanent rejects, skipped while the member is unchanged;
     `suppressed` are the people the provider holds as unsubscribed, bounced or blacklisted (consent first: they
-    are rejected with that state as their reason, and remembered).
+    are rejected with that state as their reason, and remembered); `refused` the ones the connector found, by
+    reading, that an add would refuse (rejected with the provider's reason; remembered when permanent).
     """
     known_rejects = known_rejects or {}
     suppressed = suppressed or {}
+    refused = refused or {}
     rejected: list[Reject] = []
     writable: list[Member] = []  # desired members the provider can take
     present = {m.key for m in actual or ()}
@@ -196,7 +211,7 @@ def plan(
         if member.key in present:
             writable.append(member)  # already there: whatever it lacks, it is not ours to reject
             continue
-        reject = _refusal(member, provider, capabilities, known_rejects, suppressed)
+        reject = _refusal(member, provider, capabilities, known_rejects, suppressed, refused)
         if reject is not None:
             rejected.append(reject)
             continue

@@ -12,21 +12,24 @@ import contextlib
 import logging
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import httpx
 
 from connectors.base import (
+    AddChecker,
     Connector,
     ConnectorError,
     ConsentReader,
     GroupCreationProbe,
+    MemberReject,
     NotFound,
     RemoteGroup,
     RemoteMember,
     Suppression,
+    email_key,
 )
 from connectors.http import RequestTally, count_requests
 from connectors.registry import build_connector
@@ -48,7 +51,7 @@ from syncd.model import (
     Target,
     fingerprint,
 )
-from syncd.planning import Guard, plan
+from syncd.planning import Guard, missing_fields, plan
 from syncd.sources import Source, build_sources, read_sources
 from syncd.state import Binding, Store, StoredReject
 
@@ -155,6 +158,7 @@ class Reconciler:
         transport: httpx.AsyncBaseTransport | None = None,
         progress: ProgressHook | None = None,
         plan_hook: PlanHook | None = None,
+        pair_done: Callable[[PairResult], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -165,6 +169,7 @@ class Reconciler:
         self.transport = transport  # tests: one transport serving every sandbox
         self.progress = progress
         self.plan_hook = plan_hook
+        self.pair_done = pair_done  # told each pair's result as soon as it is recorded (the demo prints it)
 
     # -- the pass -------------------------------------------------------------------------------------
     async def run(self, options: PassOptions = PassOptions(), stop: asyncio.Event | None = None) -> RunReport:
@@ -320,6 +325,7 @@ class Reconciler:
         with count_requests(pair.tally):
             try:
                 remote, actual, created_by_syncd, bound_as = await self._read(pair, options)
+                suppressed, refused = await self._provider_says(pair, remote, actual, bound_as)
                 policy = group.removal_policy or (
                     RemovalPolicy.MIRROR if created_by_syncd or remote is None else RemovalPolicy.OWNED
                 )
@@ -333,14 +339,17 @@ class Reconciler:
                     guard=self._guard(group, options),
                     owned=self.store.owned(bound_as, provider) if policy is RemovalPolicy.OWNED else frozenset(),
                     known_rejects=pair.known_rejects,
-                    suppressed=await self._suppressed(pair, remote, actual, bound_as),
+                    suppressed=suppressed,
+                    refused=refused,
                     allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
                 )
                 if self.plan_hook is not None:
                     the_plan = await self.plan_hook(group, the_plan, actual)
                 sink = _StoreSink(self.store, run_id, pair, the_plan, dry_run=options.dry_run, progress=self.progress)
                 applier = Applier(pair.connector, dry_run=options.dry_run, sink=sink, stop=stop)
-                applied = await applier.apply(the_plan, remote, remove_reason=REMOVE_REASONS[policy])
+                quiet = [m.key for m in (*the_plan.held_back, *the_plan.unsupported)]
+                noted = self.store.noted_removals(bound_as, provider, quiet) if quiet else {}
+                applied = await applier.apply(the_plan, remote, remove_reason=REMOVE_REASONS[policy], noted=noted)
             except (ConnectorError, SyncdError) as exc:
                 return self._failed(pair, run_id, str(exc))
             except Exception as exc:  # a bug must not take the other pairs down with it
@@ -348,27 +357,33 @@ class Reconciler:
                 return self._failed(pair, run_id, f"internal error: {type(exc).__name__}: {exc}")
         return self._finish(pair, run_id, options, the_plan, applied)
 
-    async def _suppressed(
+    async def _provider_says(
         self, pair: _Pair, remote: RemoteGroup | None, actual: Sequence[RemoteMember] | None, bound_as: str
-    ) -> Mapping[str, Suppression]:
-        """Consent first: of the desired members not in the group (and not already remembered as rejects), those
-        the provider holds as unsubscribed, bounced or blacklisted. A removal syncd itself made (its ledger says
-        so) is not held against the member: it is the one suppression syncd may undo."""
+    ) -> tuple[Mapping[str, Suppression], Mapping[str, MemberReject]]:
+        """What the provider says, by reading only, about the desired members not in the group (and not already
+        remembered as rejects): who it holds as unsubscribed, bounced or blacklisted (consent first; a removal
+        syncd itself made, as its ledger says, is not held against the member: it is the one suppression syncd
+        may undo), then who an add would refuse. A dry run asks the same, so it reports what the run will do."""
         connector = pair.connector
-        if not isinstance(connector, ConsentReader):
-            return {}
         present = {m.key for m in actual or ()}
         candidates = [
-            m.key
+            m
             for m in pair.group.members
             if m.key not in present
             and not ((k := pair.known_rejects.get(m.key)) is not None and k.fingerprint == fingerprint(m))
         ]
-        if not candidates:
-            return {}
-        removed = self.store.removals_by_syncd(bound_as, pair.target.provider, candidates) if remote else {}
-        undo = {key: at.timestamp() for key, at in removed.items()}
-        return await connector.suppressed(remote, candidates, undo=undo)
+        suppressed: Mapping[str, Suppression] = {}
+        if candidates and isinstance(connector, ConsentReader):
+            keys = [m.key for m in candidates]
+            removed = self.store.removals_by_syncd(bound_as, pair.target.provider, keys) if remote else {}
+            undo = {key: at.timestamp() for key, at in removed.items()}
+            suppressed = await connector.suppressed(remote, keys, undo=undo)
+        required = connector.capabilities.required_fields
+        addable = [m for m in candidates if m.key not in suppressed and not missing_fields(m, required)]
+        refused: Mapping[str, MemberReject] = {}
+        if addable and isinstance(connector, AddChecker):
+            refused = {email_key(r.email): r for r in await connector.check_adds(remote, addable)}
+        return suppressed, refused
 
     def _guard(self, group: DesiredGroup, options: PassOptions) -> Guard:
         safety = self.config.safety
@@ -468,6 +483,8 @@ class Reconciler:
         )
         self.store.record_pair(run_id, result, remote_group_id=None)
         self.metrics.observe_pair(result, dry_run=False, now=time.time(), pending_add=0, pending_remove=0)
+        if self.pair_done is not None:
+            self.pair_done(result)
         return result
 
     def _finish(self, pair: _Pair, run_id: str, options: PassOptions, p: Plan, applied: Applied) -> PairResult:
@@ -487,8 +504,6 @@ class Reconciler:
             )
         elif p.guard:
             status = PairStatus.BLOCKED
-        elif p.unsupported:
-            status = PairStatus.PARTIAL
         elif dry:
             status = PairStatus.PENDING if p.has_changes else PairStatus.IN_SYNC
         else:  # ops whose members were all refused changed nothing: that is as in sync as the group can be
@@ -513,12 +528,15 @@ class Reconciler:
             error="; ".join(applied.failures) or None,
             guard=p.guard,
             held_back=len(p.held_back),
+            unchecked_add=len(p.to_add) if dry and not pair.connector.capabilities.adds_verifiable else 0,
         )
         self.store.record_pair(run_id, result, remote_group_id=applied.group.id if applied.group else None)
         self.metrics.observe_pair(
             result, dry_run=dry, now=time.time(), pending_add=pending_add, pending_remove=pending_remove
         )
         self._log(result, p)
+        if self.pair_done is not None:
+            self.pair_done(result)
         return result
 
     @staticmethod
@@ -528,9 +546,9 @@ class Reconciler:
             parts.append(f"{len(r.rejected)} rejected")
         if r.unsupported_remove:
             parts.append(f"{r.unsupported_remove} removals unsupported by the API")
-        level = (
-            logging.WARNING if r.status in (PairStatus.BLOCKED, PairStatus.PARTIAL, PairStatus.FAILED) else logging.INFO
-        )
+        # a warning for what needs someone: an error, held-back removals, or drift the API cannot remove
+        attention = r.status.is_error or r.status is PairStatus.BLOCKED or r.unsupported_remove
+        level = logging.WARNING if attention else logging.INFO
         log.log(
             level,
             "group %r → %s: %s, %s (%d read, %d write requests)%s",

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from connectors.sandbox.server import ServerThread
-from syncd.model import PairStatus
-from syncd.state import Store
+from syncd.model import LedgerOutcome, OpKind, PairStatus
+from syncd.state import LedgerEntry, Store
+from syncd.state.store import HistoryRow
+from syncd.state.tables import ledger
 from tests.e2e import World, emails, provider_entries
 
 
@@ -104,7 +109,7 @@ def test_guard_trip_exits_1_and_sends_no_removal(served: tuple[World, str]) -> N
 
 BAD_CONFIGS: list[tuple[str, str, str]] = [
     # (yaml, expected "line: key", expected message fragment)
-    ("providers: [\n  {name: c8\n", ":3:", "YAML"),
+    ("providers: [\n  {name: c8\n", ":2:", "YAML"),  # the line of the '{' that is never closed
     ("safety:\n  max_removals: many\n", ":2: safety.max_removals:", "integer"),
     ("safety:\n  max_removal: 3\n", ":2: safety.max_removal:", "unknown key"),
     (
@@ -174,8 +179,56 @@ def test_validate_offline_and_online(served: tuple[World, str]) -> None:
     assert world.c8.count() == world.cr.count() == 0
     online = syncd("validate", "--online", "--config", str(path))
     assert online.returncode == 0, online.stdout + online.stderr
-    assert "credentials ok" in online.stdout and "'New': does not exist yet" in online.stdout
+    assert "credentials ok" in online.stdout and "'New': would create it" in online.stdout
     assert world.mutating() == 0
+
+
+def test_validate_online_says_what_the_first_run_would_do_and_writes_nothing(served: tuple[World, str]) -> None:
+    world, url = served
+    exists = world.cr.add_group("Exists", [])
+    pinned = world.cr.add_group("Somewhere Else", [])
+    path = write(
+        world,
+        url,
+        [
+            {"name": "Exists", "targets": ["cr"]},
+            {"name": "New", "targets": ["c8"]},
+            {"name": "Pinned", "targets": [{"provider": "cr", "group_id": str(pinned)}]},
+        ],
+    )
+    db = world.tmp / "state.db"
+    before = syncd("validate", "--online", "--config", str(path))
+    assert (before.returncode, before.stderr) == (0, "")
+    assert before.stdout == (
+        f"{path}: ok (2 providers, 0 sources, 3 groups)\n"
+        f"state DB sqlite:///{db}: not created yet (the first run creates it)\n"
+        "c8: credentials ok\n"
+        "  'New': would create it (c8 has no group of that name yet)\n"
+        "cr: credentials ok\n"
+        f"  'Exists': would adopt the existing group 'Exists' (id {exists})\n"
+        f"  'Pinned': would adopt the existing group 'Somewhere Else' (id {pinned}, the target's group_id)\n"
+    )
+    assert not db.exists()  # no state DB created
+    assert world.mutating() == 0
+
+    assert syncd("run", "--config", str(path)).returncode == 0  # binds all three
+    with Store.open(f"sqlite:///{db}") as store:
+        binding = store.binding("New", "c8")
+    assert binding is not None
+    content = db.read_bytes()
+    writes = world.mutating()
+    after = syncd("validate", "--online", "--config", str(path))
+    assert (after.returncode, after.stderr) == (0, "")
+    assert after.stdout == (
+        f"{path}: ok (2 providers, 0 sources, 3 groups)\n"
+        f"state DB sqlite:///{db}: ok\n"
+        "c8: credentials ok\n"
+        f"  'New': bound to 'New' (id {binding.remote_id})\n"
+        "cr: credentials ok\n"
+        f"  'Exists': bound to 'Exists' (id {exists})\n"
+        f"  'Pinned': bound to 'Somewhere Else' (id {pinned})\n"
+    )
+    assert db.read_bytes() == content and world.mutating() == writes  # the state DB untouched, nothing sent
 
 
 def test_config_from_environment_variable(served: tuple[World, str]) -> None:
@@ -322,10 +375,22 @@ def test_the_guard_log_line_says_how_to_let_the_removals_through(served: tuple[W
     assert "syncd run --allow-mass-removal --group 'Sales Team'" in line["msg"]
 
 
-@pytest.mark.parametrize("limit", ["0", "-1"])
-def test_history_limit_must_be_positive(tmp_path: Path, limit: str) -> None:
-    result = syncd("history", "--limit", limit, cwd=tmp_path)
-    assert result.returncode == 2 and "--limit: must be 1 or more" in result.stderr
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--limit", "-1"], "argument --limit: must be 0 (no limit) or more, got -1"),
+        (["--limit", "many"], "argument --limit: expected a whole number, got 'many'"),
+        (
+            ["--since", "last tuesday"],
+            "argument --since: expected an ISO date or date-time (2024-05-01, 2024-05-01T09:30) or a time back "
+            "from now (7d, 12h, 1h30m), got 'last tuesday'",
+        ),
+    ],
+)
+def test_history_refuses_a_bad_limit_or_since(tmp_path: Path, option: list[str], message: str) -> None:
+    result = syncd("history", *option, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"syncd history: error: {message}"
     assert not (tmp_path / "syncd.db").exists()  # refused before anything is opened
 
 
@@ -360,3 +425,277 @@ def test_ctrl_c_during_run_records_the_run_as_interrupted(served: tuple[World, s
         assert run.outcome == "interrupted"
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------------------------------------- history
+
+# Providers and a source whose credentials are not in the environment: history needs none of them.
+NO_CREDENTIALS_CONFIG = """\
+state:
+  url: sqlite:///${SYNCD_TEST_STATE_DIR}/state.db
+providers:
+  - name: c8
+    type: communic8
+    base_url: https://acme.communic8.example/int/v1
+    token: ${SYNCD_TEST_UNSET_TOKEN}
+sources:
+  - type: hubspot
+    token: ${SYNCD_TEST_UNSET_HUBSPOT_TOKEN}
+    groups: [{name: Newsletter, list_id: "123", targets: [c8]}]
+"""
+
+
+def history(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "syncd.yaml"
+    if not path.exists():
+        path.write_text(NO_CREDENTIALS_CONFIG)
+    return syncd("history", "--config", str(path), *args, env={"SYNCD_TEST_STATE_DIR": str(tmp_path), **(env or {})})
+
+
+def _entry(email: str, outcome: LedgerOutcome = LedgerOutcome.APPLIED, reason: str = "in source") -> LedgerEntry:
+    return LedgerEntry("Newsletter", "c8", email, OpKind.ADD, outcome, reason)
+
+
+def ledger_db(tmp_path: Path) -> list[HistoryRow]:
+    """A state DB with a real run (two entries) and a dry run (one of each dry-run outcome); its rows, newest first."""
+    with Store.open(f"sqlite:///{tmp_path}/state.db") as store:
+        real = store.start_run(dry_run=False, trigger="cli")
+        store.record_ledger(real, [_entry("Ann@example.com"), _entry("bob@example.com")])
+        dry = store.start_run(dry_run=True, trigger="cli")
+        store.record_ledger(
+            dry,
+            [
+                _entry("cat@example.com", LedgerOutcome.WOULD),
+                _entry("dan@example.com", LedgerOutcome.REJECTED, "unsubscribed at the provider"),
+                _entry("eve@example.com", LedgerOutcome.FAILED, "HTTP 500"),
+            ],
+        )
+        return list(store.stream_history())
+
+
+def text_line(row: HistoryRow) -> str:
+    return (
+        f"{row.at:%Y-%m-%d %H:%M:%S}  {row.run_id[:8]}  Newsletter → c8  add    {row.outcome!s:<11} {row.email}  "
+        f"({row.reason})" + ("  [dry run]" if row.dry_run else "")
+    )
+
+
+def json_entry(row: HistoryRow) -> dict[str, object]:
+    return {
+        "at": row.at.isoformat(),
+        "run_id": row.run_id,
+        "dry_run": row.dry_run,
+        "group": "Newsletter",
+        "provider": "c8",
+        "email": row.email,
+        "op": "add",
+        "outcome": str(row.outcome),
+        "reason": row.reason,
+    }
+
+
+def test_history_reads_only_the_state_db_and_leaves_dry_runs_out(tmp_path: Path) -> None:
+    rows = ledger_db(tmp_path)
+    real = [r for r in rows if not r.dry_run]
+    assert [r.email for r in real] == ["bob@example.com", "Ann@example.com"]
+    content = (tmp_path / "state.db").read_bytes()
+
+    result = history(tmp_path)  # no provider or source credential in the environment
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "".join(text_line(r) + "\n" for r in real)
+
+    dry_too = history(tmp_path, "--include-dry-runs")
+    assert (dry_too.returncode, dry_too.stderr) == (0, "")
+    assert dry_too.stdout == "".join(text_line(r) + "\n" for r in rows)
+    assert dry_too.stdout.count("[dry run]") == 3
+
+    as_json = history(tmp_path, "-o", "json")
+    assert (as_json.returncode, as_json.stderr) == (0, "")
+    assert json.loads(as_json.stdout) == [json_entry(r) for r in real]
+    assert json.loads(history(tmp_path, "-o", "json", "--include-dry-runs").stdout) == [json_entry(r) for r in rows]
+
+    member = history(tmp_path, "--member", " ANN@example.com", "--group", "Newsletter", "--provider", "c8")
+    assert member.stdout == text_line(real[1]) + "\n"
+    assert history(tmp_path, "--provider", "cr").stdout == "no ledger entries match\n"
+    assert json.loads(history(tmp_path, "--provider", "cr", "-o", "json").stdout) == []
+    assert (tmp_path / "state.db").read_bytes() == content  # read, never written
+
+
+def test_history_json_is_an_array_with_one_entry_per_line(tmp_path: Path) -> None:
+    rows = ledger_db(tmp_path)
+    result = history(tmp_path, "-o", "json", "--include-dry-runs")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == len(rows) + 2
+    assert [json.loads(line.rstrip(",")) for line in lines[1:-1]] == [json_entry(r) for r in rows]
+
+
+def test_history_without_a_state_db_creates_none(tmp_path: Path) -> None:
+    result = history(tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == "no ledger entries match\n"
+    assert (
+        result.stderr == f"syncd: no state DB at sqlite:///{tmp_path}/state.db yet: nothing has run with this config\n"
+    )
+    assert json.loads(history(tmp_path, "-o", "json").stdout) == []
+    assert list(tmp_path.iterdir()) == [tmp_path / "syncd.yaml"]
+
+
+def test_history_state_settings_and_their_errors(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.yaml"
+    path.write_text(NO_CREDENTIALS_CONFIG.replace("${SYNCD_TEST_STATE_DIR}", "${SYNCD_TEST_UNSET_DIR}"))
+    result = syncd("history", "--config", str(path))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"syncd: config error: {path}:2: state.url: environment variable SYNCD_TEST_UNSET_DIR is not set\n"
+    )
+    path.write_text(NO_CREDENTIALS_CONFIG)
+    other = f"sqlite:///{tmp_path}/other.db"
+    overridden = history(tmp_path, env={"SYNCD_STATE__URL": other})
+    assert overridden.returncode == 0
+    assert overridden.stderr == f"syncd: no state DB at {other} yet: nothing has run with this config\n"
+    wrong = history(tmp_path, env={"SYNCD_STATE__URL": "mysql://syncd:hunter2@db/syncd"})
+    assert (wrong.returncode, wrong.stdout) == (1, "")
+    assert wrong.stderr == (
+        "syncd: config error: environment variable SYNCD_STATE__URL: state.url: unsupported database 'mysql' "
+        "(syncd supports sqlite and postgresql)\n"
+    )
+
+
+def test_history_since_and_limit(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/state.db") as store:
+        old = store.start_run(dry_run=False, trigger="cli")
+        store.record_ledger(old, [_entry(f"old{i}@example.com") for i in range(3)])
+        new = store.start_run(dry_run=False, trigger="cli")
+        store.record_ledger(new, [_entry(f"new{i}@example.com") for i in range(3)])
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/state.db")  # the old run was ten days ago
+    with engine.begin() as conn:
+        conn.execute(ledger.update().where(ledger.c.run_id == old).values(at=datetime.now(UTC) - timedelta(days=10)))
+    engine.dispose()
+
+    def emails(*args: str) -> list[str]:
+        result = history(tmp_path, "-o", "json", *args)
+        assert result.returncode == 0, result.stderr
+        return [entry["email"] for entry in json.loads(result.stdout)]
+
+    newest = ["new2@example.com", "new1@example.com", "new0@example.com"]
+    oldest = ["old2@example.com", "old1@example.com", "old0@example.com"]
+    assert emails() == newest + oldest
+    assert emails("--since", "7d") == newest
+    assert emails("--since", "240h") == newest
+    assert emails("--since", "11d") == newest + oldest
+    five_days_ago = datetime.now(UTC) - timedelta(days=5)
+    assert emails("--since", five_days_ago.date().isoformat()) == newest
+    assert emails("--since", five_days_ago.strftime("%Y-%m-%dT%H:%M")) == newest
+    assert emails("--since", five_days_ago.astimezone(timezone(timedelta(hours=-7))).isoformat()) == newest
+    assert emails("--since", "2000-01-01") == newest + oldest
+
+    limited = history(tmp_path, "--limit", "4")
+    assert [line.split()[8] for line in limited.stdout.splitlines()] == [*newest, "old2@example.com"]
+    assert (
+        limited.stderr
+        == "syncd: showing the newest 4 entries; there are more (--limit N for more, --limit 0 for all)\n"
+    )
+    exact = history(tmp_path, "--limit", "6")
+    assert (len(exact.stdout.splitlines()), exact.stderr) == (6, "")  # no more than these: nothing to say
+    assert emails("--limit", "0") == newest + oldest
+
+
+def test_history_shows_100_entries_unless_told_otherwise(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/state.db") as store:
+        run_id = store.start_run(dry_run=False, trigger="cli")
+        store.record_ledger(run_id, [_entry(f"m{i:04d}@example.com") for i in range(150)])
+    default = history(tmp_path, "-o", "json")
+    assert len(json.loads(default.stdout)) == 100 and "showing the newest 100 entries" in default.stderr
+    everything = history(tmp_path, "-o", "json", "--limit", "0")
+    assert len(json.loads(everything.stdout)) == 150 and everything.stderr == ""
+
+
+# ------------------------------------------------------------------------------------------- closed pipes
+
+
+def test_a_closed_pipe_ends_history_quietly(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/state.db") as store:
+        run_id = store.start_run(dry_run=False, trigger="cli")
+        store.record_ledger(run_id, [_entry(f"m{i:05d}@example.com") for i in range(5_000)])  # ~500 kB of text
+    (tmp_path / "syncd.yaml").write_text(NO_CREDENTIALS_CONFIG)
+    env = {**os.environ, "SYNCD_TEST_STATE_DIR": str(tmp_path), "SYNCD_LOG_FORMAT": "json"}
+    proc = subprocess.Popen(  # syncd history --limit 0 | head -1
+        [sys.executable, "-m", "syncd", "history", "--config", str(tmp_path / "syncd.yaml"), "--limit", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"m04999@example.com" in proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141  # as a process that SIGPIPE ended
+    assert proc.stderr.read() == b""  # no traceback, no "Exception ignored"
+    proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["--help"], 0),  # argparse itself ignores a failed write of its help
+        (["history", "--help"], 0),
+        (["validate"], 141),
+        (["history"], 141),
+        (["run", "--dry-run", "--log-level", "error"], 141),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else str(value),
+)
+def test_a_closed_pipe_ends_every_command_quietly(served: tuple[World, str], command: list[str], code: int) -> None:
+    world, url = served
+    path = write(world, url, [{"name": "T", "members": ["a@example.com"]}])
+    Store.open(f"sqlite:///{world.tmp}/state.db").close()  # an empty ledger: history prints just a line
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before syncd writes a byte: even buffered output meets a closed pipe
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "syncd", *command, *([] if "--help" in command else ["--config", str(path)])],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SYNCD_LOG_FORMAT": "json"},
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (code, "")
+
+
+# --------------------------------------------------------------------------------------------- the parser
+
+
+def _walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield f"{path} {choice.dest}", choice
+            for name, sub in action.choices.items():
+                yield from _walk(sub, f"{path} {name}")
+        else:
+            yield f"{path} {'/'.join(action.option_strings) or action.dest}", action
+
+
+def test_every_command_and_option_has_help_text() -> None:
+    from syncd.cli import build_parser
+
+    walked = list(_walk(build_parser(), "syncd"))
+    assert len(walked) > 50  # the walk reached every command
+    missing = [where for where, action in walked if not action.help or action.help == argparse.SUPPRESS]
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", ["demo", "sandbox"])
+def test_commands_that_read_no_config_do_not_offer_config(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from syncd.cli import build_parser
+
+    parser = build_parser()
+    offered = {where.split()[-1] for where, _ in _walk(parser, "syncd") if where.split()[1] == command}
+    assert "--config" not in offered and {"--log-format", "--log-level"} <= offered
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args([command, "--config", "syncd.yaml"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "syncd: error: unrecognized arguments: --config syncd.yaml"

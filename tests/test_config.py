@@ -8,8 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel, SecretStr
 
+import syncd.config
 from connectors.base import Contact, PostalAddress
 from connectors.registry import PROVIDERS
 from syncd.config import (
@@ -28,6 +30,7 @@ from syncd.config import (
     TargetSpec,
     check_cron,
     load_config,
+    load_state_settings,
     parse_duration,
 )
 from syncd.errors import ConfigError
@@ -336,7 +339,7 @@ schedule:
 
 BAD: list[tuple[str, str, dict[str, str] | None, int, str | None, str]] = [
     # id, yaml, env (None: ENV), line, key, message (a substring)
-    ("malformed yaml", "state:\n  url: [sqlite:///x.db\nserver: {}\n", None, 3, None, "invalid YAML"),
+    ("malformed yaml", "state:\n  url: [sqlite:///x.db\nserver: {}\n", None, 2, None, "invalid YAML"),
     ("tab indent", "state:\n\turl: x\n", None, 2, None, "invalid YAML"),
     ("two documents", "state: {}\n---\nserver: {}\n", None, 2, None, "single document"),
     ("top level not a mapping", "- a\n- b\n", None, 1, None, "top level must be a mapping"),
@@ -1123,3 +1126,246 @@ def test_source_secrets_never_in_error_messages(tmp_path: Path, text: str) -> No
     for secret in (HS_TOKEN, DB_PASSWORD):
         assert secret not in str(err)
         assert secret not in repr(err)
+
+
+# --------------------------------------------------------------------------- YAML syntax: the line of the cause
+
+YAML_ERRORS = [
+    # id, yaml, line, the message after "invalid YAML: " (ending in … where PyYAML's own words follow)
+    (
+        "unclosed [",
+        "state:\n  url: sqlite:///x.db\ngroups: [a, b\nproviders: []\n",
+        3,
+        "the '[' in column 9 is not closed (expected ',' or ']' before line 4)",
+    ),
+    (
+        "unclosed [ at the end of the file",
+        "groups:\n  - name: G\n    members: [a@example.com,\n\n# the end\n",
+        3,
+        "the '[' in column 14 is not closed (no ']' before the end of the file)",
+    ),
+    (
+        "unclosed {",
+        "state: {url: sqlite:///x.db\nproviders: []\n",
+        1,
+        "the '{' in column 8 is not closed (expected ',' or '}' before line 2)",
+    ),
+    (
+        "unclosed { inside [",
+        "providers: [\n  {name: c8,\n   type: communic8\n",
+        2,
+        "the '{' in column 3 is not closed (expected ',' or '}' before the end of the file)",
+    ),
+    (
+        "unclosed quote",
+        "state:\n  url: 'sqlite:///x.db\nproviders: []\n",
+        2,
+        "the quoted string (') that starts in column 8 is not closed before the end of the file",
+    ),
+    (
+        "indented too far",
+        "state:\n  url: sqlite:///x.db\n   extra: 1\n",
+        3,
+        "mapping values are not allowed …",
+    ),
+    (
+        "indented too little",
+        "groups:\n  - name: G\n    members:\n      - a@example.com\n     - b@example.com\n",
+        5,
+        "this line's indentation does not fit the block that starts on line 2 (while parsing a block mapping, …",
+    ),
+    (
+        "a tab",
+        "groups:\n  - name: G\n    members:\n\t- a@example.com\n",
+        4,
+        "a tab character: YAML is indented with spaces, not tabs",
+    ),
+    (
+        "a tab at the top",
+        "state:\n\turl: sqlite:///x.db\n",
+        2,
+        "a tab character: YAML is indented with spaces, not tabs",
+    ),
+]
+LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
+@pytest.mark.parametrize(("text", "line", "message"), [c[1:] for c in YAML_ERRORS], ids=[c[0] for c in YAML_ERRORS])
+def test_a_yaml_syntax_error_names_the_line_of_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: type, text: str, line: int, message: str
+) -> None:
+    # Both of PyYAML's parsers (libyaml's words differ from the pure-Python one's): the same line, the same message
+    monkeypatch.setattr(syncd.config, "_LOADER", loader)
+    path = write(tmp_path, text)
+    for load_it in (load_config, load_state_settings):
+        with pytest.raises(ConfigError) as info:
+            load_it(path, env={})
+        err = info.value
+        assert (err.file, err.line, err.key) == (str(path), line, None)
+        if message.endswith("…"):  # PyYAML's own words follow, in libyaml's wording or the pure-Python one's
+            assert str(err).startswith(f"{path}:{line}: invalid YAML: {message[:-1]}"), str(err)
+        else:
+            assert str(err) == f"{path}:{line}: invalid YAML: {message}"
+
+
+# ------------------------------------------------------------------------ type errors echo the value, not a secret
+
+VALUE_ERRORS = [
+    # id, yaml appended to PROVIDERS_YAML (lines 1-10), env additions, the whole message
+    (
+        "not a number",
+        "    rate_limit: fast\n",
+        {},
+        "11: providers[1].rate_limit: Input should be a valid number, got 'fast'",
+    ),
+    ("too small", "    rate_limit: -2\n", {}, "11: providers[1].rate_limit: Input should be greater than 0, got -2"),
+    (
+        "a list",
+        "    max_concurrency: [1]\n",
+        {},
+        "11: providers[1].max_concurrency: Input should be a valid integer, got a list",
+    ),
+    (
+        "empty",
+        "safety:\n  max_removals:\n",
+        {},
+        "12: safety.max_removals: Input should be a valid integer, got an empty value",
+    ),
+    (
+        "not a choice",
+        "groups:\n  - name: G\n    removal_policy: never\n",
+        {},
+        "13: groups[0].removal_policy: Input should be 'mirror', 'owned' or 'add_only', got 'never'",
+    ),
+    (
+        "a bad duration",
+        "schedule:\n  every: soon\n",
+        {},
+        "12: schedule.every: expected a duration such as 30s, 15m, 1h30m, or a number of seconds, got 'soon'",
+    ),
+    (
+        "a long value is cut",
+        "schedule:\n  every: " + "x" * 100 + "\n",
+        {},
+        "12: schedule.every: expected a duration such as 30s, 15m, 1h30m, or a number of seconds, got '"
+        + "x" * 59
+        + "…'",
+    ),
+    (
+        "a secret in a field that is not secret",
+        "safety:\n  max_removals: ${COMMUNIC8_TOKEN}\n",
+        {},
+        "12: safety.max_removals: Input should be a valid integer, got a value of type str",
+    ),
+    (
+        "a variable named as a secret",
+        "safety:\n  max_removal_ratio: ${SOME_PASSWORD}\n",
+        {"SOME_PASSWORD": "pw-hunter2-pw"},
+        "12: safety.max_removal_ratio: Input should be a valid number, got a value of type str",
+    ),
+    (
+        "a URL is never echoed (its query may hold a password)",
+        "state:\n  url: mysql://u:hunter2@h/db?password=hunter3\n",
+        {},
+        "12: state.url: unsupported database 'mysql' (syncd supports sqlite and postgresql)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "env", "expected"), [c[1:] for c in VALUE_ERRORS], ids=[c[0] for c in VALUE_ERRORS])
+def test_a_value_of_the_wrong_type_or_form_is_echoed_unless_it_may_be_secret(
+    tmp_path: Path, extra: str, env: dict[str, str], expected: str
+) -> None:
+    err = error_of(tmp_path, PROVIDERS_YAML + extra, {**ENV, **env})
+    assert str(err) == f"{tmp_path / 'syncd.yaml'}:{expected}"
+    for secret in (C8_TOKEN, "hunter2", "hunter3", "pw-hunter2-pw"):
+        assert secret not in str(err)
+
+
+def test_a_secret_key_of_the_wrong_type_names_only_the_kind_of_value(tmp_path: Path) -> None:
+    err = error_of(
+        tmp_path, PROVIDERS_YAML.replace("token: ${COMMUNIC8_TOKEN}", "token:\n      value: ${COMMUNIC8_TOKEN}")
+    )
+    assert str(err) == f"{tmp_path / 'syncd.yaml'}:5: providers[0].token: expected a string, got a mapping"
+
+
+def test_an_environment_override_of_the_wrong_type_is_echoed(tmp_path: Path) -> None:
+    err = error_of(tmp_path, "", {"SYNCD_SAFETY__MAX_REMOVALS": "lots"})
+    assert str(err) == (
+        "environment variable SYNCD_SAFETY__MAX_REMOVALS: safety.max_removals: Input should be a valid integer, "
+        "got 'lots'"
+    )
+
+
+# ------------------------------------------------------------------- the state section alone (read-only commands)
+
+STATE_ONLY = """\
+providers:
+  - name: c8
+    type: communic8
+    base_url: https://acme.communic8.example/int/v1
+    token: ${COMMUNIC8_TOKEN}
+sources:
+  - type: hubspot
+    token: ${HUBSPOT_TOKEN}
+    groups: [{name: N, list_id: not-a-number}]
+groups: [{name: G, targets: [nowhere]}]
+state:
+  url: sqlite:///${STATE_DIR}/syncd.db
+"""
+
+
+def test_state_settings_need_no_provider_credentials_and_check_nothing_else(tmp_path: Path) -> None:
+    path = write(tmp_path, STATE_ONLY)
+    state = load_state_settings(path, env={"STATE_DIR": "/var/lib/syncd"})
+    assert state == StateSettings(url="sqlite:////var/lib/syncd/syncd.db")
+    with pytest.raises(ConfigError):  # the whole file is checked by load_config
+        load_config(path, env={"STATE_DIR": "/var/lib/syncd"})
+
+
+def test_state_settings_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, STATE_ONLY)
+    env = {"SYNCD_STATE__URL": "postgresql://syncd:pw@db/syncd", "STATE_DIR": "/d"}
+    assert load_state_settings(path, env=env).url == "postgresql+psycopg://syncd:pw@db/syncd"
+    assert load_state_settings(write(tmp_path, "providers: []\n", "other.yaml"), env={}) == StateSettings()
+
+
+def test_state_settings_through_an_anchor(tmp_path: Path) -> None:
+    path = write(tmp_path, "x-db: &db\n  url: sqlite:///anchored.db\nstate: *db\n")
+    assert load_state_settings(path, env={}).url == "sqlite:///anchored.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        (STATE_ONLY, {}, "syncd.yaml:12: state.url: environment variable STATE_DIR is not set"),
+        (
+            STATE_ONLY.replace("${STATE_DIR}/syncd.db", "${STATE_DIR}/syncd.db\n  path: x"),
+            {"STATE_DIR": "/d"},
+            "syncd.yaml:13: state.path: unknown key (expected one of: url)",
+        ),
+        (
+            "state:\n  url: mysql://u:hunter2@db/x\n",
+            {},
+            "syncd.yaml:2: state.url: unsupported database 'mysql' (syncd supports sqlite and postgresql)",
+        ),
+        ("state:\n  url: x\nstate: {}\n", {}, "syncd.yaml:3: state: duplicate key (first given on line 1)"),
+        ("state: [a]\n", {}, "syncd.yaml:1: state: expected a mapping, got a list"),
+        ("- state\n", {}, "syncd.yaml:1: the top level must be a mapping of keys (state, providers, groups, …)"),
+        (
+            "state:\n  url: sqlite:///x.db\n",
+            {"SYNCD_STATE__URL": "oracle://u:hunter2@db/x"},
+            "environment variable SYNCD_STATE__URL: state.url: unsupported database 'oracle' "
+            "(syncd supports sqlite and postgresql)",
+        ),
+    ],
+)
+def test_state_settings_errors_name_file_line_and_key(
+    tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_state_settings(path, env=env)
+    assert str(info.value).replace(f"{tmp_path}/", "") == expected
+    assert "hunter2" not in str(info.value)

@@ -26,8 +26,10 @@ from connectors.sandbox.server import ServerThread
 from syncd.metrics import Metrics, category
 from tests.e2e import C8_TOKEN, CR_CLIENT, CR_SECRET, World, emails, provider_entries
 
-# DESIGN.md §Metrics: name -> label names (counters by their exposed *_total name)
+# DESIGN.md §Metrics, and syncd_unremovable_members (drift only a person can remove, apart from the drift syncd
+# will still get done, for an alert of its own): name -> label names (counters by their exposed *_total name)
 DESIGN_METRICS: dict[str, tuple[str, ...]] = {
+    "syncd_unremovable_members": ("group", "provider"),
     "syncd_runs_total": ("outcome",),
     "syncd_run_duration_seconds": (),
     "syncd_last_success_timestamp_seconds": ("group", "provider"),
@@ -383,9 +385,14 @@ def test_dashboard_and_alerts_use_only_design_metrics() -> None:
     assert used == set(DESIGN_METRICS)  # every metric is on the dashboard, and nothing else is
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
-    assert {"SyncdPassesFailing", "SyncdDriftNotShrinking", "SyncdRemovalsBlocked", "SyncdNoRecentSuccess"} <= set(
-        alerts
-    )
+    assert {
+        "SyncdPassesFailing",
+        "SyncdDriftNotShrinking",
+        "SyncdRemovalsBlocked",
+        "SyncdNoRecentSuccess",
+        "SyncdUnremovableMembers",
+        "SyncdMembersRejected",
+    } <= set(alerts)
     for expr in alerts.values():
         assert {_design_name(n) for n in _METRIC_NAME.findall(expr)} <= set(DESIGN_METRICS)
 

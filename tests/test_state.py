@@ -11,8 +11,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Generator, Iterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -43,7 +45,7 @@ from syncd.state import (
     mask_url,
 )
 from syncd.state.migrate import alembic_config
-from syncd.state.tables import metadata
+from syncd.state.tables import ledger, metadata
 
 PG_URL = os.environ.get("SYNCD_TEST_POSTGRES_URL")
 TABLES = {"runs", "pair_results", "ledger", "bindings", "owned_members", "recipient_ids", "rejects", "leases"}
@@ -391,6 +393,138 @@ def test_50000_ledger_rows_in_one_bulk_insert(store: Store) -> None:
     assert {r.email for r in rows} == {e.email for e in entries}
     hit = store.history(member="member49999@example.com")
     assert [(r.email, r.group, r.op) for r in hit] == [("Member49999@Example.com", "G5", OpKind.ADD)]
+
+
+def _age_run(db_url: str, run_id: str, days: float) -> None:
+    """Move a run's ledger entries `days` into the past (record_ledger stamps them with the time of the call)."""
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            at = datetime.now(UTC) - timedelta(days=days)
+            conn.execute(ledger.update().where(ledger.c.run_id == run_id).values(at=at))
+    finally:
+        engine.dispose()
+
+
+def test_stream_history_leaves_out_every_entry_of_a_dry_run_by_its_run_not_its_outcome(store: Store) -> None:
+    real = store.start_run(dry_run=False, trigger="cli")
+    store.record_ledger(real, [_entry("a@example.com", op=OpKind.ADD, reason="in source")])
+    dry = store.start_run(dry_run=True, trigger="cli")
+    store.record_ledger(
+        dry,
+        [
+            _entry("b@example.com", op=OpKind.ADD, outcome=LedgerOutcome.WOULD, reason="in source"),
+            _entry("c@example.com", op=OpKind.ADD, outcome=LedgerOutcome.REJECTED, reason="unsubscribed"),
+            _entry("d@example.com", outcome=LedgerOutcome.UNSUPPORTED, reason="the API cannot remove members"),
+            _entry("e@example.com", outcome=LedgerOutcome.BLOCKED, reason="held back"),
+        ],
+    )
+
+    real_only = list(store.stream_history(include_dry_runs=False))
+    assert [(r.email, r.outcome, r.dry_run) for r in real_only] == [("a@example.com", LedgerOutcome.APPLIED, False)]
+    everything = list(store.stream_history(include_dry_runs=True))
+    assert [(r.email, r.dry_run) for r in everything] == [
+        ("e@example.com", True),
+        ("d@example.com", True),
+        ("c@example.com", True),
+        ("b@example.com", True),
+        ("a@example.com", False),
+    ]
+    assert store.history() == everything  # history(): the same rows, dry runs' included, as a list
+
+
+def test_stream_history_since_and_limit(store: Store, db_url: str) -> None:
+    old = store.start_run(dry_run=False, trigger="cli")
+    store.record_ledger(old, [_entry(f"old{i}@example.com") for i in range(3)])
+    _age_run(db_url, old, days=10)
+    new = store.start_run(dry_run=False, trigger="serve")
+    store.record_ledger(new, [_entry(f"new{i}@example.com") for i in range(3)])
+
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    assert {r.run_id for r in store.stream_history(since=week_ago)} == {new}
+    assert len(list(store.stream_history(since=week_ago - timedelta(days=7)))) == 6
+    # since is a point in time, whatever its zone
+    in_tokyo = (week_ago - timedelta(days=7)).astimezone(timezone(timedelta(hours=9)))
+    assert len(list(store.stream_history(since=in_tokyo))) == 6
+    assert [r.email for r in store.stream_history(limit=4)] == [
+        "new2@example.com",
+        "new1@example.com",
+        "new0@example.com",
+        "old2@example.com",
+    ]
+    assert [r.email for r in store.stream_history(since=week_ago, member="NEW1@example.com ", limit=10)] == [
+        "new1@example.com"
+    ]
+
+
+def test_stream_history_reads_as_it_is_consumed_and_can_stop_early(store: Store) -> None:
+    run_id = store.start_run(dry_run=False, trigger="cli")
+    store.record_ledger(run_id, [_entry(f"m{i:05d}@example.com") for i in range(5_000)])  # > several batches
+    rows = store.stream_history()
+    assert isinstance(rows, Generator)
+    with closing(rows):
+        first = [next(rows) for _ in range(3)]
+    assert [r.email for r in first] == ["m04999@example.com", "m04998@example.com", "m04997@example.com"]
+    # the read transaction is over: the store writes and reads on
+    store.record_ledger(run_id, [_entry("late@example.com")])
+    assert next(store.stream_history()).email == "late@example.com"
+    assert sum(1 for _ in store.stream_history()) == 5_001
+
+
+def test_open_read_only_creates_nothing(db_url: str, tmp_path: Path) -> None:
+    # no SQLite file / an empty PostgreSQL schema: there is no state DB, and opening it read-only makes none
+    assert Store.open_read_only(db_url) is None
+    if db_url.startswith("sqlite"):
+        assert list(tmp_path.iterdir()) == []
+    else:
+        engine = _engine(db_url)
+        try:
+            with engine.connect() as conn:
+                assert sa.inspect(conn).get_table_names() == []
+        finally:
+            engine.dispose()
+
+
+def test_open_read_only_reads_and_refuses_to_write(db_url: str, tmp_path: Path) -> None:
+    writer = Store.open(db_url)
+    try:
+        run_id = writer.start_run(dry_run=False, trigger="cli")
+        writer.record_ledger(run_id, [_entry("a@example.com")])
+        writer.save_binding(Binding("US Sales", "c8", "g-1", "US Sales", True))
+    finally:
+        writer.close()
+    before = (tmp_path / "state.db").read_bytes() if db_url.startswith("sqlite") else b""
+
+    reader = Store.open_read_only(db_url)
+    assert reader is not None
+    try:
+        assert [r.email for r in reader.stream_history()] == ["a@example.com"]
+        binding = reader.binding("us sales", "c8")
+        assert binding is not None and binding.remote_id == "g-1"
+        with pytest.raises(StateError, match=r"read-?only"):
+            reader.start_run(dry_run=False, trigger="cli")
+        with pytest.raises(StateError, match=r"read-?only"):
+            reader.save_binding(Binding("Other", "c8", "g-2", "Other", False))
+    finally:
+        reader.close()
+    if db_url.startswith("sqlite"):
+        assert (tmp_path / "state.db").read_bytes() == before
+
+
+def test_open_read_only_does_not_upgrade_an_old_schema(db_url: str) -> None:
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+    finally:
+        engine.dispose()
+    reader = Store.open_read_only(db_url)
+    assert reader is not None
+    try:
+        assert reader.schema_revision() == "0001"
+        assert list(reader.stream_history()) == []
+    finally:
+        reader.close()
 
 
 # ----------------------------------------------------------------------------------- bindings and owned

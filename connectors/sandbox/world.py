@@ -40,6 +40,7 @@ PEOPLE: tuple[Contact, ...] = (
 )
 NOT_IN_COMMUNIC8 = "zoe@example.com"
 STALE = ("old.subscriber@example.de", "left.company@example.de")  # in CleverReach's list already
+UNSUBSCRIBED = "felix@example.de"  # unsubscribed from CleverReach's list: never subscribed again
 
 
 @dataclass
@@ -64,7 +65,8 @@ def build_world(people: Sequence[Contact] = PEOPLE) -> list[SandboxProvider]:
     c8_key = next(iter(DEFAULT_KEYS.values()))
 
     cr = CleverReachSandbox(clients={"syncd-demo": "demo-client-secret"})
-    cr.add_group("Newsletter DE", [STALE[0], STALE[1], "erin@example.de"])
+    news = cr.add_group("Newsletter DE", [STALE[0], STALE[1], "erin@example.de"])
+    cr.unsubscribe(news, UNSUBSCRIBED)  # left the newsletter at CleverReach; still on the HubSpot list
 
     gt = GiftronautSandbox()  # recipients are created as needed; one exists already
     gt_client, gt_secret = next(iter(GT_CLIENTS.items()))

@@ -11,10 +11,13 @@ message is masked, and SQL parameters (member emails) are never put in exception
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -48,10 +51,11 @@ from syncd.state.tables import (
     runs,
 )
 
-__all__ = ["StateRecipientCache", "Store", "mask_url"]
+__all__ = ["HistoryRow", "StateRecipientCache", "Store", "mask_url"]
 
 # Keys per IN (...) list / per statement: far below SQLite's and PostgreSQL's parameter limits.
 IN_CHUNK = 500
+HISTORY_BATCH = 500  # ledger rows fetched at a time by stream_history
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
 
@@ -133,6 +137,32 @@ def _create_engine(url: URL) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
+def _sqlite_read_only_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # as in _sqlite_on_connect: SQLAlchemy's "begin" hook emits BEGIN
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _create_read_only_sqlite_engine(url: URL, path: Path) -> sa.Engine:
+    """An engine on an existing SQLite file that cannot write to it (nor create it): opened as a mode=ro URI."""
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    engine = sa.create_engine(url, creator=connect, hide_parameters=True)
+    sa.event.listen(engine, "connect", _sqlite_read_only_on_connect)
+    sa.event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _pg_read_only_on_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
 class Store:
     """syncd's state DB. Open with `Store.open(url)`, which also upgrades the schema; close when done."""
 
@@ -164,6 +194,39 @@ class Store:
         except Exception as exc:  # alembic's own errors
             engine.dispose()
             raise StateError(store._describe(exc, "cannot upgrade the schema")) from None
+        return store
+
+    @classmethod
+    def open_read_only(cls, url: str) -> Store | None:
+        """The state DB as it is, for commands that only read it (`history`, `validate --online`); None when there
+        is none yet: no SQLite file, or a database syncd never set up. Creates nothing and upgrades nothing, and
+        every transaction is read-only (SQLite opened with mode=ro, PostgreSQL transactions READ ONLY), so it
+        writes nothing. StateError (URL masked) if the database is unreachable or unreadable."""
+        parsed = _parse_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database in ("", ":memory:") or parsed.query.get("mode") == "memory" or not Path(database).is_file():
+                return None
+            engine = _create_read_only_sqlite_engine(parsed, Path(database))
+        else:
+            try:
+                engine = _create_engine(parsed)
+            except ImportError as exc:
+                raise StateError(
+                    f"state DB {mask_url(parsed)}: the database driver is not installed ({exc.name}); "
+                    "for PostgreSQL install syncd[postgres]"
+                ) from None
+            sa.event.listen(engine, "begin", _pg_read_only_on_begin)
+        store = cls(engine, parsed)
+        try:
+            with store._tx("cannot open it") as conn:
+                revision = migrate.current_revision(conn)
+        except BaseException:
+            engine.dispose()
+            raise
+        if revision is None:  # nothing syncd made: as if there were no database
+            engine.dispose()
+            return None
         return store
 
     def close(self) -> None:
@@ -356,17 +419,43 @@ class Store:
         run_id: str | None = None,
         limit: int | None = None,
     ) -> list[LedgerRow]:
-        """Ledger entries, newest first. `member` is matched trimmed and case-insensitively."""
-        query = sa.select(
-            ledger.c.at,
-            ledger.c.run_id,
-            ledger.c.group_name,
-            ledger.c.provider,
-            ledger.c.email,
-            ledger.c.op,
-            ledger.c.outcome,
-            ledger.c.reason,
-        ).order_by(ledger.c.at.desc(), ledger.c.id.desc())
+        """Ledger entries, newest first, dry runs' included. `member` is matched trimmed and case-insensitively."""
+        return list(self.stream_history(group=group, provider=provider, member=member, run_id=run_id, limit=limit))
+
+    def stream_history(
+        self,
+        *,
+        group: str | None = None,
+        provider: str | None = None,
+        member: str | None = None,
+        run_id: str | None = None,
+        since: datetime | None = None,
+        include_dry_runs: bool = True,
+        limit: int | None = None,
+    ) -> Generator[HistoryRow, None, None]:
+        """Ledger entries, newest first, read as they are consumed: one query (with LIMIT), fetched in batches
+        through a server-side cursor on PostgreSQL, so the whole ledger is never in memory.
+
+        `member` is matched trimmed and case-insensitively; `since` (aware) keeps entries at or after it;
+        without `include_dry_runs` every entry of a dry run is left out, whatever its outcome (the run's
+        `dry_run` flag decides). The read transaction stays open until the iterator is exhausted or closed:
+        close it (``contextlib.closing``) when stopping early.
+        """
+        query = (
+            sa.select(
+                ledger.c.at,
+                ledger.c.run_id,
+                ledger.c.group_name,
+                ledger.c.provider,
+                ledger.c.email,
+                ledger.c.op,
+                ledger.c.outcome,
+                ledger.c.reason,
+                runs.c.dry_run,
+            )
+            .join(runs, runs.c.id == ledger.c.run_id)
+            .order_by(ledger.c.at.desc(), ledger.c.id.desc())
+        )
         if group is not None:
             query = query.where(ledger.c.group_name == group)
         if provider is not None:
@@ -375,11 +464,15 @@ class Store:
             query = query.where(ledger.c.email_key == email_key(member))
         if run_id is not None:
             query = query.where(ledger.c.run_id == run_id)
+        if since is not None:
+            query = query.where(ledger.c.at >= since)
+        if not include_dry_runs:
+            query = query.where(runs.c.dry_run.is_(False))
         if limit is not None:
             query = query.limit(limit)
         with self._tx("history") as conn:
-            return [
-                LedgerRow(
+            for row in conn.execution_options(yield_per=HISTORY_BATCH).execute(query):
+                yield HistoryRow(
                     at=row.at,
                     run_id=row.run_id,
                     group=row.group_name,
@@ -388,9 +481,8 @@ class Store:
                     op=OpKind(row.op),
                     outcome=LedgerOutcome(row.outcome),
                     reason=row.reason,
+                    dry_run=bool(row.dry_run),
                 )
-                for row in conn.execute(query)
-            ]
 
     # --------------------------------------------------------------------------------------- bindings
 
@@ -602,6 +694,33 @@ class Store:
                     )
                 )
 
+    def noted_removals(self, group: str, provider: str, keys: Sequence[str]) -> dict[str, LedgerOutcome]:
+        """Of these email keys, those whose last ledger entry in the pair, in a real run, is a removal not made
+        (held back, unsupported), with that outcome: a state a later pass need not write down again."""
+        last: dict[str, tuple[datetime, int, str, str]] = {}
+        with self._tx("noted_removals") as conn:
+            for chunk in _chunks(_unique(keys)):
+                query = (
+                    sa.select(ledger.c.email_key, ledger.c.at, ledger.c.id, ledger.c.op, ledger.c.outcome)
+                    .join(runs, runs.c.id == ledger.c.run_id)
+                    .where(
+                        ledger.c.group_name == group,
+                        ledger.c.provider == provider,
+                        runs.c.dry_run.is_(False),
+                        self._one_of(ledger.c.email_key, chunk),
+                    )
+                )
+                for row in conn.execute(query):
+                    seen = last.get(row.email_key)
+                    if seen is None or (row.at, row.id) > seen[:2]:
+                        last[row.email_key] = (row.at, row.id, row.op, row.outcome)
+        quiet = {str(LedgerOutcome.BLOCKED), str(LedgerOutcome.UNSUPPORTED)}
+        return {
+            key: LedgerOutcome(outcome)
+            for key, (_, _, op, outcome) in last.items()
+            if op == str(OpKind.REMOVE) and outcome in quiet
+        }
+
     def removals_by_syncd(self, group: str, provider: str, keys: Sequence[str]) -> dict[str, datetime]:
         """Of these email keys, those whose last applied ledger entry in the pair is a removal syncd made, with
         when: the only suppressions (a receiver switched off) syncd may lift again (consent first)."""
@@ -710,6 +829,13 @@ class Store:
                 "this file? Several instances need PostgreSQL; try again once it is done)"
             )
         return f"state DB {self.url}: {what}: {reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow(LedgerRow):
+    """A ledger entry with what `history` also shows: whether its run was a dry run."""
+
+    dry_run: bool
 
 
 _LEDGER_COLUMNS = ("run_id", "at", "group_name", "provider", "email", "email_key", "op", "outcome", "reason")
