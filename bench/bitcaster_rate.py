@@ -43,7 +43,8 @@ import httpx
 from connectors.base import Contact, Pacing
 from connectors.bitcaster import PACING, BitcasterConnector, BitcasterSettings, build
 from connectors.http import TokenBucket, count_requests
-from connectors.sandbox.bitcaster import (
+from connectors.settings import BuildContext
+from sandboxes.bitcaster import (
     API,
     DEFAULT_KEY,
     DEFAULT_ORG,
@@ -52,7 +53,6 @@ from connectors.sandbox.bitcaster import (
     RATE_WINDOW,
     BitcasterSandbox,
 )
-from connectors.settings import BuildContext
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 OLD_PACING = Pacing(rate=29 / 60, burst=1, max_concurrency=2)  # the token bucket used before the window

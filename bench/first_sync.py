@@ -26,9 +26,9 @@ import httpx
 import yaml
 
 from connectors.registry import PROVIDERS as REGISTRY
-from connectors.sandbox._core import Mount, Request, SandboxApp
-from connectors.sandbox.world import build_world
 from connectors.settings import BuildContext
+from sandboxes._core import Mount, Request, SandboxApp
+from sandboxes.world import build_world
 from syncd.config import load_config
 from syncd.metrics import Metrics
 from syncd.reconciler import PassOptions, Reconciler

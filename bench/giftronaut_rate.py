@@ -29,9 +29,9 @@ import httpx
 from connectors.base import Contact, MemoryRecipientCache
 from connectors.giftronaut import PACING, GiftronautConnector, GiftronautSettings, build
 from connectors.http import count_requests
-from connectors.sandbox._core import Fault, RateLimit
-from connectors.sandbox.giftronaut import DEFAULT_CLIENTS, GiftronautSandbox
 from connectors.settings import BuildContext
+from sandboxes._core import Fault, RateLimit
+from sandboxes.giftronaut import DEFAULT_CLIENTS, GiftronautSandbox
 
 PER_MINUTE = 300  # documented production limit
 

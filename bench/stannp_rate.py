@@ -26,8 +26,8 @@ from pydantic import SecretStr
 
 from connectors.base import Contact, MemoryRecipientCache, Pacing, PostalAddress
 from connectors.http import ApiKeyBasicAuth, RetryPolicy, count_requests, make_client
-from connectors.sandbox.stannp import DEFAULT_KEY, StannpSandbox
 from connectors.stannp import CAPABILITIES, StannpConnector
+from sandboxes.stannp import DEFAULT_KEY, StannpSandbox
 
 ADDRESS = PostalAddress(line1="1 Test Street", city="Leeds", postcode="LS1 1AA", country="GB")
 

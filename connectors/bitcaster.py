@@ -102,6 +102,7 @@ from connectors.base import (
     BatchRejected,
     BatchResult,
     Capabilities,
+    Closing,
     ConnectorError,
     Contact,
     FatalError,
@@ -437,7 +438,7 @@ async def _isolate(
 # ------------------------------------------------------------------------------------------ connector
 
 
-class BitcasterConnector:
+class BitcasterConnector(Closing):
     """One Bitcaster project's distribution lists, through `connectors.http.ApiClient`."""
 
     def __init__(

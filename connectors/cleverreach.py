@@ -90,6 +90,7 @@ from connectors.base import (
     BatchResult,
     BatchTooLarge,
     Capabilities,
+    Closing,
     ConnectorError,
     ConsentState,
     Contact,
@@ -342,7 +343,7 @@ def receiver_consent(receiver: dict[str, Any], removed_by_syncd_at: float | None
     )
 
 
-class CleverReachConnector:
+class CleverReachConnector(Closing):
     """One CleverReach account behind the `Connector` protocol (and `ConsentReader`). Meant to live for one pass:
     the account's blacklist and bounces, and each group's inactive receivers, are read at most once."""
 

@@ -77,6 +77,7 @@ from connectors.base import (
     BatchRejected,
     BatchResult,
     Capabilities,
+    Closing,
     ConnectorError,
     ConsentState,
     Contact,
@@ -378,7 +379,7 @@ def _refusal(target: _Target, message: str) -> MemberReject:
 # ------------------------------------------------------------------------------------------ connector
 
 
-class Communic8Connector:
+class Communic8Connector(Closing):
     """One Communic8 instance, speaking its `/int/v1` API through `connectors.http.ApiClient`."""
 
     def __init__(

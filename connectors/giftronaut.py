@@ -84,6 +84,7 @@ from pydantic import Field, SecretStr, field_validator
 from connectors.base import (
     BatchResult,
     Capabilities,
+    Closing,
     ConnectorError,
     Contact,
     FatalError,
@@ -469,7 +470,7 @@ async def _tag_request(request: httpx.Request) -> None:
 # ------------------------------------------------------------------------------------------- connector
 
 
-class GiftronautConnector:
+class GiftronautConnector(Closing):
     """One Giftronaut organisation behind the `Connector` protocol. An instance is meant to live for one
     pass: idempotency keys and what it learned about recipients (found, absent, refused) are per instance."""
 

@@ -117,6 +117,7 @@ from connectors.base import (
     BatchRejected,
     BatchResult,
     Capabilities,
+    Closing,
     ConnectorError,
     Contact,
     FatalError,
@@ -554,7 +555,7 @@ async def _isolate(
 Pair = tuple[Contact, str]  # a contact and the recipient id it is added by
 
 
-class StannpConnector:
+class StannpConnector(Closing):
     """One Stannp account behind the `Connector` protocol (plus `prepare_adds`). Meant to live for one pass:
     it reads the account's recipient listing and its group listing at most once."""
 

@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from connectors.sandbox.server import ServerThread
-from connectors.sandbox.world import PEOPLE, SandboxCrm, SandboxProvider, build_crms, build_world, mount
+from sandboxes.server import ServerThread
+from sandboxes.world import PEOPLE, SandboxCrm, SandboxProvider, build_crms, build_world, mount
 from syncd.config import load_config
 from syncd.metrics import Metrics
 from syncd.model import PairResult, RunReport
@@ -42,7 +42,7 @@ DEMO_GROUPS: list[dict[str, Any]] = [
             "not-an-email",  # invalid: rejected before planning, never sent
         ],
     },
-    # "Newsletter DE" comes from a HubSpot list (see connectors/sandbox/world.py, build_crms); its lists exist
+    # "Newsletter DE" comes from a HubSpot list (see sandboxes/world.py, build_crms); its lists exist
     # already at CleverReach and Bitcaster, and are mirrored exactly.
     {
         "name": "Postal Mailing",  # printed mail: Stannp needs a postal address for everyone it adds

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import yaml
 
-from connectors.sandbox._core import Mount
-from connectors.sandbox.cleverreach import CleverReachSandbox
-from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox
+from sandboxes._core import Mount
+from sandboxes.cleverreach import CleverReachSandbox
+from sandboxes.communic8 import DEFAULT_KEYS, Communic8Sandbox
 from syncd.config import Config, load_config
 from syncd.metrics import Metrics
 from syncd.model import RunReport

@@ -51,8 +51,9 @@ from connectors.bitcaster import (
     isolate_rejects,
 )
 from connectors.http import TokenBucket, count_requests
-from connectors.sandbox._core import Fault, Request, Response
-from connectors.sandbox.bitcaster import (
+from connectors.settings import BuildContext
+from sandboxes._core import Fault, Request, Response
+from sandboxes.bitcaster import (
     API,
     DEFAULT_KEY,
     DEFAULT_ORG,
@@ -61,7 +62,6 @@ from connectors.sandbox.bitcaster import (
     INVALID_ADDRESSES,
     BitcasterSandbox,
 )
-from connectors.settings import BuildContext
 from syncd.config import load_config
 from syncd.model import PairStatus, RunReport
 from syncd.reconciler import PassOptions, Reconciler

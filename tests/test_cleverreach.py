@@ -32,9 +32,9 @@ from connectors.cleverreach import (
     classify,
 )
 from connectors.http import RequestTally, count_requests
-from connectors.sandbox._core import Fault
-from connectors.sandbox.cleverreach import CleverReachSandbox
 from connectors.settings import BuildContext
+from sandboxes._core import Fault
+from sandboxes.cleverreach import CleverReachSandbox
 from tests.contract.harness_cleverreach import CLIENT_SECRET, HARNESS
 
 STATIC_TOKEN = "static-v3-token-for-tests"

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from connectors.sandbox.server import ServerThread
+from sandboxes.server import ServerThread
 from syncd.model import LedgerOutcome, OpKind, PairStatus
 from syncd.state import LedgerEntry, Store
 from syncd.state.store import HistoryRow
@@ -398,7 +398,7 @@ def test_ctrl_c_during_run_records_the_run_as_interrupted(served: tuple[World, s
     import signal
     import time
 
-    from connectors.sandbox._core import Fault
+    from sandboxes._core import Fault
     from syncd.state import Store
 
     world, url = served

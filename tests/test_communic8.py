@@ -33,9 +33,9 @@ from connectors.communic8 import (
     classify,
 )
 from connectors.http import count_requests
-from connectors.sandbox._core import Fault, Mount, Request, Response
-from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox, ErrorLogStyle
 from connectors.settings import BuildContext
+from sandboxes._core import Fault, Mount, Request, Response
+from sandboxes.communic8 import DEFAULT_KEYS, Communic8Sandbox, ErrorLogStyle
 
 BASE = "http://127.0.0.1/int/v1"
 KEY_ID, KEY = next(iter(DEFAULT_KEYS.items()))

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from connectors.sandbox.world import build_crms, build_world, mount
+from sandboxes.world import build_crms, build_world, mount
 from syncd.config import load_config
 from syncd.demo import EMAIL_PROVIDERS, demo_config
 from syncd.metrics import Metrics

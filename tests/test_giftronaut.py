@@ -49,9 +49,9 @@ from connectors.giftronaut import (
     classify,
 )
 from connectors.http import RequestTally, TokenBucket, count_requests
-from connectors.sandbox._core import Fault, Mount, RateLimit, Recorded
-from connectors.sandbox.giftronaut import DEFAULT_CLIENTS, MAX_TEXT, GiftronautSandbox
 from connectors.settings import BuildContext
+from sandboxes._core import Fault, Mount, RateLimit, Recorded
+from sandboxes.giftronaut import DEFAULT_CLIENTS, MAX_TEXT, GiftronautSandbox
 from tests.contract.harness_giftronaut import CLIENT_SECRET, HARNESS
 
 BASE = "http://127.0.0.1/api/v1"

@@ -40,7 +40,7 @@ from connectors.http import (
     quota_from_headers,
     retry_after,
 )
-from connectors.sandbox._core import Fault, Request, Response, SandboxApp
+from sandboxes._core import Fault, Request, Response, SandboxApp
 
 FAST = RetryPolicy(max_retries=3, backoff_base=0, jitter=0)
 UNPACED = Pacing(rate=0, burst=1, max_concurrency=8)

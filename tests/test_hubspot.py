@@ -24,9 +24,9 @@ import yaml
 from hubspot.crm import contacts as hs_contacts
 from hubspot.crm import lists as hs_lists
 
-from connectors.sandbox._core import Fault, Mount, RateLimit
-from connectors.sandbox.hubspot import DEFAULT_TOKEN, HubSpotSandbox, rate_limit_body
-from connectors.sandbox.server import ServerThread
+from sandboxes._core import Fault, Mount, RateLimit
+from sandboxes.hubspot import DEFAULT_TOKEN, HubSpotSandbox, rate_limit_body
+from sandboxes.server import ServerThread
 from syncd.config import Config, HubSpotSourceSettings, load_config
 from syncd.errors import ConfigError, SourceError
 from syncd.model import Contact, PostalAddress, RejectCode, RunReport, Target

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.sandbox._core import Fault
-from connectors.sandbox.server import ServerThread
+from sandboxes._core import Fault
+from sandboxes.server import ServerThread
 from syncd import logs
 from syncd.logs import JsonFormatter, TerminalHandler, TextFormatter, bind, setup_logging, status_line
 from syncd.progress import ProgressDisplay, progress_display

@@ -21,8 +21,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.sandbox._core import Fault
-from connectors.sandbox.server import ServerThread
+from sandboxes._core import Fault
+from sandboxes.server import ServerThread
 from syncd.metrics import Metrics, category
 from tests.e2e import C8_TOKEN, CR_CLIENT, CR_SECRET, World, emails, provider_entries
 

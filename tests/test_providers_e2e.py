@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from connectors.base import PostalAddress
-from connectors.sandbox._core import Fault, Mount
-from connectors.sandbox.bitcaster import DEFAULT_KEY as BC_KEY
-from connectors.sandbox.bitcaster import DEFAULT_ORG, DEFAULT_PROJECT, BitcasterSandbox
-from connectors.sandbox.giftronaut import DEFAULT_CLIENTS, GiftronautSandbox
-from connectors.sandbox.stannp import DEFAULT_KEY as SP_KEY
-from connectors.sandbox.stannp import StannpSandbox
+from sandboxes._core import Fault, Mount
+from sandboxes.bitcaster import DEFAULT_KEY as BC_KEY
+from sandboxes.bitcaster import DEFAULT_ORG, DEFAULT_PROJECT, BitcasterSandbox
+from sandboxes.giftronaut import DEFAULT_CLIENTS, GiftronautSandbox
+from sandboxes.stannp import DEFAULT_KEY as SP_KEY
+from sandboxes.stannp import StannpSandbox
 from syncd.config import load_config
 from syncd.metrics import Metrics
 from syncd.model import PairStatus, RunReport

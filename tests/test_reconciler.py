@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.sandbox._core import Fault
+from sandboxes._core import Fault
 from syncd.errors import StateError
 from syncd.model import LedgerOutcome, PairStatus, RejectCode, Strategy
 from syncd.reconciler import Reconciler

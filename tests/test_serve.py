@@ -25,8 +25,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.sandbox._core import Fault
-from connectors.sandbox.server import ServerThread, free_port
+from sandboxes._core import Fault
+from sandboxes.server import ServerThread, free_port
 from syncd.cli import build_parser
 from syncd.config import ScheduleSettings, load_config
 from syncd.model import PairResult, PairStatus, Strategy

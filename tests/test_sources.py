@@ -24,9 +24,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from connectors.sandbox._core import Fault, Mount
-from connectors.sandbox.hubspot import DEFAULT_TOKEN, HubSpotSandbox
-from connectors.sandbox.server import ServerThread
+from sandboxes._core import Fault, Mount
+from sandboxes.hubspot import DEFAULT_TOKEN, HubSpotSandbox
+from sandboxes.server import ServerThread
 from syncd.config import Config
 from syncd.errors import SourceError
 from syncd.model import DesiredGroup, PairResult, PairStatus, RunReport

@@ -48,8 +48,6 @@ from connectors.base import (
     TransientError,
 )
 from connectors.http import ApiKeyBasicAuth, BearerAuth, RetryPolicy, count_requests, make_client
-from connectors.sandbox._core import Fault, Request, Response
-from connectors.sandbox.stannp import AUTH_ERROR, DEFAULT_KEY, Recipient, StannpSandbox
 from connectors.settings import BuildContext
 from connectors.stannp import (
     CAPABILITIES,
@@ -69,6 +67,8 @@ from connectors.stannp import (
     resolve_region,
     success_body,
 )
+from sandboxes._core import Fault, Request, Response
+from sandboxes.stannp import AUTH_ERROR, DEFAULT_KEY, Recipient, StannpSandbox
 from syncd.config import load_config
 from syncd.metrics import Metrics
 from syncd.model import Member, OpKind, Plan, RemovalPolicy, Strategy

@@ -23,8 +23,8 @@ import httpx
 
 from connectors.base import Connector, Contact
 from connectors.registry import PROVIDERS
-from connectors.sandbox._core import Fault, Recorded
 from connectors.settings import BuildContext
+from sandboxes._core import Fault, Recorded
 
 BASE = "http://127.0.0.1"  # loopback: plain http allowed; the transport never opens a socket
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import Contact
-from connectors.sandbox.bitcaster import API, DEFAULT_KEY, DEFAULT_ORG, DEFAULT_PROJECT, BitcasterSandbox
+from sandboxes.bitcaster import API, DEFAULT_KEY, DEFAULT_ORG, DEFAULT_PROJECT, BitcasterSandbox
 from tests.contract.harness import Harness
 
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import Contact
-from connectors.sandbox._core import SandboxApp
-from connectors.sandbox.cleverreach import PAGE_CAP, CleverReachSandbox
+from sandboxes._core import SandboxApp
+from sandboxes.cleverreach import PAGE_CAP, CleverReachSandbox
 from tests.contract.harness import Harness
 
 CLIENT_ID = "syncd-contract"

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import Contact
-from connectors.sandbox._core import SandboxApp
-from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox
+from sandboxes._core import SandboxApp
+from sandboxes.communic8 import DEFAULT_KEYS, Communic8Sandbox
 from tests.contract.harness import Harness
 
 CLIENT_ID, CLIENT_SECRET = next(iter(DEFAULT_KEYS.items()))

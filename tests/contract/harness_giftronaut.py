@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import Contact
-from connectors.sandbox._core import SandboxApp
-from connectors.sandbox.giftronaut import DEFAULT_CLIENTS, MAX_TEXT, PAGE_CAP, GiftronautSandbox
+from sandboxes._core import SandboxApp
+from sandboxes.giftronaut import DEFAULT_CLIENTS, MAX_TEXT, PAGE_CAP, GiftronautSandbox
 from tests.contract.harness import Harness
 
 CLIENT_ID, CLIENT_SECRET = next(iter(DEFAULT_CLIENTS.items()))

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import Contact, PostalAddress
-from connectors.sandbox._core import SandboxApp
-from connectors.sandbox.stannp import DEFAULT_KEY, PAGE_MAX, StannpSandbox
+from sandboxes._core import SandboxApp
+from sandboxes.stannp import DEFAULT_KEY, PAGE_MAX, StannpSandbox
 from tests.contract.harness import Harness
 
 ADDRESS = PostalAddress(line1="1 Test Street", line2=None, city="Leeds", postcode="LS1 1AA", country="GB")

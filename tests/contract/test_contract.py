@@ -19,7 +19,7 @@ from connectors.base import (
     UnsupportedOperation,
 )
 from connectors.http import RequestTally, count_requests
-from connectors.sandbox._core import Fault
+from sandboxes._core import Fault
 from tests.contract.harness import Harness
 
 

@@ -36,7 +36,7 @@ import httpx
 
 from connectors.base import Contact
 from connectors.bitcaster import BitcasterSettings
-from connectors.sandbox._core import Fault, Recorded
+from sandboxes._core import Fault, Recorded
 from tests.contract.harness import Harness
 
 ENV = {

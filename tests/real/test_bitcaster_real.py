@@ -18,7 +18,7 @@ import pytest
 
 from connectors.base import AuthError, Contact, NotFound, RemoteGroup
 from connectors.bitcaster import UNKNOWN_SPELLING, BitcasterConnector
-from connectors.sandbox.bitcaster import BitcasterSandbox
+from sandboxes.bitcaster import BitcasterSandbox
 from tests.real.harness import RealBitcaster, RealBitcasterHarness, RealServer, flush_throttle
 
 INVALID = {"error": "[ErrorDetail(string='Invalid addresses', code='invalid')]"}

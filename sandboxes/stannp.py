@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.sandbox._core import HttpError, RateLimit, Request, Response, SandboxApp
+from sandboxes._core import HttpError, RateLimit, Request, Response, SandboxApp
 
 ROOT = "/v1"
 DEFAULT_KEY = "stannp-sandbox-key"

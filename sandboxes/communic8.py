@@ -47,7 +47,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from connectors.sandbox._core import Request, Response, SandboxApp
+from sandboxes._core import Request, Response, SandboxApp
 
 ErrorLogStyle = Literal["email", "id", "text", "anonymous"]
 

@@ -58,7 +58,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.sandbox._core import HttpError, RateLimit, Receive, Request, Response, Route, SandboxApp, Scope, Send
+from sandboxes._core import HttpError, RateLimit, Receive, Request, Response, Route, SandboxApp, Scope, Send
 
 API = "/api"
 DEFAULT_ORG = "acme"

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.sandbox._core import HttpError, Request, Response, SandboxApp
+from sandboxes._core import HttpError, Request, Response, SandboxApp
 
 PAGE_CAP = 5000
 DEFAULT_PAGE_SIZE = 50

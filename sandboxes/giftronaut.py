@@ -70,7 +70,7 @@ from typing import Any
 
 import httpx
 
-from connectors.sandbox._core import Fault, HttpError, RateLimit, Request, Response, Route, SandboxApp
+from sandboxes._core import Fault, HttpError, RateLimit, Request, Response, Route, SandboxApp
 
 ROOT = "/api/v1"
 TOKEN_PATH = "/oauth2/token"

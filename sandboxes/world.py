@@ -13,30 +13,52 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.base import Contact, PostalAddress
-from connectors.sandbox._core import Mount, SandboxApp
-from connectors.sandbox.bitcaster import DEFAULT_KEY as BC_KEY
-from connectors.sandbox.bitcaster import DEFAULT_ORG as BC_ORG
-from connectors.sandbox.bitcaster import DEFAULT_PROJECT as BC_PROJECT
-from connectors.sandbox.bitcaster import BitcasterSandbox
-from connectors.sandbox.cleverreach import CleverReachSandbox
-from connectors.sandbox.communic8 import DEFAULT_KEYS, Communic8Sandbox
-from connectors.sandbox.giftronaut import DEFAULT_CLIENTS as GT_CLIENTS
-from connectors.sandbox.giftronaut import GiftronautSandbox
-from connectors.sandbox.hubspot import DEFAULT_TOKEN as HUBSPOT_TOKEN
-from connectors.sandbox.hubspot import HubSpotSandbox
-from connectors.sandbox.stannp import DEFAULT_KEY as STANNP_KEY
-from connectors.sandbox.stannp import StannpSandbox
+from sandboxes._core import Mount, SandboxApp
+from sandboxes.bitcaster import DEFAULT_KEY as BC_KEY
+from sandboxes.bitcaster import DEFAULT_ORG as BC_ORG
+from sandboxes.bitcaster import DEFAULT_PROJECT as BC_PROJECT
+from sandboxes.bitcaster import BitcasterSandbox
+from sandboxes.cleverreach import CleverReachSandbox
+from sandboxes.communic8 import DEFAULT_KEYS, Communic8Sandbox
+from sandboxes.giftronaut import DEFAULT_CLIENTS as GT_CLIENTS
+from sandboxes.giftronaut import GiftronautSandbox
+from sandboxes.hubspot import DEFAULT_TOKEN as HUBSPOT_TOKEN
+from sandboxes.hubspot import HubSpotSandbox
+from sandboxes.stannp import DEFAULT_KEY as STANNP_KEY
+from sandboxes.stannp import StannpSandbox
 
-PEOPLE: tuple[Contact, ...] = (
-    Contact("alice@example.com", "Alice", "Moreau", PostalAddress("1 Main St", None, "Leeds", "LS1 1AA", "GB")),
-    Contact("Bob.Stone@example.com", "Bob", "Stone", PostalAddress("2 Park Row", None, "Leeds", "LS1 5HD", "GB")),
-    Contact("carol@example.com", "Carol", "Nguyen", PostalAddress("3 Mill Hill", None, "Leeds", "LS1 5DQ", "GB")),
-    Contact("dan@example.com", "Dan", "Okafor", PostalAddress("4 Boar Lane", None, "Leeds", "LS1 6EN", "GB")),
-    Contact("erin@example.de", "Erin", "Vogel", PostalAddress("Hauptstr. 5", None, "Berlin", "10115", "DE")),
-    Contact("felix@example.de", "Felix", "Brandt", PostalAddress("Ringstr. 6", None, "Berlin", "10117", "DE")),
-    Contact("greta@example.de", "Greta", "Klein"),  # no postal address
-    Contact("zoe@example.com", "Zoe", "Achterberg"),  # not in Communic8's directory
+@dataclass(frozen=True)
+class Address:
+    line1: str
+    line2: str | None
+    city: str
+    postcode: str
+    country: str
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone of the demo's world (the sandboxes know nothing of syncd's own types)."""
+
+    email: str
+    first_name: str
+    last_name: str
+    address: Address | None = None
+
+    @property
+    def key(self) -> str:
+        return self.email.strip().lower()
+
+
+PEOPLE: tuple[Person, ...] = (
+    Person("alice@example.com", "Alice", "Moreau", Address("1 Main St", None, "Leeds", "LS1 1AA", "GB")),
+    Person("Bob.Stone@example.com", "Bob", "Stone", Address("2 Park Row", None, "Leeds", "LS1 5HD", "GB")),
+    Person("carol@example.com", "Carol", "Nguyen", Address("3 Mill Hill", None, "Leeds", "LS1 5DQ", "GB")),
+    Person("dan@example.com", "Dan", "Okafor", Address("4 Boar Lane", None, "Leeds", "LS1 6EN", "GB")),
+    Person("erin@example.de", "Erin", "Vogel", Address("Hauptstr. 5", None, "Berlin", "10115", "DE")),
+    Person("felix@example.de", "Felix", "Brandt", Address("Ringstr. 6", None, "Berlin", "10117", "DE")),
+    Person("greta@example.de", "Greta", "Klein"),  # no postal address
+    Person("zoe@example.com", "Zoe", "Achterberg"),  # not in Communic8's directory
 )
 NOT_IN_COMMUNIC8 = "zoe@example.com"
 STALE = ("old.subscriber@example.de", "left.company@example.de")  # in CleverReach's list already
@@ -57,7 +79,7 @@ class SandboxProvider:
         return {"name": self.name, "type": self.type, "base_url": base, **self.entry}
 
 
-def build_world(people: Sequence[Contact] = PEOPLE) -> list[SandboxProvider]:
+def build_world(people: Sequence[Person] = PEOPLE) -> list[SandboxProvider]:
     c8 = Communic8Sandbox()
     for p in people:
         if p.key != NOT_IN_COMMUNIC8:
@@ -135,7 +157,7 @@ class SandboxCrm:
         return {"type": self.type, "base_url": f"{server_url.rstrip('/')}/{self.prefix}", **self.entry}
 
 
-def build_crms(people: Sequence[Contact] = PEOPLE, *, targets: Sequence[str] = ()) -> list[SandboxCrm]:
+def build_crms(people: Sequence[Person] = PEOPLE, *, targets: Sequence[str] = ()) -> list[SandboxCrm]:
     """HubSpot, holding everyone as contacts, with a list "Newsletter DE": the German subscribers plus one
     contact without an email, which syncd reports as a reject."""
     hs = HubSpotSandbox()

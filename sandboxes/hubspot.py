@@ -56,7 +56,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.sandbox._core import HttpError, RateLimit, Request, Response, SandboxApp
+from sandboxes._core import HttpError, RateLimit, Request, Response, SandboxApp
 
 DEFAULT_TOKEN = "pat-na1-00000000-sandbox-token"
 MAX_PAGE = 250
