@@ -192,7 +192,9 @@ class Capabilities:
         return self.max_reset_batch or self.max_add_batch
 
     def with_batch_size(self, batch_size: int | None) -> Capabilities:
-        """Apply a configured `batch_size` (else the default batch), never above the API's own caps."""
+        """Apply a configured `batch_size` (else the default batch), never above the API's own caps. Called once
+        per connector, by `ProviderSettings.capabilities` when it is built: the batches the planner plans and
+        the ones a connector cuts (`connectors.batching.chunks`) are then both these."""
         batch_size = batch_size or self.default_batch
         if not batch_size:
             return self
@@ -261,10 +263,10 @@ class MemoryRecipientCache:
 class Connector(Protocol):
     """One configured provider account. All methods are async and go through `connectors.http`.
 
-    `add_members`, `remove_members` and `reset_members` take at most one batch (the capability limits);
-    they may send several requests to isolate bad members, and report those as rejects instead of failing
-    the batch. They are idempotent: adding a member already present or removing one already absent is a
-    success.
+    `add_members`, `remove_members` and `reset_members` take at most one batch (the capability limits; given
+    more, a connector cuts it by the same limits); they may send several requests to isolate bad members
+    (`connectors.batching`), and report those as rejects instead of failing the batch. They are idempotent:
+    adding a member already present or removing one already absent is a success.
     """
 
     name: str

@@ -19,7 +19,8 @@ what is still an assumption says so.
   `POST d/` is the same `UnsupportedOperation`. Names are unique per project **case-insensitively** (a
   duplicate → 400 `{"name": ["Name already exists!"]}`): that answer means the list exists, so it is looked
   up by name and returned. A create whose answer was lost (a dropped connection, a 5xx) is looked up by name
-  (a fresh `GET d/`) before it is sent again, so a retry never makes a second list. `find_group(name=)`
+  (a fresh `GET d/`) before it is sent again (`connectors.batching.create_or_find`, within the retry
+  budget), so a retry never makes a second list. `find_group(name=)`
   takes the exact name, else the one list whose name differs only in case (Bitcaster allows no other).
 * **A list that no longer exists** answers HTTP 500 (an HTML page) on `d/{pk}/` and `d/{pk}/add/`, but 200
   `[]` on `d/{pk}/m/`. So an empty member read is believed only once `GET d/` lists the list this pass (one
@@ -30,8 +31,9 @@ what is still an assumption says so.
   as spelled (`ALICE@…` does not match `alice@…`), it answers 400 `{"error": "[ErrorDetail(string='Invalid
   addresses', code='invalid')]"}` and adds nothing; so does one address twice in a request (the connector
   sends each address once). Bitcaster has no API to create or look up addresses, so the connector sends the
-  batch whole (one request when all are known) and, when refused, halves it recursively (`isolate_rejects`)
-  so the good addresses still go in: with k unknown addresses among n, at most 1 + 2·k·⌈log2 n⌉ requests
+  batch whole (one request when all are known) and, when refused, halves it recursively (`isolate_rejects`:
+  `connectors.batching.isolate`, which splits a half that must be refused without sending it whole) so the
+  good addresses still go in: with k unknown addresses among n, at most 1 + 2·k·⌈log2 n⌉ requests
   (100 addresses with 2 unknown: at most 29). **Spelling:** syncd compares members case-insensitively, but
   Bitcaster does not, so the connector sends the source's spelling first; an address refused alone whose
   lower-case form differs is tried once more in lower case (in one batch with the others of its chunk, halved
@@ -88,7 +90,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
@@ -114,9 +116,9 @@ from connectors.base import (
     RemoteGroup,
     RemoteMember,
     ResetKind,
-    TransientError,
     UnsupportedOperation,
 )
+from connectors.batching import chunks, create_or_find, isolate
 from connectors.http import (
     ApiClient,
     BearerAuth,
@@ -207,6 +209,11 @@ class BitcasterSettings(ProviderSettings):
     @property
     def window(self) -> tuple[int, float] | None:
         return None if self.throttle_requests is None else (self.throttle_requests, self.throttle_seconds)
+
+    def pacing(self, default: Pacing) -> Pacing:
+        """`rate_limit` / `burst` / `max_concurrency` shape the token bucket; the window comes from the throttle
+        keys."""
+        return replace(super().pacing(default), window=self.window)
 
 
 # ------------------------------------------------------------------------------------- wire handling
@@ -397,42 +404,14 @@ def _members(items: list[Any], where: str) -> list[RemoteMember]:
     return list(members.values())
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), max(1, size)):
-        yield items[start : start + size]
-
-
 async def isolate_rejects(
     send: Callable[[Sequence[T]], Awaitable[None]], items: Sequence[T]
 ) -> tuple[list[T], list[T]]:
-    """Send `items` as one batch; when the batch is refused as a whole (`BatchRejected`), halve it recursively
-    until every refused item stands alone, so the others still go through. Returns (sent, refused), each in
-    the original order.
-
-    One request when nothing is refused. A refused batch is split in two; when its first half goes through,
-    the second half must hold a culprit, so it is split straight away instead of being sent whole (it would be
-    refused for certain). With k refused items among n that is at most 1 + 2·k·⌈log2 n⌉ requests: at most k
-    refused batches of more than one item per halving level, ⌈log2 n⌉ levels, two halves each."""
-    if not items:
-        return [], []
-    return await _isolate(send, items, refused=False)
-
-
-async def _isolate(
-    send: Callable[[Sequence[T]], Awaitable[None]], items: Sequence[T], *, refused: bool
-) -> tuple[list[T], list[T]]:
-    if not refused:
-        try:
-            await send(items)
-            return list(items), []
-        except BatchRejected:
-            pass
-    if len(items) == 1:
-        return [], list(items)
-    mid = len(items) // 2
-    ok_a, bad_a = await _isolate(send, items[:mid], refused=False)
-    ok_b, bad_b = await _isolate(send, items[mid:], refused=not bad_a)
-    return ok_a + ok_b, bad_a + bad_b
+    """`connectors.batching.isolate` as add/ needs it: add/ is all-or-nothing and refuses a batch for its
+    unknown addresses alone, so a refused batch whose first half went through is split without being sent
+    whole (`infer_refused`). With k refused addresses among n, at most 1 + 2·k·⌈log2 n⌉ requests; returns
+    (sent, refused), each in the original order."""
+    return await isolate(send, items, infer_refused=True)
 
 
 # ------------------------------------------------------------------------------------------ connector
@@ -572,44 +551,39 @@ class BitcasterConnector(Closing):
     async def create_group(self, name: str) -> RemoteGroup:
         if self._can_create is False:
             raise UnsupportedOperation(self._cannot_create(name))
-        resends = 0
-        while True:
-            try:
-                response = await self.api.request("POST", self._root, json={"name": name}, idempotent=False)
-            except NameTaken as exc:
-                # Names are unique case-insensitively: the list is there (made by someone else, or by an earlier
-                # attempt of ours whose answer was lost).
-                found = _by_name(await self._all_lists(fresh=True), name)
-                if found is None:
-                    raise ProtocolError(
-                        f"{exc.message}, but GET d/ lists no list named {name!r} (in any case)", status=400
-                    ) from exc
-                log.debug("%s: list %s exists already; using it", self.name, found.id)
-                self._can_create = True
-                return found
-            except UnsupportedOperation as exc:
-                self._can_create = self._allow_post = False
-                raise UnsupportedOperation(self._cannot_create(name), status=exc.status) from exc
-            except TransientError:
-                # The answer was lost (a dropped connection, a 5xx): the list may exist now. Look before sending
-                # again, so that a retry never makes a second list.
-                found = _by_name(await self._all_lists(fresh=True), name)
-                if found is not None:
-                    log.debug("%s: the create whose answer was lost made list %s", self.name, found.id)
-                    self._can_create = True
-                    return found
-                resends += 1
-                if resends > self.api.retry.max_retries:
-                    raise
-                delay = self.api.retry.backoff(resends)
-                if delay:
-                    await asyncio.sleep(delay)
-                continue
+
+        async def create() -> RemoteGroup:
+            response = await self.api.request("POST", self._root, json={"name": name}, idempotent=False)
             group = _group(json_body(response), "POST d/")
-            self._can_create = True
             self._remember(group)
             log.debug("%s: created list %s", self.name, group.id)
             return group
+
+        async def find() -> RemoteGroup | None:
+            found = _by_name(await self._all_lists(fresh=True), name)
+            log.debug("%s: a create was taken or lost; by name: %s", self.name, found.id if found else "no list")
+            return found
+
+        try:
+            # A lost answer (a dropped connection, a 5xx) may hide a list that now exists: a fresh GET d/ looks
+            # before the create goes again, so a retry never makes a second list. A name taken (in any case) is
+            # the list itself: made by someone else, or by an earlier attempt of ours whose answer was lost.
+            group = await create_or_find(
+                create,
+                find,
+                attempts=self.api.retry.max_retries + 1,
+                pause=self.api.pause,
+                taken=lambda error: isinstance(error, NameTaken),
+            )
+        except NameTaken as exc:
+            raise ProtocolError(
+                f"{exc.message}, but GET d/ lists no list named {name!r} (in any case)", status=400
+            ) from exc
+        except UnsupportedOperation as exc:
+            self._can_create = self._allow_post = False
+            raise UnsupportedOperation(self._cannot_create(name), status=exc.status) from exc
+        self._can_create = True
+        return group
 
     # -- members -----------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
@@ -678,7 +652,7 @@ class BitcasterConnector(Closing):
 
         done: list[str] = []
         rejected: list[MemberReject] = []
-        for chunk in _chunks(unique, self.capabilities.max_add_batch):
+        for chunk in chunks(unique, self.capabilities.max_add_batch):
             ok, bad = await isolate_rejects(as_spelled, chunk)
             # Bitcaster matches addresses as spelled; syncd does not. An address refused as the source spells it
             # may be known in lower case (the usual spelling of address records): try that once.
@@ -739,15 +713,12 @@ def build(settings: BitcasterSettings, ctx: BuildContext) -> BitcasterConnector:
         timeout=settings.timeout,
         transport=ctx.transport,
     )
-    # `rate_limit` / `burst` / `max_concurrency` shape the token bucket; the window comes from the throttle keys.
-    pacing = replace(settings.pacing(PACING), window=settings.window)
     return BitcasterConnector(
         settings.name,
         client,
         organization=settings.organization,
         project=settings.project,
-        capabilities=replace(CAPABILITIES.with_batch_size(settings.batch_size), pacing=pacing),
-        pacing=pacing,
+        capabilities=settings.capabilities(CAPABILITIES),
         retry=settings.retry.policy(),
         hooks=ctx.hooks,
     )

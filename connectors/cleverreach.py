@@ -78,9 +78,9 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -104,10 +104,10 @@ from connectors.base import (
     RemoteMember,
     ResetKind,
     Suppression,
-    TransientError,
     UnsupportedOperation,
     email_key,
 )
+from connectors.batching import SizeLimit, create_or_find, send_shrinking
 from connectors.http import (
     ApiClient,
     BearerAuth,
@@ -138,7 +138,6 @@ TOO_LARGE = "CleverReach answered 413 (request too large) even for this receiver
 # recognised by its stamp: no later than syncd's ledger entry of the removal, written just after the answer.
 STAMP_SLACK = 5.0
 
-T = TypeVar("T")
 Answer = dict[str, dict[str, Any]]  # receivers of an upsert answer, by email key
 
 
@@ -164,7 +163,7 @@ def capabilities_for(remove_mode: RemoveMode) -> Capabilities:
     )
 
 
-CAPABILITIES = capabilities_for(RemoveMode.DEACTIVATE).with_batch_size(None)
+CAPABILITIES = capabilities_for(RemoveMode.DEACTIVATE)
 
 # ------------------------------------------------------------------------------------------- settings
 
@@ -269,11 +268,6 @@ def classify(response: httpx.Response) -> ConnectorError | None:
 # ------------------------------------------------------------------------------------------ connector
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), max(1, size)):
-        yield items[start : start + size]
-
-
 def _seg(value: str) -> str:
     """One path segment: ids come from config or answers, so they are quoted, never trusted."""
     return quote(value.strip(), safe="")
@@ -361,6 +355,7 @@ class CleverReachConnector(Closing):
     ) -> None:
         self.name = name
         self.remove_mode = remove_mode
+        # Without capabilities (a connector not built from settings): as `build` configures them without batch_size.
         self.capabilities = capabilities or capabilities_for(remove_mode).with_batch_size(None)
         self._clock = clock  # wall clock: activated/deactivated are unix timestamps
         self.api = ApiClient(
@@ -377,8 +372,8 @@ class CleverReachConnector(Closing):
         self._inactive: dict[str, dict[str, dict[str, Any]]] = {}  # group id -> email key -> inactive receiver
         self._inactive_lock = asyncio.Lock()
         self._undoable: dict[str, set[str]] = {}  # group id -> keys whose inactivity is syncd's own removal
-        # The upsert size 413 answers taught (None: the configured batch has not been refused as too large).
-        self._size_limit: int | None = None
+        # The upsert size 413 answers taught (none while the configured batch was not refused as too large).
+        self._size_limit = SizeLimit()
 
     def __repr__(self) -> str:
         return f"CleverReachConnector(name={self.name!r}, remove_mode={self.remove_mode.value!r})"
@@ -415,24 +410,16 @@ class CleverReachConnector(Closing):
     async def create_group(self, name: str) -> RemoteGroup:
         # POST /groups has no idempotency key: when the answer is lost the group may exist anyway, so look it
         # up by name before sending the create again (never create a duplicate).
-        failures = 0
-        while True:
-            try:
-                body = await self.api.json("POST", "groups", json={"name": name}, idempotent=False)
-                group = _group(body, fallback_name=name)
-                self._inactive[group.id] = {}  # a new group holds nobody, inactive or not
-                return group
-            except TransientError as exc:
-                failures += 1
-                if failures > self.api.retry.max_retries:
-                    raise
-                log.debug("%s: group create failed (%s); looking it up first", self.name, exc.message)
-                delay = max(exc.delay or 0.0, self.api.retry.backoff(failures))
-                if delay:
-                    await asyncio.sleep(delay)
-                found = await self._group_by_name(name)
-                if found is not None:
-                    return found
+        async def create() -> RemoteGroup:
+            group = _group(await self.api.json("POST", "groups", json={"name": name}, idempotent=False), name)
+            self._inactive[group.id] = {}  # a new group holds nobody, inactive or not
+            return group
+
+        async def find() -> RemoteGroup | None:
+            log.debug("%s: a group create failed in transit; looking it up before sending it again", self.name)
+            return await self._group_by_name(name)
+
+        return await create_or_find(create, find, attempts=self.api.retry.max_retries + 1, pause=self.api.pause)
 
     # -- members ------------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> Sequence[RemoteMember]:
@@ -601,36 +588,22 @@ class CleverReachConnector(Closing):
     async def _upsert_all(
         self, group: RemoteGroup, route: str, entries: list[dict[str, Any]]
     ) -> tuple[Answer, set[str]]:
-        """Send entries in batches. A batch answered 413 (too large) is halved and both halves sent again, down
-        to single entries; when both halves then go through, the size was the trouble (not a member), and that
-        half size is used from then on, for the connector's life. Returns the answer's receivers by email key,
-        and the keys refused as too large on their own."""
+        """Send entries in batches (`connectors.batching.send_shrinking`). A batch answered 413 (too large) is
+        halved and both halves sent again, down to single entries; when both halves then go through, the size
+        was the trouble (not a member), and that half size is used from then on, for the connector's life.
+        Returns the answer's receivers by email key, and the keys refused as too large on their own."""
         configured = self.capabilities.max_add_batch if route == "upsert" else self.capabilities.max_remove_batch
         answer: Answer = {}
-        too_large: set[str] = set()
 
-        async def send(part: Sequence[dict[str, Any]]) -> bool:
-            """True when every entry of `part` went through."""
-            if self._size_limit is not None and len(part) > self._size_limit:
-                return all([await send(piece) for piece in _chunks(part, self._size_limit)])
+        async def send(part: Sequence[dict[str, Any]]) -> None:
             try:
                 answer.update(await self._upsert(group, route, part))
-                return True
             except BatchTooLarge:
-                if len(part) == 1:
-                    too_large.add(email_key(part[0]["email"]))
-                    return False
-            log.debug("%s: %s of %d answered 413 (too large); halving", self.name, route, len(part))
-            half = (len(part) + 1) // 2
-            first = await send(part[:half])
-            second = await send(part[half:])
-            if first and second:
-                self._size_limit = min(self._size_limit or half, half)
-            return first and second
+                log.debug("%s: %s of %d answered 413 (too large)", self.name, route, len(part))
+                raise
 
-        for chunk in _chunks(entries, min(configured, self._size_limit or configured)):
-            await send(chunk)
-        return answer, too_large
+        too_large = await send_shrinking(send, entries, configured, self._size_limit)
+        return answer, {email_key(entry["email"]) for entry in too_large}
 
     async def _upsert(self, group: RemoteGroup, route: str, entries: Sequence[dict[str, Any]]) -> Answer:
         """Send one upsert/upsertplus; the answer's receivers by email key. Safe to resend: same end state."""
@@ -687,12 +660,10 @@ def build(settings: CleverReachSettings, ctx: BuildContext) -> CleverReachConnec
             settings.resolved_token_url, settings.client_id, settings.client_secret, client_auth=(ClientAuth.BASIC,)
         )
     client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
-    capabilities = capabilities_for(settings.remove_mode).with_batch_size(settings.batch_size)
     return CleverReachConnector(
         settings.name,
         client,
-        capabilities=capabilities,
-        pacing=settings.pacing(capabilities.pacing),
+        capabilities=settings.capabilities(capabilities_for(settings.remove_mode)),
         retry=settings.retry.policy(),
         hooks=ctx.hooks,
         remove_mode=settings.remove_mode,

@@ -65,9 +65,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self
 from urllib.parse import quote
 
 import httpx
@@ -92,9 +92,9 @@ from connectors.base import (
     RemoteGroup,
     RemoteMember,
     ResetKind,
-    RetriableError,
     email_key,
 )
+from connectors.batching import chunks, create_or_find, isolate
 from connectors.http import (
     ApiClient,
     BearerAuth,
@@ -112,8 +112,6 @@ from connectors.http import (
 from connectors.settings import BuildContext, ProviderSettings, check_token_url
 
 log = logging.getLogger("syncd.connectors.communic8")
-
-T = TypeVar("T")
 
 API_ROOT = "/int/v1"
 PAGE_SIZE = 100  # the largest page `limit` is assumed to allow (unverified)
@@ -276,10 +274,6 @@ def _leads(obj: Any, where: str, *, required: bool = True) -> list[str] | None:
     return list(dict.fromkeys(ids))  # de-duplicated, order kept
 
 
-def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
-
-
 # ------------------------------------------------------------------------------------- errorLog entries
 
 # Where an errorLog entry may name the member and say why (its shape is undocumented: only "Object[]").
@@ -376,6 +370,30 @@ def _refusal(target: _Target, message: str) -> MemberReject:
     return MemberReject(target.email, reason, permanent=True, code=_reject_code(reason))
 
 
+def _error_log(data: Any) -> tuple[list[_Entry], int]:
+    """An accepted call's errorLog entries, and how many members it refused (`errorCount`, else the number
+    of entries); none for an answer without a `data` object."""
+    if not isinstance(data, dict):
+        return [], 0
+    raw_log = data.get("errorLog")
+    entries = [_entry(raw) for raw in raw_log] if isinstance(raw_log, list) else []
+    errors = _count(data.get("errorCount"))
+    return entries, len(entries) if errors is None else errors
+
+
+def _named(entries: Sequence[_Entry], targets: Sequence[_Target]) -> tuple[dict[str, str], list[str]]:
+    """Target key -> the message of the first entry naming it, and the messages of entries naming none."""
+    named: dict[str, str] = {}
+    unnamed: list[str] = []
+    for entry in entries:
+        hits = [t for t in targets if _matches(entry, t)]
+        for target in hits:
+            named.setdefault(target.key, entry.message)
+        if not hits and entry.message:
+            unnamed.append(entry.message)
+    return named, unnamed
+
+
 # ------------------------------------------------------------------------------------------ connector
 
 
@@ -464,23 +482,20 @@ class Communic8Connector(Closing):
     async def create_group(self, name: str) -> RemoteGroup:
         # POST /recipientGroup is not idempotent (names need not be unique). When an attempt may have
         # landed but failed in transit, look the group up by name before sending it again.
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                body = await self.api.json("POST", "recipientGroup", json={"name": name}, idempotent=False)
-            except RetriableError:
-                found = await self.find_group(name=name)
-                if found is not None:
-                    return found
-                if attempt == CREATE_ATTEMPTS:
-                    raise
-                log.debug("%s: group create failed in transit and did not land; sending it again", self.name)
-                continue
-            obj = _data(body, "POST /recipientGroup")
-            group = _group(obj, "POST /recipientGroup")
+        where = "POST /recipientGroup"
+
+        async def create() -> RemoteGroup:
+            obj = _data(await self.api.json("POST", "recipientGroup", json={"name": name}, idempotent=False), where)
+            group = _group(obj, where)
             # Created with a name only, so it has no members, whether or not the answer lists its leads.
-            self._handoff[group.id] = _leads(obj, "POST /recipientGroup", required=False) or []
+            self._handoff[group.id] = _leads(obj, where, required=False) or []
             return group
-        raise AssertionError("unreachable")
+
+        async def find() -> RemoteGroup | None:
+            log.debug("%s: a group create failed in transit; looking it up before sending it again", self.name)
+            return await self.find_group(name=name)
+
+        return await create_or_find(create, find, attempts=CREATE_ATTEMPTS, pause=self.api.pause)
 
     # -- members -----------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
@@ -510,7 +525,7 @@ class Communic8Connector(Closing):
         async def post(part: Sequence[Contact]) -> None:
             refusals.update(await self._post(group, part))
 
-        for chunk in _chunks(contacts, self.capabilities.max_add_batch):
+        for chunk in chunks(contacts, self.capabilities.max_add_batch):
             send, refused = await self._existing(chunk)
             rejected += refused
             if not send:
@@ -526,7 +541,7 @@ class Communic8Connector(Closing):
                     rejected += refused
                     refused_as_is = not refused  # the same batch again would be refused again
                 # Someone deleted a recipient since we looked: halve the batch until the culprits stand alone.
-                ok, bad = await self._isolate(post, send, refused=refused_as_is)
+                ok, bad = await isolate(post, send, refused=refused_as_is)
                 self._forget([c.key for c in bad])
                 rejected += [MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient") for c in bad]
             done += [c.key for c in ok if c.key not in refusals]
@@ -541,7 +556,7 @@ class Communic8Connector(Closing):
         by_email = [m for m in members if not m.id and m.email]
         refusals: dict[str, MemberReject] = {}
         for field, group_members in (("recipientIds", by_id), ("recipientEmails", by_email)):
-            for chunk in _chunks(group_members, size):
+            for chunk in chunks(group_members, size):
                 refusals.update(await self._remove(group, field, chunk))
         done = tuple(m.key for m in [*by_id, *by_email] if m.key not in refusals)
         return BatchResult(done, tuple(refusals.values()))
@@ -556,7 +571,7 @@ class Communic8Connector(Closing):
 
         # An id or email Communic8 no longer knows fails the whole call: isolate it. A recipient that no
         # longer exists is in no group, so it counts as removed.
-        _, vanished = await self._isolate(delete, members)
+        _, vanished = await isolate(delete, members)
         if vanished:
             log.debug("%s: %d members to remove no longer exist as recipients", self.name, len(vanished))
         return refusals
@@ -621,41 +636,16 @@ class Communic8Connector(Closing):
         The errorLog names them where it can; where it names fewer than `errorCount`, the group is read again
         and its `leads` say who did not end up where they were meant to be. No member is reported done that
         the answer does not vouch for."""
-        if not isinstance(data, dict):
-            return {}
-        raw_log = data.get("errorLog")
-        entries = [_entry(raw) for raw in raw_log] if isinstance(raw_log, list) else []
-        errors = _count(data.get("errorCount"))
-        if errors is None:
-            errors = len(entries)
+        entries, errors = _error_log(data)
         if errors == 0:
             return {}
-        named: dict[str, str] = {}  # target key -> the message of the entry naming it
-        unnamed: list[str] = []  # messages of entries that name none of the targets
-        for entry in entries:
-            hits = [t for t in targets if _matches(entry, t)]
-            for target in hits:
-                named.setdefault(target.key, entry.message)
-            if not hits and entry.message:
-                unnamed.append(entry.message)
+        named, unnamed = _named(entries, targets)
         if len(named) >= errors:
             out = {t.key: _refusal(t, named[t.key]) for t in targets if t.key in named}
         else:
-            leads = await self._group_leads(group)
-            if any(t.rid is None for t in targets) and not self._directory_read:
-                await self._read_directory()  # only a remove by email can lack an id
-                known = self._known()
-                targets = [
-                    t if t.rid or not t.email_key else _Target(t.key, t.email, t.email_key, known.get(t.email_key))
-                    for t in targets
-                ]
             # One message for all (the usual case) or those of entries naming nobody: that is why they failed.
             fallback = "; ".join(dict.fromkeys(unnamed or [e.message for e in entries if e.message])) or NO_REASON
-            out = {
-                t.key: _refusal(t, named.get(t.key) or fallback)
-                for t in targets
-                if ((t.rid is not None and t.rid in leads) != present)
-            }
+            out = await self._misplaced(group, targets, named, fallback, present=present)
         log.debug(
             "%s: an accepted call to group %s refused %d of %d members (errorCount %d, %d log entries)",
             self.name,
@@ -667,30 +657,32 @@ class Communic8Connector(Closing):
         )
         return out
 
+    async def _misplaced(
+        self, group: RemoteGroup, targets: Sequence[_Target], named: dict[str, str], fallback: str, *, present: bool
+    ) -> dict[str, MemberReject]:
+        """The targets that are not where the call meant them to be (in the group's `leads` or not), read again
+        once, as rejects with the message naming them (else `fallback`)."""
+        leads = await self._group_leads(group)
+        if any(t.rid is None for t in targets) and not self._directory_read:
+            await self._read_directory()  # only a remove by email can lack an id
+            targets = self._with_ids(targets)
+        return {
+            t.key: _refusal(t, named.get(t.key) or fallback)
+            for t in targets
+            if ((t.rid is not None and t.rid in leads) != present)
+        }
+
+    def _with_ids(self, targets: Sequence[_Target]) -> list[_Target]:
+        """The targets, each with its recipient id where it lacked one and the known recipients have it."""
+        known = self._known()
+        return [
+            t if t.rid or not t.email_key else _Target(t.key, t.email, t.email_key, known.get(t.email_key))
+            for t in targets
+        ]
+
     async def _group_leads(self, group: RemoteGroup) -> set[str]:
         where = "GET /recipientGroup/{id}"
         return set(_required(_leads(_data(await self.api.json("GET", _group_path(group.id)), where), where)))
-
-    async def _isolate(
-        self, send: Callable[[Sequence[T]], Awaitable[None]], items: Sequence[T], *, refused: bool = False
-    ) -> tuple[list[T], list[T]]:
-        """Send `items`; when the batch is refused for some members, split it in halves until each refused
-        member stands alone. `refused`: this very batch was just refused, so start by splitting it.
-        Returns (sent, refused). Costs about 2·log2(n) requests per culprit."""
-        if not items:
-            return [], []
-        if not refused:
-            try:
-                await send(items)
-                return list(items), []
-            except BatchRejected:
-                pass
-        if len(items) == 1:
-            return [], list(items)
-        mid = len(items) // 2
-        ok_a, bad_a = await self._isolate(send, items[:mid])
-        ok_b, bad_b = await self._isolate(send, items[mid:])
-        return ok_a + ok_b, bad_a + bad_b
 
     # -- which recipients exist ---------------------------------------------------------------------
     def _known(self) -> dict[str, str]:
@@ -810,8 +802,7 @@ def build(settings: Communic8Settings, ctx: BuildContext) -> Communic8Connector:
     return Communic8Connector(
         settings.name,
         client,
-        capabilities=CAPABILITIES.with_batch_size(settings.batch_size),
-        pacing=settings.pacing(CAPABILITIES.pacing),
+        capabilities=settings.capabilities(CAPABILITIES),
         retry=settings.retry.policy(),
         hooks=ctx.hooks,
         cache=ctx.cache,

@@ -103,6 +103,7 @@ from connectors.base import (
     UnsupportedOperation,
     email_key,
 )
+from connectors.batching import create_or_find
 from connectors.http import (
     ApiClient,
     ClientCredentialsAuth,
@@ -552,9 +553,10 @@ class GiftronautConnector(Closing):
 
     async def create_group(self, name: str) -> RemoteGroup:
         # Idempotent by key: a create retried after a 5xx / timeout / dropped connection is answered with the
-        # group the first attempt made, so sending it again is safe.
+        # group the first attempt made, so ApiClient resends it safely and no answer is lost (`lost=()`).
         where = "POST /recipient-groups"
-        try:
+
+        async def create() -> RemoteGroup:
             body = await self.api.json(
                 "POST",
                 "recipient-groups",
@@ -562,24 +564,29 @@ class GiftronautConnector(Closing):
                 headers={IDEMPOTENCY_HEADER: self._idempotency_key("group", name)},
                 idempotent=True,
             )
+            group = _group(body, where, fallback_name=name)
+            log.debug("%s: created group %s", self.name, group.id)
+            return group
+
+        async def find() -> RemoteGroup | None:
+            log.debug("%s: the group name is taken; looking the group up", self.name)
+            return await self._group_by_name(name)
+
+        try:
+            # GROUP_EXISTS (names are unique in the org): someone made it since syncd looked, or a create of an
+            # earlier pass landed although its answer was lost. It is the group: use it.
+            return await create_or_find(
+                create, find, attempts=1, pause=self.api.pause, lost=(), taken=lambda e: e.status == 409
+            )
         except FatalError as exc:
             if exc.status != 409:
                 raise
-            # GROUP_EXISTS (names are unique in the org): someone made it since syncd looked, or a create of an
-            # earlier pass landed although its answer was lost. It is the group: use it.
-            found = await self._group_by_name(name)
-            if found is None:
-                raise FatalError(
-                    f"Giftronaut refused to create group {name!r}: {exc.message}. Group names are unique in the "
-                    "organization, and no group is named exactly so (one may differ in case or blanks): rename "
-                    "it, or bind it by group_id",
-                    status=exc.status,
-                ) from exc
-            log.debug("%s: group existed already (%s); using it", self.name, found.id)
-            return found
-        group = _group(body, where, fallback_name=name)
-        log.debug("%s: created group %s", self.name, group.id)
-        return group
+            raise FatalError(
+                f"Giftronaut refused to create group {name!r}: {exc.message}. Group names are unique in the "
+                "organization, and no group is named exactly so (one may differ in case or blanks): rename "
+                "it, or bind it by group_id",
+                status=exc.status,
+            ) from exc
 
     # -- members -----------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
@@ -888,8 +895,7 @@ def build(settings: GiftronautSettings, ctx: BuildContext) -> GiftronautConnecto
     return GiftronautConnector(
         settings.name,
         client,
-        capabilities=CAPABILITIES.with_batch_size(settings.batch_size),
-        pacing=settings.pacing(CAPABILITIES.pacing),
+        capabilities=settings.capabilities(CAPABILITIES),
         retry=settings.retry.policy(),
         hooks=ctx.hooks,
         cache=ctx.cache,

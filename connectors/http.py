@@ -272,6 +272,11 @@ class RetryPolicy:
             delay *= 1 - self.jitter * random.random()
         return delay
 
+    def wait(self, attempt: int, asked: float | None) -> float:
+        """Seconds before retry number `attempt`: what the server `asked` (Retry-After) or the backoff,
+        whichever is longer."""
+        return max(asked or 0.0, self.backoff(attempt))
+
 
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a Retry-After header: either delta-seconds or an HTTP date."""
@@ -374,90 +379,101 @@ class ApiClient:
         non-idempotent request is retried only when it surely did not reach the server (connect error, 429).
         """
         method = method.upper()
-        if kind is None:
-            kind = RequestKind.READ if method in ("GET", "HEAD") else RequestKind.WRITE
-        if idempotent is None:
-            idempotent = method not in ("POST", "PATCH")
-        failures = 0
-        rate_waits = 0
+        kind = kind or (RequestKind.READ if method in ("GET", "HEAD") else RequestKind.WRITE)
+        idempotent = method not in ("POST", "PATCH") if idempotent is None else idempotent
+        budget = _Budget()
         while True:
-            # A slot first, then a token: a token taken while waiting for a slot would let queued requests
-            # start back to back, above the rate, once slots free up.
-            async with self._slots:
-                sent_at = await self.bucket.acquire()
-                started = time.monotonic()
-                error: ConnectorError | None
-                response: httpx.Response | None = None
-                maybe_processed = True
-                try:
-                    response = await self.client.request(method, url, **kwargs)
-                except httpx.TimeoutException as exc:
-                    error, status = (
-                        TransientError(f"{method} {_path(url)}: timed out ({type(exc).__name__})"),
-                        "timeout",
-                    )
-                    maybe_processed = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-                except httpx.TransportError as exc:
-                    error, status = TransientError(f"{method} {_path(url)}: {type(exc).__name__}"), "error"
-                    maybe_processed = not isinstance(exc, httpx.ConnectError)
-                except ConnectorError as exc:  # raised by an auth flow (token endpoint trouble)
-                    error, status = exc, str(exc.status or "error")
-                else:
-                    error, status = self.classify(response), str(response.status_code)
-                elapsed = time.monotonic() - started
-                sent_at = self.bucket.settle(sent_at)
-            self.hooks.on_request(self.provider, method, status, elapsed)
-            if maybe_processed:
-                tally = _current_tally.get()
-                if tally is not None:
-                    tally.add(kind)
-            if response is not None and self.quota is not None:
-                q = self.quota(response)
-                if q is not None:
-                    self.bucket.observe_quota(q.remaining, q.reset_in)
-            if error is None and response is not None and 300 <= response.status_code < 400:
-                # No connector follows redirects (a redirected POST loses its body, and credentials must not
-                # travel to another host). A provider's classifier that passes a 3xx as "below 400, so fine"
-                # would make a write that never happened look done: it is an error, whatever the provider.
-                location = httpx.URL(response.headers.get("Location", "")).path or "?"
-                error = ProtocolError(
-                    f"{method} {_path(url)}: HTTP {response.status_code} redirect to {location}; syncd does not "
-                    "follow redirects: check base_url",
-                    status=response.status_code,
-                )
-            if error is None:
-                assert response is not None
-                return response
-            if isinstance(error, RateLimited):
-                rate_waits += 1
-                delay = error.delay if error.delay is not None else self.retry.backoff(rate_waits)
-                if self.bucket.window is not None and response is not None:
-                    # A sliding-window server (Bitcaster) counts no throttled request, and its Retry-After is a
-                    # constant (window / rate, 2 s) while a full window frees only when its oldest request leaves
-                    # it: wait for that, at least Retry-After, rather than spend waits on 2 s guesses.
-                    self.bucket.forget(sent_at)
-                    frees_in = self.bucket.window_frees_in()
-                    delay = max(delay, frees_in or 0.0)
-                if rate_waits > self.retry.max_rate_limit_waits or delay > self.retry.max_retry_after:
-                    raise error
-                self.hooks.on_retry(self.provider, "rate_limited")
-                log.debug("%s: rate limited, waiting %.1fs", self.provider, delay)
-                self.bucket.pause_for(delay)
-                continue
-            if isinstance(error, RetriableError) and (idempotent or not maybe_processed):
-                failures += 1
-                if failures > self.retry.max_retries:
-                    raise error
-                delay = max(error.delay or 0.0, self.retry.backoff(failures))
-                self.hooks.on_retry(self.provider, _retry_reason(status))
-                log.debug("%s: %s, retry %d in %.1fs", self.provider, error.message, failures, delay)
-                if delay:
-                    await asyncio.sleep(delay)
-                continue
+            attempt = await self._send_once(method, url, kwargs)
+            self._count(attempt, method, kind)
+            if attempt.error is None and attempt.response is not None:
+                return attempt.response
+            await self._before_retry(attempt, budget, resendable=idempotent or not attempt.reached)
+
+    async def _send_once(self, method: str, url: str, kwargs: dict[str, Any]) -> _Attempt:
+        """One send: a concurrency slot, then a token, then the exchange and its classification."""
+        # A slot first, then a token: a token taken while waiting for a slot would let queued requests
+        # start back to back, above the rate, once slots free up.
+        async with self._slots:
+            sent_at = await self.bucket.acquire()
+            started = time.monotonic()
+            attempt = await self._exchange(method, url, kwargs)
+            attempt.seconds = time.monotonic() - started
+            attempt.sent_at = self.bucket.settle(sent_at)
+        return attempt
+
+    async def _exchange(self, method: str, url: str, kwargs: dict[str, Any]) -> _Attempt:
+        """Send and classify: the answer and the error it means, or the error the transport raised."""
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            timeout = TransientError(f"{method} {_path(url)}: timed out ({type(exc).__name__})")
+            return _Attempt(None, timeout, "timeout", not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout))
+        except httpx.TransportError as exc:
+            dropped = TransientError(f"{method} {_path(url)}: {type(exc).__name__}")
+            return _Attempt(None, dropped, "error", not isinstance(exc, httpx.ConnectError))
+        except ConnectorError as exc:  # raised by an auth flow (token endpoint trouble)
+            return _Attempt(None, exc, str(exc.status or "error"), True)
+        error = self.classify(response) or _unfollowed_redirect(method, url, response)
+        return _Attempt(response, error, str(response.status_code), True)
+
+    def _count(self, attempt: _Attempt, method: str, kind: RequestKind) -> None:
+        """Metrics for every send, the pair's tally for every send the server may have seen, and the quota
+        the answer announces."""
+        self.hooks.on_request(self.provider, method, attempt.status, attempt.seconds)
+        if attempt.reached:
+            tally = _current_tally.get()
+            if tally is not None:
+                tally.add(kind)
+        if attempt.response is not None and self.quota is not None:
+            q = self.quota(attempt.response)
+            if q is not None:
+                self.bucket.observe_quota(q.remaining, q.reset_in)
+
+    async def _before_retry(self, attempt: _Attempt, budget: _Budget, *, resendable: bool) -> None:
+        """Wait before the request goes again, or raise its error when retrying cannot help or the budget is
+        spent. A rate limit pauses the bucket (everyone waits) and spends only the rate-limit budget."""
+        error = attempt.error
+        assert error is not None
+        if isinstance(error, RateLimited):
+            self._wait_out_rate_limit(attempt, error, budget)
+            return
+        if not isinstance(error, RetriableError) or not resendable:
             raise error
+        budget.failures += 1
+        if budget.failures > self.retry.max_retries:
+            raise error
+        delay = self.retry.wait(budget.failures, error.delay)
+        self.hooks.on_retry(self.provider, _retry_reason(attempt.status))
+        log.debug("%s: %s, retry %d in %.1fs", self.provider, error.message, budget.failures, delay)
+        if delay:
+            await asyncio.sleep(delay)
+
+    def _wait_out_rate_limit(self, attempt: _Attempt, error: RateLimited, budget: _Budget) -> None:
+        """Pause the bucket for as long as the rate limit says (Retry-After, else a backoff), or raise when
+        the rate-limit budget is spent or the wait asked for is longer than the policy accepts."""
+        budget.rate_waits += 1
+        delay = error.delay if error.delay is not None else self.retry.backoff(budget.rate_waits)
+        if self.bucket.window is not None and attempt.response is not None:
+            # A sliding-window server (Bitcaster) counts no throttled request, and its Retry-After is a
+            # constant (window / rate, 2 s) while a full window frees only when its oldest request leaves
+            # it: wait for that, at least Retry-After, rather than spend waits on 2 s guesses.
+            self.bucket.forget(attempt.sent_at)
+            delay = max(delay, self.bucket.window_frees_in() or 0.0)
+        if budget.rate_waits > self.retry.max_rate_limit_waits or delay > self.retry.max_retry_after:
+            raise error
+        self.hooks.on_retry(self.provider, "rate_limited")
+        log.debug("%s: rate limited, waiting %.1fs", self.provider, delay)
+        self.bucket.pause_for(delay)
 
     async def json(self, method: str, url: str, **kwargs: Any) -> Any:
         return json_body(await self.request(method, url, **kwargs))
+
+    async def pause(self, attempt: int, error: RetriableError) -> None:
+        """Wait as before retry number `attempt` of a request that failed with `error`, for a caller that
+        resends on its own (a create looked up before it goes again: `connectors.batching.create_or_find`)."""
+        delay = self.retry.wait(attempt, error.delay)
+        if delay:
+            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -472,6 +488,40 @@ def _retry_reason(status: str) -> str:
 def _path(url: str) -> str:
     # Errors name the path only: a query string may carry a token (CleverReach accepts ?token=).
     return httpx.URL(url).path
+
+
+def _unfollowed_redirect(method: str, url: str, response: httpx.Response) -> ConnectorError | None:
+    """A 3xx the provider's classifier let through. No connector follows redirects (a redirected POST loses
+    its body, and credentials must not travel to another host): a classifier that passes a 3xx as "below 400,
+    so fine" would make a write that never happened look done, so it is an error, whatever the provider."""
+    if not 300 <= response.status_code < 400:
+        return None
+    location = httpx.URL(response.headers.get("Location", "")).path or "?"
+    return ProtocolError(
+        f"{method} {_path(url)}: HTTP {response.status_code} redirect to {location}; syncd does not "
+        "follow redirects: check base_url",
+        status=response.status_code,
+    )
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One send of a request, as the counting and the retry decision need it."""
+
+    response: httpx.Response | None  # None when the transport (or an auth flow) failed
+    error: ConnectorError | None  # what the answer means (None: a success)
+    status: str  # the metric label: the HTTP status, "timeout" or "error"
+    reached: bool  # whether the server may have processed it (False only when it surely did not)
+    sent_at: float = 0.0  # its entry in the bucket's window
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class _Budget:
+    """What one logical request has spent: retries of failures, and waits for rate limits (counted apart)."""
+
+    failures: int = 0
+    rate_waits: int = 0
 
 
 # ---------------------------------------------------------------------------------------- pagination

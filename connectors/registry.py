@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from connectors import bitcaster, cleverreach, communic8, giftronaut, stannp
@@ -36,8 +36,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
 
 
 def build_connector(settings: ProviderSettings, ctx: BuildContext) -> Connector:
-    connector = PROVIDERS[settings.type].build(settings, ctx)
-    # Capabilities carry the pacing actually in force (the API's default, or the configured override), so
-    # the engine can size its own concurrency to it.
-    connector.capabilities = replace(connector.capabilities, pacing=settings.pacing(connector.capabilities.pacing))
-    return connector
+    """The connector of this provider entry. Its `capabilities` are the ones configured, pacing included
+    (`ProviderSettings.capabilities`, applied by its `build`), so the engine sizes batches and its own
+    concurrency to what is in force."""
+    return PROVIDERS[settings.type].build(settings, ctx)

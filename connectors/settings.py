@@ -3,6 +3,10 @@
 Each connector module subclasses `ProviderSettings` with its `type` literal and credential keys, so
 everything provider-specific (which keys exist, their defaults, their documentation) stays in `connectors/`
 and syncd's config loader only assembles the union of them from `connectors.registry`.
+
+`ProviderSettings.capabilities` is where the keys that tune a connector (`batch_size`, `rate_limit`, `burst`,
+`max_concurrency`) meet the API's own limits; each connector's `build` applies it once, and everything else
+reads the result from `connector.capabilities`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connectors.base import NullRecipientCache, Pacing, RecipientCache
+from connectors.base import Capabilities, NullRecipientCache, Pacing, RecipientCache
 from connectors.http import NoHooks, RequestHooks, RetryPolicy
 
 LOOPBACK_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -113,6 +117,7 @@ class ProviderSettings(BaseModel):
         return check_api_url(value)
 
     def pacing(self, default: Pacing) -> Pacing:
+        """The API's default pacing with this entry's `rate_limit`, `burst` and `max_concurrency` applied."""
         # replace(), not Pacing(...): fields these keys do not set (a sliding `window`) stay the API's.
         return replace(
             default,
@@ -120,6 +125,15 @@ class ProviderSettings(BaseModel):
             burst=self.burst if self.burst is not None else default.burst,
             max_concurrency=self.max_concurrency if self.max_concurrency is not None else default.max_concurrency,
         )
+
+    def capabilities(self, declared: Capabilities) -> Capabilities:
+        """The connector's capabilities as configured: the API's own (`declared`) with this entry's
+        `batch_size` (capped at the API's limits, `Capabilities.with_batch_size`) and pacing (`pacing`).
+
+        This is the one place where configuration meets a connector's limits. Every `build` passes its
+        declared capabilities through it, once; the connector paces its `ApiClient` with the result and cuts
+        batches by it, and syncd's planner and applier read the same values from `connector.capabilities`."""
+        return replace(declared.with_batch_size(self.batch_size), pacing=self.pacing(declared.pacing))
 
 
 def check_token_url(value: str | None) -> str | None:

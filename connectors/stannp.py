@@ -106,7 +106,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -131,9 +131,9 @@ from connectors.base import (
     RemoteGroup,
     RemoteMember,
     ResetKind,
-    RetriableError,
     email_key,
 )
+from connectors.batching import chunks, create_or_find, isolate
 from connectors.http import (
     ApiClient,
     ApiKeyBasicAuth,
@@ -153,8 +153,6 @@ from connectors.http import (
 from connectors.settings import BuildContext, ProviderSettings
 
 log = logging.getLogger("syncd.connectors.stannp")
-
-T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api-eu1.stannp.com/v1"
 US_BASE_URL = "https://api-us1.stannp.com/v1"
@@ -496,10 +494,6 @@ def missing_fields(contact: Contact, required: frozenset[str]) -> list[str]:
     return missing
 
 
-def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
-
-
 def _unique(contacts: Sequence[Contact]) -> list[Contact]:
     """One contact per email key: the first spelling wins, order kept."""
     first: dict[str, Contact] = {}
@@ -526,28 +520,6 @@ def _recipient_fields(contact: Contact, group_id: str, *, json_body: bool) -> di
         "test_level": TEST_LEVEL,
     }
     return {k: v for k, v in fields.items() if v is not None}  # never blank out what Stannp knows
-
-
-async def _isolate(
-    send: Callable[[Sequence[T]], Awaitable[None]], items: Sequence[T], *, refused: bool = False
-) -> tuple[list[T], list[T]]:
-    """Send `items`; a refused batch is halved until each refused item stands alone. `refused`: this very
-    batch was just refused, so start by splitting. Returns (sent, refused); about 2·log2(n) requests per
-    refused item."""
-    if not items:
-        return [], []
-    if not refused:
-        try:
-            await send(items)
-            return list(items), []
-        except BatchRejected:
-            pass
-    if len(items) == 1:
-        return [], list(items)
-    mid = len(items) // 2
-    ok_a, bad_a = await _isolate(send, items[:mid])
-    ok_b, bad_b = await _isolate(send, items[mid:])
-    return ok_a + ok_b, bad_a + bad_b
 
 
 # ------------------------------------------------------------------------------------------ connector
@@ -649,27 +621,19 @@ class StannpConnector(Closing):
         path = self.endpoints.create_group
         where = f"POST /{path}"
         headers = _key()
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                body = await self.api.json(
-                    "POST", path, **self._body({"name": name}), headers=headers, idempotent=False
-                )
-            except RetriableError as exc:
-                delay = max(exc.delay or 0.0, self.api.retry.backoff(attempt))
-                if delay:
-                    await asyncio.sleep(delay)
-                found = self._by_name(await self._group_list(fresh=True), name)
-                if found is not None:
-                    return found
-                if attempt == CREATE_ATTEMPTS:
-                    raise
-                log.debug("%s: group create failed in transit and did not land; sending it again", self.name)
-                continue
+
+        async def create() -> RemoteGroup:
+            body = await self.api.json("POST", path, **self._body({"name": name}), headers=headers, idempotent=False)
             group = RemoteGroup(id=_id(_payload(body), where), name=name, member_count=0)
             if self._groups is not None:
                 self._groups.append(group)
             return group
-        raise AssertionError("unreachable")
+
+        async def find() -> RemoteGroup | None:
+            log.debug("%s: a group create failed in transit; looking it up before sending it again", self.name)
+            return self._by_name(await self._group_list(fresh=True), name)
+
+        return await create_or_find(create, find, attempts=CREATE_ATTEMPTS, pause=self.api.pause)
 
     async def _require_group(self, group: RemoteGroup, *, fresh: bool = False) -> None:
         if all(g.id != group.id for g in await self._group_list(fresh=fresh)):
@@ -802,7 +766,7 @@ class StannpConnector(Closing):
         existing: list[Pair] = [(c, self._ids[c.key]) for c in contacts if c.key in self._ids]
         new = [c for c in contacts if c.key not in self._ids]
         done: list[str] = []
-        for chunk in _chunks(existing, self.capabilities.max_add_batch):
+        for chunk in chunks(existing, self.capabilities.max_add_batch):
             added, gone = await self._add_existing(group, chunk)
             done += [c.key for c in added]
             new += gone  # their recipient no longer exists: create it again
@@ -869,7 +833,7 @@ class StannpConnector(Closing):
         if not send:
             return [], gone
         await self._require_group(group, fresh=True)  # a vanished group must not look like vanished people
-        ok, bad = await _isolate(add, send, refused=True)
+        ok, bad = await isolate(add, send, refused=True)
         self._forget([c.key for c, _ in bad])
         return [c for c, _ in ok], gone + [c for c, _ in bad]
 
@@ -969,7 +933,7 @@ class StannpConnector(Closing):
                 await self._list_account()
             # A person who is no recipient at all is in no group: nothing to remove.
             ids += [self._ids[k] for k in keys if k in self._ids]
-        for chunk in _chunks(list(dict.fromkeys(ids)), self.capabilities.max_remove_batch):
+        for chunk in chunks(list(dict.fromkeys(ids)), self.capabilities.max_remove_batch):
             await self._remove_ids(group, chunk)
         return BatchResult(tuple(m.key for m in members if m.id or m.email))
 
@@ -992,7 +956,7 @@ class StannpConnector(Closing):
                 pass
         if send:
             await self._require_group(group, fresh=True)
-            _, vanished = await _isolate(remove, send, refused=True)
+            _, vanished = await isolate(remove, send, refused=True)
             log.debug("%s: %d recipients to remove no longer exist", self.name, len(vanished))
 
     async def reset_members(self, group: RemoteGroup, contacts: Sequence[Contact]) -> BatchResult:
@@ -1026,13 +990,11 @@ def build(settings: StannpSettings, ctx: BuildContext) -> StannpConnector:
         auth = ApiKeyAuth(settings.api_key)
     client = make_client(settings.base_url, auth=auth, timeout=settings.timeout, transport=ctx.transport)
     region = resolve_region(settings.base_url, settings.region)
-    capabilities = capabilities_for(region).with_batch_size(settings.batch_size)
     return StannpConnector(
         settings.name,
         client,
         region=region,
-        capabilities=capabilities,
-        pacing=settings.pacing(CAPABILITIES.pacing),
+        capabilities=settings.capabilities(capabilities_for(region)),
         retry=settings.retry.policy(),
         hooks=ctx.hooks,
         cache=ctx.cache,

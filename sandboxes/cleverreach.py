@@ -117,6 +117,17 @@ class Group:
         }
 
 
+def _deactivate(receiver: Receiver, deactivated: int | None, *, plus: bool, now: int) -> None:
+    """An upsert's `deactivated`: only upsertplus unsubscribes; `deactivated: 0` subscribes the receiver again."""
+    if deactivated is None:
+        return
+    if deactivated > 0 and plus:
+        receiver.deactivated = deactivated
+    elif deactivated == 0:
+        receiver.deactivated = 0
+        receiver.activated = receiver.activated or now
+
+
 class CleverReachSandbox(SandboxApp):
     name = "cleverreach"
 
@@ -347,32 +358,10 @@ class CleverReachSandbox(SandboxApp):
             return None  # this account leaves suppressed addresses out and stores nothing
         deactivated = _int(entry.get("deactivated"), "deactivated", 0) if "deactivated" in entry else None
         activated = _int(entry.get("activated"), "activated", now) if "activated" in entry else None
-        if existing is None:
-            receiver = self._new_receiver(
-                group,
-                entry["email"].strip(),
-                activated=now if activated is None else activated,  # a new receiver without it is active
-                deactivated=0,
-            )
-        else:
-            receiver = existing
-            if activated is not None and activated != receiver.activated:
-                receiver.activated = activated
-                if activated > 0:
-                    receiver.deactivated = 0  # a new `activated` subscribes the receiver again
-        if deactivated is not None:
-            if deactivated > 0 and plus:
-                receiver.deactivated = deactivated
-            elif deactivated == 0:
-                receiver.deactivated = 0  # `deactivated: 0` subscribes the receiver again
-                receiver.activated = receiver.activated or now
+        receiver = self._activate(group, existing, entry, activated, now)
+        _deactivate(receiver, deactivated, plus=plus, now=now)
         if receiver.active and not was_active:
-            if (group.id, key) in self.withdrawn:
-                self.violations.append((group.id, receiver.email, "resubscribed after the person unsubscribed"))
-                self.withdrawn.discard((group.id, key))  # recorded once; a later unsubscribe marks it again
-            if suppressed:
-                what = "blacklisted" if key in self.blacklisted else "bounced"
-                self.violations.append((group.id, receiver.email, f"subscribed although {what}"))
+            self._note_resubscription(group, key, receiver)
         if key in self.bounced:
             receiver.bounced = 1
         attributes = entry.get("global_attributes")
@@ -380,6 +369,33 @@ class CleverReachSandbox(SandboxApp):
             receiver.firstname = str(attributes.get("firstname", receiver.firstname))
             receiver.lastname = str(attributes.get("lastname", receiver.lastname))
         return receiver
+
+    def _activate(
+        self, group: Group, existing: Receiver | None, entry: dict[str, Any], activated: int | None, now: int
+    ) -> Receiver:
+        """The receiver an upsert writes: a new one (active unless told otherwise), or the existing one with its
+        new `activated` (which subscribes it again)."""
+        if existing is None:
+            return self._new_receiver(
+                group,
+                entry["email"].strip(),
+                activated=now if activated is None else activated,  # a new receiver without it is active
+                deactivated=0,
+            )
+        if activated is not None and activated != existing.activated:
+            existing.activated = activated
+            if activated > 0:
+                existing.deactivated = 0  # a new `activated` subscribes the receiver again
+        return existing
+
+    def _note_resubscription(self, group: Group, key: str, receiver: Receiver) -> None:
+        """A receiver just became active: a violation when the person had unsubscribed, or is suppressed."""
+        if (group.id, key) in self.withdrawn:
+            self.violations.append((group.id, receiver.email, "resubscribed after the person unsubscribed"))
+            self.withdrawn.discard((group.id, key))  # recorded once; a later unsubscribe marks it again
+        if key in self.blacklisted or key in self.bounced:
+            what = "blacklisted" if key in self.blacklisted else "bounced"
+            self.violations.append((group.id, receiver.email, f"subscribed although {what}"))
 
     def _delete_receiver(self, request: Request) -> bool:
         group = self._group(request)

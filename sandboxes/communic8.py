@@ -315,36 +315,48 @@ class Communic8Sandbox(SandboxApp):
             return _fail(NO_OBJECT)
         body = request.json()
         body = body if isinstance(body, dict) else {}
+        named = self._named(body)
+        if isinstance(named, dict):
+            return named  # the failure answer
+        refused = [rid for rid in named if self.recipients[rid]["email"].lower() in self.refusals]
+        wanted = [rid for rid in named if rid not in refused] if refused else named
+        changed = self._change_leads(group, wanted, add=add, reset=add and body.get("reset") is True)
+        errors = [self._log_entry(rid) for rid in refused]
+        return {"success": True, "data": {"successCount": changed, "errorCount": len(errors), "errorLog": errors}}
+
+    def _named(self, body: dict[str, Any]) -> list[str] | dict[str, Any]:
+        """The recipient ids a member change names (each once, in order), or the failure answer."""
         ids, emails = body.get("recipientIds"), body.get("recipientEmails")
         if ids is not None and emails is not None:
             return _fail("recipientIds and recipientEmails are mutually exclusive")
         given = ids if ids is not None else emails
         if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
             return _fail("recipientIds or recipientEmails (a string array) is required")
-        if ids is not None:
-            resolved = [v if v in self.recipients else None for v in given]
-        else:
-            resolved = [self._recipient_id(e) for e in given]
+        resolved = self._resolve(given, by_id=ids is not None)
         if any(rid is None for rid in resolved):
             return _fail(self.unknown_message)  # all or nothing: one unknown recipient changes nothing
-        named = [rid for rid in dict.fromkeys(resolved) if rid is not None]
-        refused = [rid for rid in named if self.recipients[rid]["email"].lower() in self.refusals]
-        wanted = [rid for rid in named if rid not in refused] if refused else named
+        return [rid for rid in dict.fromkeys(resolved) if rid is not None]
+
+    def _resolve(self, given: list[str], *, by_id: bool) -> list[str | None]:
+        """The recipient id of each id or email given; None for one the directory does not know."""
+        if by_id:
+            return [v if v in self.recipients else None for v in given]
+        return [self._recipient_id(e) for e in given]
+
+    def _change_leads(self, group: dict[str, Any], wanted: list[str], *, add: bool, reset: bool) -> int:
+        """Adds `wanted` to the group's leads, replaces them (`reset`), or removes them; how many changed."""
         leads: list[str] = group["leads"]
-        if add and body.get("reset") is True:
+        if reset:
             self._set_leads(group, wanted)
-            changed = len(wanted)
-        elif add:
+            return len(wanted)
+        if add:
             present = set(leads)  # a set: a list scan per member would make big groups quadratic
             new = [rid for rid in wanted if rid not in present]
             self._set_leads(group, leads + new)
-            changed = len(new)
-        else:
-            gone = set(wanted) & set(leads)
-            self._set_leads(group, [lead for lead in leads if lead not in gone])
-            changed = len(gone)
-        errors = [self._log_entry(rid) for rid in refused]
-        return {"success": True, "data": {"successCount": changed, "errorCount": len(errors), "errorLog": errors}}
+            return len(new)
+        gone = set(wanted) & set(leads)
+        self._set_leads(group, [lead for lead in leads if lead not in gone])
+        return len(gone)
 
     def _log_entry(self, rid: str) -> Any:
         email = self.recipients[rid]["email"]

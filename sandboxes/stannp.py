@@ -144,6 +144,20 @@ class Answered:
     at: float  # sandbox clock
 
 
+def _recipient_form(request: Request, required: Iterable[str], *, zipcode: bool) -> dict[str, str]:
+    """A recipient's form, trimmed and checked: the required fields, an ISO country code. With `zipcode`, a
+    `zipcode` stands in for a missing `postcode`."""
+    form = {k: v.strip() for k, v in request.form().items()}
+    if zipcode and not form.get("postcode") and form.get("zipcode"):
+        form["postcode"] = form["zipcode"]
+    missing = [name for name in required if not form.get(name)]
+    if missing:
+        raise _fail(400, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+    if form.get("country") and not COUNTRY.fullmatch(form["country"]):
+        raise _fail(400, "country must be an ISO 3166-1 alpha-2 code (GB, US, FR...)")
+    return form
+
+
 class StannpSandbox(SandboxApp):
     name = "stannp"
 
@@ -476,35 +490,33 @@ class StannpSandbox(SandboxApp):
         return self._recipient(request, NEW_REQUIRED, zipcode=True)
 
     def _recipient(self, request: Request, required: Iterable[str], *, zipcode: bool = False) -> dict[str, Any]:
-        form = {k: v.strip() for k, v in request.form().items()}
-        if zipcode and not form.get("postcode") and form.get("zipcode"):
-            form["postcode"] = form["zipcode"]
-        missing = [name for name in required if not form.get(name)]
-        if missing:
-            raise _fail(400, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
-        if form.get("country") and not COUNTRY.fullmatch(form["country"]):
-            raise _fail(400, "country must be an ISO 3166-1 alpha-2 code (GB, US, FR...)")
+        form = _recipient_form(request, required, zipcode=zipcode)
         group = self._group(form["group_id"]) if form.get("group_id") else None
         mode = form.get("on_duplicate", "").lower()
         if mode not in ON_DUPLICATE:
             mode = "duplicate"  # the default, for an undocumented value (`update`) too
         found = self._duplicate_of(form) if mode != "duplicate" else None
-        if found is None:
-            fields = {name: form.get(name, "") for name in (*Recipient.FIELDS, "ref_id")}
-            recipient = Recipient(next(self._next_recipient), **fields)
-            self._store(recipient)
-        else:
-            recipient = found
-            if mode == "replace":
-                self._unindex(recipient)
-                for name in (*Recipient.FIELDS, "ref_id"):
-                    if name in form:
-                        setattr(recipient, name, form[name])
-                self._store(recipient)
+        recipient = self._write_recipient(form, found, replace=mode == "replace")
         if group is not None and (found is None or mode == "replace" or self.ignore_joins_group):
             group.members[recipient.id] = None
         rid: int | str = recipient.id if self.int_ids else str(recipient.id)
         return {"success": True, "data": {"id": rid, "valid": recipient.valid}}
+
+    def _write_recipient(self, form: dict[str, str], found: Recipient | None, *, replace: bool) -> Recipient:
+        """A new recipient from the form; or the duplicate found, its fields replaced by the form's (`replace`)
+        or left as they are."""
+        if found is None:
+            fields = {name: form.get(name, "") for name in (*Recipient.FIELDS, "ref_id")}
+            recipient = Recipient(next(self._next_recipient), **fields)
+            self._store(recipient)
+            return recipient
+        if replace:
+            self._unindex(found)
+            for name in (*Recipient.FIELDS, "ref_id"):
+                if name in form:
+                    setattr(found, name, form[name])
+            self._store(found)
+        return found
 
     def _duplicate_of(self, form: dict[str, str]) -> Recipient | None:
         """The oldest recipient that `test_level` calls a duplicate: `email`; `ref_id`; `fullname` (first and

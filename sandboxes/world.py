@@ -27,6 +27,7 @@ from sandboxes.hubspot import HubSpotSandbox
 from sandboxes.stannp import DEFAULT_KEY as STANNP_KEY
 from sandboxes.stannp import StannpSandbox
 
+
 @dataclass(frozen=True)
 class Address:
     line1: str

@@ -165,22 +165,22 @@ class Applier:
         ops = list(plan.ops)
         adds = [c for op in ops if op.kind is OpKind.ADD for c in op.contacts]
         # A dry run prepares too: it only reads, and the real run reads the same (its report counts them).
-        if not adds or not isinstance(self.connector, AddPreparer):
-            return ops
+        order = await self._preferred_order(plan, adds) if adds else None
+        return ops if order is None else _rebatched(plan, ops, order)
+
+    async def _preferred_order(self, plan: Plan, adds: Sequence[Member]) -> Sequence[Member] | None:
+        """The order in which the connector prefers the adds (the same members), once it prepared them; None
+        when it has no preference, or cannot prepare."""
+        if not isinstance(self.connector, AddPreparer):
+            return None
         try:
             order = await self.connector.prepare_adds(adds)
         except ConnectorError as exc:  # the adds will find out for themselves, one by one
             log.warning("%s: could not prepare adds to %r: %s", plan.provider, plan.group, exc.message)
-            return ops
+            return None
         if order is None or sorted(c.key for c in order) != sorted(c.key for c in adds):
-            return ops
-        size = max(op.size for op in ops if op.kind is OpKind.ADD)
-        first = next(i for i, op in enumerate(ops) if op.kind is OpKind.ADD)
-        rebatched = [
-            Op(OpKind.ADD, plan.group, plan.provider, contacts=tuple(order[i : i + size]))
-            for i in range(0, len(order), size)
-        ]
-        return ops[:first] + rebatched + [op for op in ops[first:] if op.kind is not OpKind.ADD]
+            return None
+        return order
 
     def _announce(self, phase: list[Op]) -> None:
         first, prefix = phase[0], "would " if self.dry_run else ""
@@ -226,30 +226,39 @@ class Applier:
         if out.group is None:
             raise NotFound(f"group {op.group!r} does not exist on {op.provider}")
         if op.kind is OpKind.ADD:
-            result = await self.connector.add_members(out.group, op.contacts)
-            done = set(result.done)
-            _note_adds(outcome, plan, [m for m in op.contacts if m.key in done], LedgerOutcome.APPLIED, "in source")
-            _note_rejects(outcome, plan, op.contacts, result.rejected)
+            await self._add(out.group, op, plan, outcome)
         elif op.kind is OpKind.REMOVE:
-            result = await self.connector.remove_members(out.group, op.members)
-            done = set(result.done)
-            removed = [m for m in op.members if m.key in done]
-            outcome.removed += removed
-            _note_removes(outcome, plan, removed, LedgerOutcome.APPLIED, remove_reason)
-            # A member the provider refused to remove stays in the group: the ledger says so and why (it stays
-            # pending removal, so the next pass tries again).
-            for r in result.rejected:
-                outcome.ledger.append(
-                    LedgerEntry(plan.group, plan.provider, r.email, OpKind.REMOVE, LedgerOutcome.REJECTED, r.reason)
-                )
+            await self._remove(out.group, op, plan, outcome, remove_reason)
         else:
-            result = await self.connector.reset_members(out.group, op.contacts)
-            done, new = set(result.done), {m.key for m in plan.to_add}
-            added = [m for m in op.contacts if m.key in done and m.key in new]
-            _note_adds(outcome, plan, added, LedgerOutcome.APPLIED, "in source")
-            _note_rejects(outcome, plan, op.contacts, result.rejected)
-            outcome.removed += plan.to_remove
-            _note_removes(outcome, plan, plan.to_remove, LedgerOutcome.APPLIED, f"{remove_reason} (group reset)")
+            await self._reset(out.group, op, plan, outcome, remove_reason)
+
+    async def _add(self, group: RemoteGroup, op: Op, plan: Plan, outcome: OpOutcome) -> None:
+        result = await self.connector.add_members(group, op.contacts)
+        done = set(result.done)
+        _note_adds(outcome, plan, [m for m in op.contacts if m.key in done], LedgerOutcome.APPLIED, "in source")
+        _note_rejects(outcome, plan, op.contacts, result.rejected)
+
+    async def _remove(self, group: RemoteGroup, op: Op, plan: Plan, outcome: OpOutcome, remove_reason: str) -> None:
+        result = await self.connector.remove_members(group, op.members)
+        done = set(result.done)
+        removed = [m for m in op.members if m.key in done]
+        outcome.removed += removed
+        _note_removes(outcome, plan, removed, LedgerOutcome.APPLIED, remove_reason)
+        # A member the provider refused to remove stays in the group: the ledger says so and why (it stays
+        # pending removal, so the next pass tries again).
+        for r in result.rejected:
+            outcome.ledger.append(
+                LedgerEntry(plan.group, plan.provider, r.email, OpKind.REMOVE, LedgerOutcome.REJECTED, r.reason)
+            )
+
+    async def _reset(self, group: RemoteGroup, op: Op, plan: Plan, outcome: OpOutcome, remove_reason: str) -> None:
+        result = await self.connector.reset_members(group, op.contacts)
+        done, new = set(result.done), {m.key for m in plan.to_add}
+        added = [m for m in op.contacts if m.key in done and m.key in new]
+        _note_adds(outcome, plan, added, LedgerOutcome.APPLIED, "in source")
+        _note_rejects(outcome, plan, op.contacts, result.rejected)
+        outcome.removed += plan.to_remove
+        _note_removes(outcome, plan, plan.to_remove, LedgerOutcome.APPLIED, f"{remove_reason} (group reset)")
 
     def _would(self, op: Op, plan: Plan, outcome: OpOutcome, remove_reason: str) -> None:
         if op.kind is OpKind.ADD:
@@ -269,6 +278,17 @@ class Applier:
         else:
             _note_adds(outcome, plan, op.contacts, LedgerOutcome.FAILED, message)
         return outcome
+
+
+def _rebatched(plan: Plan, ops: list[Op], order: Sequence[Member]) -> list[Op]:
+    """`ops` with its adds cut again from `order`, in batches of the largest add op's size, where the first add was."""
+    size = max(op.size for op in ops if op.kind is OpKind.ADD)
+    first = next(i for i, op in enumerate(ops) if op.kind is OpKind.ADD)
+    rebatched = [
+        Op(OpKind.ADD, plan.group, plan.provider, contacts=tuple(order[i : i + size]))
+        for i in range(0, len(order), size)
+    ]
+    return ops[:first] + rebatched + [op for op in ops[first:] if op.kind is not OpKind.ADD]
 
 
 def _note_adds(outcome: OpOutcome, plan: Plan, members: Iterable[Member], result: LedgerOutcome, why: str) -> None:

@@ -2,7 +2,11 @@
 
 `admit` turns a source's raw members into valid, unique ones (rejecting the rest with a reason);
 `plan` compares them with a provider group's current members and picks the cheapest sequence of API calls
-that makes the group equal, within the removal policy and the removal guard.
+that makes the group equal, within the removal policy and the removal guard. It does so in named steps, each a
+small pure function of frozen values: which desired members the provider takes and which of them to add
+(`_admission`); which members are undesired (`_undesired`); what becomes of those: the removal policy, what the
+API cannot remove, the guard (`_removals`); the cheapest strategy, incremental or a reset, and its ops
+(`_cheapest`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from connectors.base import Capabilities, MemberReject, ResetKind, Suppression
+from connectors.batching import chunks
 from syncd.model import (
     CONSENT_CODES,
     KnownReject,
@@ -132,41 +137,167 @@ def missing_fields(member: Member, required: frozenset[str]) -> list[str]:
     return missing
 
 
-def _refusal(
-    member: Member,
-    provider: str,
-    capabilities: Capabilities,
-    known_rejects: Mapping[str, KnownReject],
-    suppressed: Mapping[str, Suppression],
-    refused: Mapping[str, MemberReject],
-) -> Reject | None:
-    """Why a desired member that is not in the group will not be added, or None. Consent comes first: a
-    remembered consent reject and a suppression both report the state itself ("unsubscribed") as the reason.
-    A reject that carries its member is one to write to the ledger and, when permanent, to remember."""
-    known = known_rejects.get(member.key)
-    if known is not None and known.fingerprint == fingerprint(member):
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What is known, before anything is sent, about the desired members an add would bring in: the pair's
+    remembered rejects, the provider's consent states, the fields it requires and what its read-only
+    pre-check says it would refuse."""
+
+    provider: str
+    capabilities: Capabilities
+    known_rejects: Mapping[str, KnownReject]
+    suppressed: Mapping[str, Suppression]
+    refused: Mapping[str, MemberReject]
+
+    def refusal(self, member: Member) -> Reject | None:
+        """Why a desired member that is not in the group will not be added, or None. Consent comes first: a
+        remembered consent reject and a suppression both report the state itself ("unsubscribed") as the reason.
+        A reject that carries its member is one to write to the ledger and, when permanent, to remember."""
+        return (
+            self._remembered(member)
+            or self._suppression(member)
+            or self._missing(member)
+            or self._provider_refusal(member)
+        )
+
+    def _remembered(self, member: Member) -> Reject | None:
+        known = self.known_rejects.get(member.key)
+        if known is None or known.fingerprint != fingerprint(member):
+            return None
         if known.code in CONSENT_CODES:
             return Reject(member.email, known.code, known.code, detail=f"{known.reason} (remembered)")
         reason = f"{known.reason} (remembered; retried when the source record changes)"
         return Reject(member.email, reason, RejectCode.REMEMBERED)
-    suppression = suppressed.get(member.key)
-    if suppression is not None:
+
+    def _suppression(self, member: Member) -> Reject | None:
+        suppression = self.suppressed.get(member.key)
+        if suppression is None:
+            return None
         state = str(suppression.state)
         return Reject(
             member.email, state, state, member=member, permanent=True, detail=f"{state}: {suppression.reason}"
         )
-    missing = missing_fields(member, capabilities.required_fields)
-    if missing:
-        reason = f"missing fields {provider} requires: {', '.join(missing)}"
+
+    def _missing(self, member: Member) -> Reject | None:
+        missing = missing_fields(member, self.capabilities.required_fields)
+        if not missing:
+            return None
+        reason = f"missing fields {self.provider} requires: {', '.join(missing)}"
         return Reject(member.email, reason, RejectCode.MISSING_FIELDS)
-    found = refused.get(member.key)
-    if found is not None:
+
+    def _provider_refusal(self, member: Member) -> Reject | None:
+        found = self.refused.get(member.key)
+        if found is None:
+            return None
         code = found.code
         if code in CONSENT_CODES:
             detail = found.reason if found.reason.startswith(code) else f"{code}: {found.reason}"
             return Reject(member.email, code, code, member=member, permanent=found.permanent, detail=detail)
         return Reject(member.email, found.reason, code, member=member, permanent=found.permanent)
-    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    """The desired members the provider can take (in source order), the ones of them not yet in the group, and
+    the ones it cannot take, with why."""
+
+    writable: tuple[Member, ...]
+    to_add: tuple[Member, ...]
+    rejected: tuple[Reject, ...]
+
+
+def _admission(desired: Sequence[Member], current: Sequence[RemoteMember], known: _Known) -> _Admission:
+    """A member already in the group is writable whatever it lacks (it is not ours to reject); any other is
+    writable, and to add, unless something known refuses it."""
+    present = {m.key for m in current}
+    writable: list[Member] = []
+    rejected: list[Reject] = []
+    for member in desired:
+        reject = None if member.key in present else known.refusal(member)
+        if reject is None:
+            writable.append(member)
+        else:
+            rejected.append(reject)
+    to_add = tuple(m for m in writable if m.key not in present)
+    return _Admission(tuple(writable), to_add, tuple(rejected))
+
+
+def _undesired(desired: Sequence[Member], actual: Sequence[RemoteMember]) -> tuple[RemoteMember, ...]:
+    """The group's members the source does not want, in the group's order."""
+    desired_keys = {m.key for m in desired}
+    return tuple(r for r in actual if r.key not in desired_keys)
+
+
+def _by_policy(
+    undesired: Sequence[RemoteMember], policy: RemovalPolicy, owned: frozenset[str]
+) -> tuple[RemoteMember, ...]:
+    """The undesired members the removal policy lets go: all (mirror), those syncd added (owned), none."""
+    if policy is RemovalPolicy.MIRROR:
+        return tuple(undesired)
+    if policy is RemovalPolicy.OWNED:
+        return tuple(r for r in undesired if r.key in owned)
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Removals:
+    """Where the undesired members end up: removed, unsupported (the API cannot remove), held back by the guard,
+    or kept by the removal policy (a count)."""
+
+    to_remove: tuple[RemoteMember, ...] = ()
+    unsupported: tuple[RemoteMember, ...] = ()
+    held_back: tuple[RemoteMember, ...] = ()
+    kept: int = 0
+    guard: str | None = None
+
+
+def _removals(
+    undesired: Sequence[RemoteMember],
+    policy: RemovalPolicy,
+    owned: frozenset[str],
+    capabilities: Capabilities,
+    guard: Guard,
+    current: int,
+) -> _Removals:
+    """The removal policy, then what the API cannot do, then the guard (of `current` members)."""
+    removable = _by_policy(undesired, policy, owned)
+    kept = len(undesired) - len(removable)
+    if removable and not capabilities.can_remove:
+        return _Removals(unsupported=removable, kept=kept)
+    reason = guard.check(len(removable), current)
+    if reason:
+        return _Removals(held_back=removable, kept=kept, guard=reason)
+    return _Removals(to_remove=removable, kept=kept)
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """The change a pair needs, before it is cut into API calls."""
+
+    group: str
+    provider: str
+    writable: tuple[Member, ...]  # every member the group ends with (a reset writes them all)
+    to_add: tuple[Member, ...]
+    to_remove: tuple[RemoteMember, ...]
+    create: bool  # the group does not exist yet
+    exact: bool  # every undesired member goes: a reset (replace-all) reaches the same end state
+
+    @classmethod
+    def of(
+        cls, group: str, provider: str, admission: _Admission, removals: _Removals, undesired: int, *, create: bool
+    ) -> _Change:
+        to_remove = removals.to_remove
+        exact = not create and bool(to_remove) and len(to_remove) == undesired
+        return cls(group, provider, admission.writable, admission.to_add, to_remove, create, exact)
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """A strategy, its ops and what they cost (write requests)."""
+
+    strategy: Strategy
+    ops: tuple[Op, ...]
+    cost: int
 
 
 def _batches(n: int, size: int) -> int:
@@ -174,7 +305,50 @@ def _batches(n: int, size: int) -> int:
 
 
 def _chunks(items: Sequence[_T], size: int) -> list[tuple[_T, ...]]:
-    return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
+    return [tuple(chunk) for chunk in chunks(items, size)]
+
+
+def _incremental(change: _Change, capabilities: Capabilities) -> _Choice:
+    """Create the group if need be, then adds before removes: nobody who should stay is ever missing in between."""
+    add_batch, remove_batch = capabilities.max_add_batch, capabilities.max_remove_batch
+    g, p = change.group, change.provider
+    ops = [Op(OpKind.CREATE_GROUP, g, p)] if change.create else []
+    ops += [Op(OpKind.ADD, g, p, contacts=chunk) for chunk in _chunks(change.to_add, add_batch)]
+    ops += [Op(OpKind.REMOVE, g, p, members=chunk) for chunk in _chunks(change.to_remove, remove_batch)]
+    cost = int(change.create) + _batches(len(change.to_add), add_batch) + _batches(len(change.to_remove), remove_batch)
+    return _Choice(Strategy.INCREMENTAL, tuple(ops), cost)
+
+
+def _atomic_reset(change: _Change, capabilities: Capabilities) -> _Choice | None:
+    """One call that replaces the membership, when the API has one and the members fit in it."""
+    if capabilities.reset is not ResetKind.ATOMIC or len(change.writable) > capabilities.reset_batch:
+        return None
+    op = Op(OpKind.RESET, change.group, change.provider, contacts=change.writable)
+    return _Choice(Strategy.RESET, (op,), 1)
+
+
+def _non_atomic_reset(change: _Change, capabilities: Capabilities) -> _Choice | None:
+    """Empty the group with the first batch (two requests), then add the rest batch by batch: only where the
+    API has such a reset (there is a moment the group is not whole)."""
+    if capabilities.reset is not ResetKind.NON_ATOMIC:
+        return None
+    add_batch = capabilities.max_add_batch
+    chunks = _chunks(change.writable, add_batch) or [()]
+    ops = [Op(OpKind.RESET, change.group, change.provider, contacts=chunks[0])]
+    ops += [Op(OpKind.ADD, change.group, change.provider, contacts=chunk) for chunk in chunks[1:]]
+    return _Choice(Strategy.RESET, tuple(ops), 1 + max(1, _batches(len(change.writable), add_batch)))
+
+
+def _cheapest(change: _Change, capabilities: Capabilities, allow_non_atomic_reset: bool) -> _Choice:
+    """Incremental, unless a reset reaches the same end state in fewer requests. A non-atomic reset is a
+    candidate only when the provider's settings allow it."""
+    incremental = _incremental(change, capabilities)
+    if not change.exact:
+        return incremental
+    reset = _atomic_reset(change, capabilities)
+    if reset is None and allow_non_atomic_reset:
+        reset = _non_atomic_reset(change, capabilities)
+    return reset if reset is not None and reset.cost < incremental.cost else incremental
 
 
 def plan(
@@ -201,84 +375,26 @@ def plan(
     are rejected with that state as their reason, and remembered); `refused` the ones the connector found, by
     reading, that an add would refuse (rejected with the provider's reason; remembered when permanent).
     """
-    known_rejects = known_rejects or {}
-    suppressed = suppressed or {}
-    refused = refused or {}
-    rejected: list[Reject] = []
-    writable: list[Member] = []  # desired members the provider can take
-    present = {m.key for m in actual or ()}
-    for member in desired:
-        if member.key in present:
-            writable.append(member)  # already there: whatever it lacks, it is not ours to reject
-            continue
-        reject = _refusal(member, provider, capabilities, known_rejects, suppressed, refused)
-        if reject is not None:
-            rejected.append(reject)
-            continue
-        writable.append(member)
-
-    desired_keys = {m.key for m in desired}
-    to_add = tuple(m for m in writable if m.key not in present)
-    undesired = [r for r in actual or () if r.key not in desired_keys]
-    if policy is RemovalPolicy.MIRROR:
-        removable = undesired
-    elif policy is RemovalPolicy.OWNED:
-        removable = [r for r in undesired if r.key in owned]
-    else:
-        removable = []
-    kept = len(undesired) - len(removable)
-
-    unsupported: tuple[RemoteMember, ...] = ()
-    if removable and not capabilities.can_remove:
-        unsupported, removable = tuple(removable), []
-
-    held_back: tuple[RemoteMember, ...] = ()
-    guard_reason = guard.check(len(removable), len(actual or ()))
-    if guard_reason:
-        held_back, removable = tuple(removable), []
-    to_remove = tuple(removable)
-
-    add_batch, remove_batch = capabilities.max_add_batch, capabilities.max_remove_batch
-    incremental_cost = _batches(len(to_add), add_batch) + _batches(len(to_remove), remove_batch)
-    ops: list[Op] = []
-    strategy = Strategy.INCREMENTAL
-    cost = incremental_cost
-    # A reset replaces everything: it is only the same end state when every undesired member goes.
-    exact = actual is not None and bool(to_remove) and len(to_remove) == len(undesired)
-    if exact and capabilities.reset is ResetKind.ATOMIC and len(writable) <= capabilities.reset_batch:
-        if incremental_cost > 1:
-            strategy, cost = Strategy.RESET, 1
-            ops.append(Op(OpKind.RESET, group, provider, contacts=tuple(writable)))
-    elif exact and capabilities.reset is ResetKind.NON_ATOMIC and allow_non_atomic_reset:
-        # Empty the group with the first batch (two requests), then add the rest batch by batch.
-        reset_cost = 1 + max(1, _batches(len(writable), add_batch))
-        if reset_cost < incremental_cost:
-            strategy, cost = Strategy.RESET, reset_cost
-            chunks = _chunks(writable, add_batch) or [()]
-            ops.append(Op(OpKind.RESET, group, provider, contacts=chunks[0]))
-            ops += [Op(OpKind.ADD, group, provider, contacts=chunk) for chunk in chunks[1:]]
-
-    if strategy is Strategy.INCREMENTAL:
-        cost += 1 if actual is None else 0
-        if actual is None:
-            ops.append(Op(OpKind.CREATE_GROUP, group, provider))
-        # Adds before removes: nobody who should stay is ever missing in between.
-        ops += [Op(OpKind.ADD, group, provider, contacts=chunk) for chunk in _chunks(to_add, add_batch)]
-        ops += [Op(OpKind.REMOVE, group, provider, members=chunk) for chunk in _chunks(to_remove, remove_batch)]
-
+    current = tuple(actual or ())
+    known = _Known(provider, capabilities, known_rejects or {}, suppressed or {}, refused or {})
+    admission = _admission(desired, current, known)
+    undesired = _undesired(desired, current)
+    removals = _removals(undesired, policy, owned, capabilities, guard, len(current))
+    change = _Change.of(group, provider, admission, removals, len(undesired), create=actual is None)
+    choice = _cheapest(change, capabilities, allow_non_atomic_reset)
     return Plan(
         group=group,
         provider=provider,
-        strategy=strategy,
-        ops=tuple(ops),
+        strategy=choice.strategy,
+        ops=choice.ops,
         desired=len(desired),
-        actual=None if actual is None else len(actual),
-        to_add=to_add,
-        to_remove=to_remove,
-        rejected=tuple(rejected),
-        held_back=held_back,
-        unsupported=unsupported,
-        kept=kept,
-        guard=guard_reason,
-        cost=cost,
+        actual=None if actual is None else len(current),
+        to_add=admission.to_add,
+        to_remove=removals.to_remove,
+        rejected=admission.rejected,
+        held_back=removals.held_back,
+        unsupported=removals.unsupported,
+        kept=removals.kept,
+        guard=removals.guard,
+        cost=choice.cost,
     )

@@ -42,6 +42,7 @@ from syncd.metrics import Metrics
 from syncd.model import (
     DesiredGroup,
     KnownReject,
+    Member,
     PairResult,
     PairStatus,
     Plan,
@@ -111,6 +112,37 @@ class _Pair:
     tally: RequestTally = field(default_factory=RequestTally)
 
 
+def _candidates(pair: _Pair, actual: Sequence[RemoteMember] | None) -> list[Member]:
+    """The desired members an add would bring in: not in the group, nor remembered as a reject (unchanged)."""
+    present = {m.key for m in actual or ()}
+    return [m for m in pair.group.members if m.key not in present and not _remembered(pair, m)]
+
+
+def _remembered(pair: _Pair, member: Member) -> bool:
+    known = pair.known_rejects.get(member.key)
+    return known is not None and known.fingerprint == fingerprint(member)
+
+
+async def _refused(
+    connector: Connector, remote: RemoteGroup | None, addable: Sequence[Member]
+) -> Mapping[str, MemberReject]:
+    """Who an add would refuse, where the connector can tell by reading (`AddChecker`)."""
+    if not addable or not isinstance(connector, AddChecker):
+        return {}
+    return {email_key(r.email): r for r in await connector.check_adds(remote, addable)}
+
+
+@dataclass
+class _Providers:
+    """The providers a pass tried: a connector for each usable one, why for each one that is not."""
+
+    connectors: dict[str, Connector] = field(default_factory=dict)
+    unusable: dict[str, str] = field(default_factory=dict)
+
+    def tried(self, provider: str) -> bool:
+        return provider in self.connectors or provider in self.unusable
+
+
 class _StoreSink:
     """Writes one pair's results to the state DB as each op completes: a pass killed halfway keeps its ledger,
     the members it added (for the `owned` policy) and the binding of a group it created."""
@@ -127,13 +159,21 @@ class _StoreSink:
         self.store.save_binding(Binding(self.pair.group.name, self.pair.target.provider, group.id, group.name, True))
 
     def recorded(self, outcome: OpOutcome) -> None:
-        store, name, provider = self.store, self.pair.group.name, self.pair.target.provider
-        store.record_ledger(self.run_id, outcome.ledger)
-        if self.progress is not None and self.total:
-            self.done += len(outcome.added) + len(outcome.removed) + len(outcome.rejected)
-            self.progress(name, provider, min(self.done, self.total), self.total)
-        if self.dry_run:
+        self.store.record_ledger(self.run_id, outcome.ledger)
+        self._show_progress(outcome)
+        if not self.dry_run:
+            self._remember(outcome)
+
+    def _show_progress(self, outcome: OpOutcome) -> None:
+        if self.progress is None or not self.total:
             return
+        self.done += len(outcome.added) + len(outcome.removed) + len(outcome.rejected)
+        self.progress(self.pair.group.name, self.pair.target.provider, min(self.done, self.total), self.total)
+
+    def _remember(self, outcome: OpOutcome) -> None:
+        """Who syncd now owns (for the `owned` policy), and the permanent rejects: those it learnt, and those it
+        may forget because the member was added after all."""
+        store, name, provider = self.store, self.pair.group.name, self.pair.target.provider
         if outcome.added:
             store.mark_owned(name, provider, [m.key for m in outcome.added])
             cleared = [m.key for m in outcome.added if m.key in self.pair.known_rejects]
@@ -145,6 +185,39 @@ class _StoreSink:
             store.save_rejects(
                 provider, name, [StoredReject(m.email, fingerprint(m), r.reason, r.code) for m, r in outcome.permanent]
             )
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """A pair's member changes: made (or, in a dry run, to be made), and still pending after the pass."""
+
+    added: int = 0
+    removed: int = 0
+    pending_add: int = 0
+    pending_remove: int = 0
+
+    @classmethod
+    def of(cls, p: Plan, applied: Applied, *, dry_run: bool) -> _Changes:
+        unremovable = len(p.held_back) + len(p.unsupported)  # pending whatever was sent
+        if dry_run:
+            added, removed = len(p.to_add), len(p.to_remove)
+            return cls(added, removed, added, removed + unremovable)
+        added, removed = len(applied.added), len(applied.removed)
+        pending_add = max(0, len(p.to_add) - added - len(applied.rejected))
+        return cls(added, removed, pending_add, len(p.to_remove) - removed + unremovable)
+
+
+def _status(p: Plan, applied: Applied, changes: _Changes, *, dry_run: bool) -> PairStatus:
+    """The pair's status, as `PairStatus` defines them. Ops whose members were all refused changed nothing: that
+    is as in sync as the group can be."""
+    changed = bool(changes.added or changes.removed) or (applied.group is not None and p.actual is None)
+    if applied.failures:
+        return PairStatus.PARTIAL if changed else PairStatus.FAILED
+    if p.guard:
+        return PairStatus.BLOCKED
+    if dry_run:
+        return PairStatus.PENDING if p.has_changes else PairStatus.IN_SYNC
+    return PairStatus.APPLIED if changed else PairStatus.IN_SYNC
 
 
 class Reconciler:
@@ -196,52 +269,124 @@ class Reconciler:
             raise
 
     async def _pass(self, run_id: str, options: PassOptions, stop: asyncio.Event | None, started: float) -> RunReport:
+        groups, errors = await self._read_sources(options)
+        async with contextlib.AsyncExitStack() as open_connectors:  # closed however the pairs end
+            providers = await self._build_connectors(open_connectors, groups, options)
+            selected = self._select(groups, providers, options)
+            ran = await self._run_pairs(selected, providers, options, run_id, stop)
+        results = self._collect(selected, providers, ran, run_id)
+        return self._record_run(run_id, options, stop, started, results, errors)
+
+    async def _read_sources(self, options: PassOptions) -> tuple[list[DesiredGroup], list[str]]:
+        """The desired groups (of the chosen ones, if any), and the sources' errors.
+
+        Every source fails closed on its own (errors, timeouts, conflicts, implausibly empty groups): its
+        groups are then simply not among the desired ones, so nothing is sent for them. See syncd.sources.
+        A pass over some groups only leaves out the sources that cannot yield any of them: nothing is asked of
+        a CRM for groups nobody chose, and its trouble is not this pass's."""
         wanted = {g.casefold() for g in options.groups}
-        groups, errors = await self._read_sources(wanted)
-        groups = [g for g in groups if not wanted or g.name.casefold() in wanted]
-        providers = [p for p in self.config.providers if not options.providers or p.name in options.providers]
-        connectors: dict[str, Connector] = {}
-        unusable: dict[str, str] = {}  # provider -> why its connector could not be built
-        try:
-            for settings in providers:
-                if not any(self._targets(g, settings.name) for g in groups):
-                    continue
-                try:
-                    connectors[settings.name] = self._connector(settings)
-                except Exception as exc:  # e.g. an invalid proxy in the environment: that provider's pairs fail
-                    log.error("provider %s cannot be used: %s: %s", settings.name, type(exc).__name__, exc)
-                    unusable[settings.name] = f"provider {settings.name} cannot be used: {type(exc).__name__}: {exc}"
-            selected = [
-                (g, t)
-                for g in groups
-                for t in g.targets
-                if (t.provider in connectors or t.provider in unusable)
-                and (options.pairs is None or (g.name.casefold(), t.provider) in options.pairs)
-            ]
-            pairs = [
-                _Pair(g, t, connectors[t.provider], self.store.known_rejects(t.provider, g.name))
-                for g, t in selected
-                if t.provider in connectors
-            ]
-            # Every pair runs to its end, whatever happens to the others: none is left running unawaited while
-            # the connectors close under it. Then the first exception a pair let out (if any) ends the pass.
-            ran = await asyncio.gather(
-                *(self._run_pair(pair, options, run_id, stop) for pair in pairs), return_exceptions=True
-            )
-        finally:
-            for connector in connectors.values():
-                await connector.aclose()
+        sources = [s for s in self.sources if self._may_yield(s, wanted)]
+        read = await read_sources(sources, self.store)
+        return [g for g in read.groups if not wanted or g.name.casefold() in wanted], read.errors
+
+    @staticmethod
+    def _may_yield(source: Source, wanted: set[str]) -> bool:
+        names: Sequence[str] | None = getattr(source, "group_names", None)
+        return not wanted or names is None or any(name.casefold() in wanted for name in names)
+
+    async def _build_connectors(
+        self, stack: contextlib.AsyncExitStack, groups: Sequence[DesiredGroup], options: PassOptions
+    ) -> _Providers:
+        """A connector for every chosen provider some group targets, entered into `stack` (which closes them).
+        A provider whose connector cannot be built is unusable: its pairs fail, the others go on."""
+        providers = _Providers()
+        for settings in self.config.providers:
+            if options.providers and settings.name not in options.providers:
+                continue
+            if not any(self._targets(g, settings.name) for g in groups):
+                continue
+            try:
+                connector = self._connector(settings)
+            except Exception as exc:  # e.g. an invalid proxy in the environment: that provider's pairs fail
+                log.error("provider %s cannot be used: %s: %s", settings.name, type(exc).__name__, exc)
+                providers.unusable[settings.name] = (
+                    f"provider {settings.name} cannot be used: {type(exc).__name__}: {exc}"
+                )
+                continue
+            providers.connectors[settings.name] = await stack.enter_async_context(connector)
+        return providers
+
+    def _connector(self, settings: ProviderSettings) -> Connector:
+        ctx = BuildContext(
+            transport=self.transport, hooks=self.metrics, cache=self.store.recipient_cache(settings.name)
+        )
+        return build_connector(settings, ctx)
+
+    @staticmethod
+    def _select(
+        groups: Sequence[DesiredGroup], providers: _Providers, options: PassOptions
+    ) -> list[tuple[DesiredGroup, Target]]:
+        """The (group, target) pairs of this pass, in config order: those of the providers tried, usable or
+        not, and of the chosen pairs (if any)."""
+        return [
+            (g, t)
+            for g in groups
+            for t in g.targets
+            if providers.tried(t.provider)
+            and (options.pairs is None or (g.name.casefold(), t.provider) in options.pairs)
+        ]
+
+    async def _run_pairs(
+        self,
+        selected: Sequence[tuple[DesiredGroup, Target]],
+        providers: _Providers,
+        options: PassOptions,
+        run_id: str,
+        stop: asyncio.Event | None,
+    ) -> list[PairResult | BaseException | None]:
+        """Works the pairs of the usable providers concurrently; answers in the order of `selected`, less the
+        pairs of unusable providers. Every pair runs to its end, whatever happens to the others: none is left
+        running unawaited while the connectors close under it. An exception a pair let out is its answer."""
+        pairs = [
+            _Pair(g, t, providers.connectors[t.provider], self.store.known_rejects(t.provider, g.name))
+            for g, t in selected
+            if t.provider in providers.connectors
+        ]
+        return await asyncio.gather(
+            *(self._run_pair(pair, options, run_id, stop) for pair in pairs), return_exceptions=True
+        )
+
+    def _collect(
+        self,
+        selected: Sequence[tuple[DesiredGroup, Target]],
+        providers: _Providers,
+        ran: Sequence[PairResult | BaseException | None],
+        run_id: str,
+    ) -> list[PairResult]:
+        """The pass's results in the order of `selected`: the first exception a pair let out (if any) ends the
+        pass; a pair of an unusable provider is recorded as failed; a pair not worked (stopping, or another
+        replica's lease) has none."""
         for answer in ran:
             if isinstance(answer, BaseException):
                 raise answer
-        answers = iter(ran)  # in the order of `selected`, less the pairs of unusable providers
+        answers = iter(ran)
         results: list[PairResult] = []
         for g, t in selected:
-            result = (
-                self._unusable(g, t.provider, run_id, unusable[t.provider]) if t.provider in unusable else next(answers)
-            )
-            if isinstance(result, PairResult):  # None: not worked (stopping, or another replica's lease)
+            why = providers.unusable.get(t.provider)
+            result = next(answers) if why is None else self._unusable(g, t.provider, run_id, why)
+            if isinstance(result, PairResult):
                 results.append(result)
+        return results
+
+    def _record_run(
+        self,
+        run_id: str,
+        options: PassOptions,
+        stop: asyncio.Event | None,
+        started: float,
+        results: Sequence[PairResult],
+        errors: Sequence[str],
+    ) -> RunReport:
         report = RunReport(run_id=run_id, dry_run=options.dry_run, pairs=tuple(results), errors=tuple(errors))
         outcome = "interrupted" if stop is not None and stop.is_set() else self._outcome(report)
         report = replace(report, outcome=outcome)
@@ -270,26 +415,6 @@ class Reconciler:
     @staticmethod
     def _targets(group: DesiredGroup, provider: str) -> list[Target]:
         return [t for t in group.targets if t.provider == provider]
-
-    async def _read_sources(self, wanted: set[str]) -> tuple[list[DesiredGroup], list[str]]:
-        # Every source fails closed on its own (errors, timeouts, conflicts, implausibly empty groups): its
-        # groups are then simply not among the desired ones, so nothing is sent for them. See syncd.sources.
-        # A pass over some groups only (`wanted`, casefolded) leaves out the sources that cannot yield any of
-        # them: nothing is asked of a CRM for groups nobody chose, and its trouble is not this pass's.
-        sources = [s for s in self.sources if self._may_yield(s, wanted)]
-        read = await read_sources(sources, self.store)
-        return read.groups, read.errors
-
-    @staticmethod
-    def _may_yield(source: Source, wanted: set[str]) -> bool:
-        names: Sequence[str] | None = getattr(source, "group_names", None)
-        return not wanted or names is None or any(name.casefold() in wanted for name in names)
-
-    def _connector(self, settings: ProviderSettings) -> Connector:
-        ctx = BuildContext(
-            transport=self.transport, hooks=self.metrics, cache=self.store.recipient_cache(settings.name)
-        )
-        return build_connector(settings, ctx)
 
     # -- one pair -------------------------------------------------------------------------------------
     async def _run_pair(
@@ -364,26 +489,22 @@ class Reconciler:
         remembered as rejects): who it holds as unsubscribed, bounced or blacklisted (consent first; a removal
         syncd itself made, as its ledger says, is not held against the member: it is the one suppression syncd
         may undo), then who an add would refuse. A dry run asks the same, so it reports what the run will do."""
-        connector = pair.connector
-        present = {m.key for m in actual or ()}
-        candidates = [
-            m
-            for m in pair.group.members
-            if m.key not in present
-            and not ((k := pair.known_rejects.get(m.key)) is not None and k.fingerprint == fingerprint(m))
-        ]
-        suppressed: Mapping[str, Suppression] = {}
-        if candidates and isinstance(connector, ConsentReader):
-            keys = [m.key for m in candidates]
-            removed = self.store.removals_by_syncd(bound_as, pair.target.provider, keys) if remote else {}
-            undo = {key: at.timestamp() for key, at in removed.items()}
-            suppressed = await connector.suppressed(remote, keys, undo=undo)
-        required = connector.capabilities.required_fields
+        candidates = _candidates(pair, actual)
+        suppressed = await self._suppressed(pair, remote, candidates, bound_as)
+        required = pair.connector.capabilities.required_fields
         addable = [m for m in candidates if m.key not in suppressed and not missing_fields(m, required)]
-        refused: Mapping[str, MemberReject] = {}
-        if addable and isinstance(connector, AddChecker):
-            refused = {email_key(r.email): r for r in await connector.check_adds(remote, addable)}
-        return suppressed, refused
+        return suppressed, await _refused(pair.connector, remote, addable)
+
+    async def _suppressed(
+        self, pair: _Pair, remote: RemoteGroup | None, candidates: Sequence[Member], bound_as: str
+    ) -> Mapping[str, Suppression]:
+        connector = pair.connector
+        if not candidates or not isinstance(connector, ConsentReader):
+            return {}
+        keys = [m.key for m in candidates]
+        removed = self.store.removals_by_syncd(bound_as, pair.target.provider, keys) if remote else {}
+        undo = {key: at.timestamp() for key, at in removed.items()}
+        return await connector.suppressed(remote, keys, undo=undo)
 
     def _guard(self, group: DesiredGroup, options: PassOptions) -> Guard:
         safety = self.config.safety
@@ -481,63 +602,48 @@ class Reconciler:
             requests=requests,
             error=message,
         )
-        self.store.record_pair(run_id, result, remote_group_id=None)
-        self.metrics.observe_pair(result, dry_run=False, now=time.time(), pending_add=0, pending_remove=0)
+        self._record_pair(run_id, result, None, dry_run=False, pending=_Changes())
         if self.pair_done is not None:
             self.pair_done(result)
         return result
 
     def _finish(self, pair: _Pair, run_id: str, options: PassOptions, p: Plan, applied: Applied) -> PairResult:
-        group, provider, dry = pair.group, pair.target.provider, options.dry_run
-        if dry:
-            added, removed = len(p.to_add), len(p.to_remove)
-            pending_add, pending_remove = added, removed
-        else:
-            added, removed = len(applied.added), len(applied.removed)
-            pending_add = max(0, len(p.to_add) - added - len(applied.rejected))
-            pending_remove = len(p.to_remove) - removed
-        pending_remove += len(p.held_back) + len(p.unsupported)
-
-        if applied.failures:
-            status = (
-                PairStatus.PARTIAL if (added or removed or (p.actual is None and applied.group)) else PairStatus.FAILED
-            )
-        elif p.guard:
-            status = PairStatus.BLOCKED
-        elif dry:
-            status = PairStatus.PENDING if p.has_changes else PairStatus.IN_SYNC
-        else:  # ops whose members were all refused changed nothing: that is as in sync as the group can be
-            status = (
-                PairStatus.APPLIED
-                if (added or removed or (applied.group is not None and p.actual is None))
-                else PairStatus.IN_SYNC
-            )
-
+        dry = options.dry_run
+        changes = _Changes.of(p, applied, dry_run=dry)
         result = PairResult(
-            group=group.name,
-            provider=provider,
+            group=pair.group.name,
+            provider=pair.target.provider,
             strategy=p.strategy,
-            status=status,
+            status=_status(p, applied, changes, dry_run=dry),
             desired=p.desired,
             actual_before=p.actual or 0,
-            add=added,
-            remove=removed,
+            add=changes.added,
+            remove=changes.removed,
             unsupported_remove=len(p.unsupported),
-            rejected=group.rejected + p.rejected + tuple(applied.rejected),
+            rejected=pair.group.rejected + p.rejected + tuple(applied.rejected),
             requests=pair.tally.as_dict(),
             error="; ".join(applied.failures) or None,
             guard=p.guard,
             held_back=len(p.held_back),
             unchecked_add=len(p.to_add) if dry and not pair.connector.capabilities.adds_verifiable else 0,
         )
-        self.store.record_pair(run_id, result, remote_group_id=applied.group.id if applied.group else None)
-        self.metrics.observe_pair(
-            result, dry_run=dry, now=time.time(), pending_add=pending_add, pending_remove=pending_remove
-        )
+        self._record_pair(run_id, result, applied.group, dry_run=dry, pending=changes)
         self._log(result, p)
         if self.pair_done is not None:
             self.pair_done(result)
         return result
+
+    def _record_pair(
+        self, run_id: str, result: PairResult, remote: RemoteGroup | None, *, dry_run: bool, pending: _Changes
+    ) -> None:
+        self.store.record_pair(run_id, result, remote_group_id=remote.id if remote else None)
+        self.metrics.observe_pair(
+            result,
+            dry_run=dry_run,
+            now=time.time(),
+            pending_add=pending.pending_add,
+            pending_remove=pending.pending_remove,
+        )
 
     @staticmethod
     def _log(r: PairResult, p: Plan) -> None:

@@ -245,8 +245,7 @@ async def test_add_of_known_addresses_is_one_request() -> None:
     for e in emails:
         sandbox.add_address(e)
     gid = sandbox.add_list("L")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(emails))
         assert list(result.done) == emails and not result.rejected
@@ -254,8 +253,6 @@ async def test_add_of_known_addresses_is_one_request() -> None:
         assert tally.as_dict() == {"read": 0, "write": 1}
         assert json.loads(sandbox.requests[0].body) == emails  # a bare JSON array of addresses
         assert sandbox.list_emails(gid) == emails
-    finally:
-        await c.aclose()
 
 
 # (bad positions among 100 addresses, requests the halving makes). The bound for k bad among n is
@@ -283,8 +280,7 @@ async def test_unknown_addresses_are_isolated_by_halving(bad: tuple[int, ...], r
         if i not in bad:
             sandbox.add_address(e)
     gid = sandbox.add_list("L")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(emails))
         good = [e for i, e in enumerate(emails) if i not in bad]
@@ -296,8 +292,6 @@ async def test_unknown_addresses_are_isolated_by_halving(bad: tuple[int, ...], r
         assert sandbox.count() == requests == tally.write == sandbox.count(method="POST", path=ADD)
         assert requests <= 1 + 2 * len(bad) * math.ceil(math.log2(n))
         print(f"bitcaster: {n} addresses, bad at {list(bad)}: {requests} requests")
-    finally:
-        await c.aclose()
 
 
 async def test_two_unknown_among_100_never_cost_more_than_29_requests() -> None:
@@ -322,15 +316,12 @@ async def test_all_unknown() -> None:
     sandbox = quiet_sandbox()
     emails = people(100)
     gid = sandbox.add_list("L")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(emails))
         assert not result.done and [r.email for r in result.rejected] == emails
         # Every node of the halving tree is sent once: 2n - 1 (within the bound 1 + 2·100·7 = 1401).
         assert sandbox.count() == 199
         assert sandbox.list_emails(gid) == []
-    finally:
-        await c.aclose()
 
 
 async def test_big_adds_go_in_batches_of_500() -> None:
@@ -339,27 +330,21 @@ async def test_big_adds_go_in_batches_of_500() -> None:
     for e in emails:
         sandbox.add_address(e)
     gid = sandbox.add_list("L")
-    c = connect(sandbox)
-    assert c.capabilities.max_add_batch == MAX_ADD == 500
-    try:
+    async with connect(sandbox) as c:
+        assert c.capabilities.max_add_batch == MAX_ADD == 500
         result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(emails))
         assert len(result.done) == 1200
         assert [len(json.loads(r.body)) for r in sandbox.requests] == [500, 500, 200]
-    finally:
-        await c.aclose()
 
 
 async def test_one_address_twice_is_sent_once_with_its_first_spelling() -> None:
     sandbox = quiet_sandbox()
     sandbox.add_address("Ann@example.com")
     gid = sandbox.add_list("L")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(["Ann@example.com", "ann@EXAMPLE.com"]))
         assert result.done == ("ann@example.com",) and not result.rejected
         assert [json.loads(r.body) for r in sandbox.requests] == [["Ann@example.com"]]  # add/ refuses duplicates
-    finally:
-        await c.aclose()
 
 
 async def test_a_differently_spelled_address_goes_in_lower_cased() -> None:
@@ -369,11 +354,8 @@ async def test_a_differently_spelled_address_goes_in_lower_cased() -> None:
     for e in ("alice@example.com", "bob@example.com"):
         sandbox.add_address(e)
     gid = sandbox.add_list("L")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(["Alice@Example.com", "bob@example.com"]))
-    finally:
-        await c.aclose()
     assert result.done == ("bob@example.com", "alice@example.com") and not result.rejected
     assert [json.loads(r.body) for r in sandbox.requests] == [
         ["Alice@Example.com", "bob@example.com"],  # the source's spelling first: refused as a whole
@@ -390,13 +372,10 @@ async def test_spellings_bitcaster_does_not_know_are_rejected_saying_it_matches_
     sandbox.add_address("Mixed.Case@Example.com")  # a record that is not lower-case
     sandbox.add_address("b@example.com")
     gid = sandbox.add_list("L")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         result = await c.add_members(
             RemoteGroup(str(gid), "L"), contacts(["mixed.case@example.com", "b@example.com", "MIXED.case@example.com"])
         )
-    finally:
-        await c.aclose()
     # one key: the first spelling is sent, in lower case already, so it is not tried again
     assert result.done == ("b@example.com",)
     assert [(r.email, r.reason, r.code) for r in result.rejected] == [
@@ -405,11 +384,8 @@ async def test_spellings_bitcaster_does_not_know_are_rejected_saying_it_matches_
     assert "case-sensitively" in UNKNOWN_ADDRESS and "case-sensitively" in UNKNOWN_SPELLING
     assert sandbox.count() == 3  # [mixed, b] 400, [mixed] 400, [b] 200
     sandbox.clear_log()
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(["MIXED.case@example.com"]))
-    finally:
-        await c.aclose()
     assert [(r.email, r.reason) for r in result.rejected] == [("MIXED.case@example.com", UNKNOWN_SPELLING)]
     assert [json.loads(r.body) for r in sandbox.requests] == [["MIXED.case@example.com"], ["mixed.case@example.com"]]
 
@@ -420,12 +396,9 @@ async def test_several_respellings_go_in_one_batch() -> None:
         sandbox.add_address(e)
     gid = sandbox.add_list("L")
     upper = [e.upper() for e in people(6)]
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(str(gid), "L"), contacts([*upper[:3], "ghost@example.com"]))
-    finally:
-        await c.aclose()
     assert sorted(result.done) == people(3) and [r.email for r in result.rejected] == ["ghost@example.com"]
     # 1 + 2·4·2 at most to isolate the 4 refused as spelled (here 7: every node), then 1 for the 3 in lower case
     assert tally.write == sandbox.count() == 8
@@ -436,15 +409,12 @@ async def test_adding_present_members_is_harmless_and_retried_on_5xx() -> None:
     sandbox = quiet_sandbox()
     gid = sandbox.add_list("L", ["a@example.com"])
     sandbox.add_address("b@example.com")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         sandbox.inject(Fault(status=503, method="POST"))
         result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(["a@example.com", "b@example.com"]))
         assert sorted(result.done) == ["a@example.com", "b@example.com"]
         assert sandbox.list_emails(gid) == ["a@example.com", "b@example.com"]
         assert [r.status for r in sandbox.requests] == [503, 200]
-    finally:
-        await c.aclose()
 
 
 # ----------------------------------------------------------------------------------- paths and slashes
@@ -454,16 +424,14 @@ async def test_every_request_path_ends_with_a_slash() -> None:
     sandbox = quiet_sandbox()
     sandbox.add_address("a@example.com")
     gid = sandbox.add_list("Team", ["x@example.com"])
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         group = await c.find_group(name="Team")
         assert group is not None
         await c.read_members(group)
         await c.add_members(group, contacts(["a@example.com", "nobody@example.com"]))
-        fresh = connect(sandbox)
-        assert await fresh.find_group(group_id=str(gid)) is not None
-        assert await fresh.find_group(group_id="999") is None
-        await fresh.aclose()
+        async with connect(sandbox) as fresh:
+            assert await fresh.find_group(group_id=str(gid)) is not None
+            assert await fresh.find_group(group_id="999") is None
         # the refused pair is halved: [a] goes in, and [nobody] is then known bad without a request of its own;
         # list 999 answers 500, and d/ says it does not exist
         assert trail(sandbox) == [
@@ -476,8 +444,6 @@ async def test_every_request_path_ends_with_a_slash() -> None:
             ("GET", "", 200),
         ]
         assert all(r.path.endswith("/") for r in sandbox.requests)
-    finally:
-        await c.aclose()
 
 
 async def test_sandbox_redirects_paths_without_their_slash() -> None:
@@ -496,13 +462,10 @@ async def test_sandbox_redirects_paths_without_their_slash() -> None:
 
 async def test_a_redirect_is_a_protocol_error_that_names_the_slash() -> None:
     sandbox = quiet_sandbox()
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with pytest.raises(ProtocolError, match="trailing slash"):
             await c.api.request("GET", f"o/{DEFAULT_ORG}/p/{DEFAULT_PROJECT}/d")
         assert sandbox.count() == 1  # not retried, not followed
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------------------------------------------ auth
@@ -521,29 +484,23 @@ async def test_key_of_another_organization_or_project_says_which_setting_to_fix(
     sandbox = quiet_sandbox()
     sandbox.add_key("key-of-elsewhere", org, project, name="key-name")
     sandbox.add_list("Team")
-    c = connect(sandbox, token="key-of-elsewhere")
-    try:
+    async with connect(sandbox, token="key-of-elsewhere") as c:
         with pytest.raises(AuthError) as caught:
             await c.find_group(name="Team")
         message = caught.value.message
         assert caught.value.status == 403 and detail in message and fix in message
         assert "key-of-elsewhere" not in message
         assert sandbox.count() == 1 and sandbox.mutating_count == 0
-    finally:
-        await c.aclose()
 
 
 async def test_a_wrong_organization_or_project_in_the_url_is_a_403_never_a_404() -> None:
     sandbox = quiet_sandbox()
     for org, project in (("no-such-org", DEFAULT_PROJECT), (DEFAULT_ORG, "no-such-project")):
-        c = connect(sandbox, organization=org, project=project)
-        try:
+        async with connect(sandbox, organization=org, project=project) as c:
             with pytest.raises(AuthError, match=r"HTTP 403: Invalid (organization|project) for"):
                 await c.find_group(name="Team")
             with pytest.raises(AuthError):
                 await c.find_group(group_id="1")
-        finally:
-            await c.aclose()
     assert {r.status for r in sandbox.requests} == {403}
 
 
@@ -555,42 +512,32 @@ async def test_a_key_without_the_grant_or_without_a_project_says_what_to_fix() -
     sandbox.add_list("Team")
     messages = []
     for token in ("no-grant", "org-wide"):
-        c = connect(sandbox, token=token)
-        try:
+        async with connect(sandbox, token=token) as c:
             with pytest.raises(AuthError) as caught:
                 await c.find_group(name="Team")
             messages.append(caught.value.message)
-        finally:
-            await c.aclose()
     assert "You do not have permission to perform this action." in messages[0]
     assert "give it the DISTRIBUTION_LIST grant (or FULL_ACCESS)" in messages[0]
     assert "Key not enabled for project scope" in messages[1] and "not bound to a project" in messages[1]
-    c = connect(sandbox, token="full")
-    try:
+    async with connect(sandbox, token="full") as c:
         assert await c.find_group(name="Team") is not None  # FULL_ACCESS covers it
-    finally:
-        await c.aclose()
     assert sandbox.count() == 3
 
 
 async def test_unknown_key_is_an_auth_error_without_the_key() -> None:
     sandbox = quiet_sandbox()
-    c = connect(sandbox, token="wrong-key-value")
-    try:
+    async with connect(sandbox, token="wrong-key-value") as c:
         with pytest.raises(AuthError) as caught:
             await c.find_group(name="Team")
         assert caught.value.status == 401 and "wrong-key-value" not in str(caught.value)
         assert "Invalid token" in caught.value.message
         assert sandbox.count() == 1
-    finally:
-        await c.aclose()
 
 
 async def test_the_key_goes_in_a_key_header() -> None:
-    c = connect(quiet_sandbox(), token="s3cret-key")
-    flow = c.api.client.auth.auth_flow(httpx.Request("GET", BASE + "/"))  # type: ignore[union-attr]
-    assert next(flow).headers["Authorization"] == "Key s3cret-key"
-    await c.aclose()
+    async with connect(quiet_sandbox(), token="s3cret-key") as c:
+        flow = c.api.client.auth.auth_flow(httpx.Request("GET", BASE + "/"))  # type: ignore[union-attr]
+        assert next(flow).headers["Authorization"] == "Key s3cret-key"
     sandbox = quiet_sandbox()
     async with raw(sandbox, key=None) as client:
         bearer = await client.get(ROOT, headers={"Authorization": f"Bearer {DEFAULT_KEY}"})
@@ -628,16 +575,13 @@ async def test_401_and_403_do_not_count_against_the_throttle_but_400s_do() -> No
 
 async def test_create_is_one_post_and_the_probe_reads_the_allow_header_it_already_has() -> None:
     sandbox = quiet_sandbox()
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         assert c.capabilities.can_create_group
         assert await c.find_group(name="Sales") is None  # GET d/: its Allow names POST
         assert await c.can_create_groups() and await c.can_create_groups()
         group = await c.create_group("Sales")
         assert await c.find_group(name="Sales") == group  # the listing knows it: no request
         assert await c.read_members(group) == []  # created this pass: believed empty without a d/ check
-    finally:
-        await c.aclose()
     assert trail(sandbox) == [("GET", "", 200), ("POST", "", 201), ("GET", f"{group.id}/m/", 200)]
     assert json.loads(sandbox.requests[1].body) == {"name": "Sales"}
     assert sandbox.list_names() == ["Sales"] and sandbox.mutating_count == 1
@@ -648,11 +592,8 @@ async def test_probe_without_a_listing_is_one_options_request_kept_for_the_conne
     release: str, can: bool
 ) -> None:
     sandbox = quiet_sandbox(release=release)
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         assert [await c.can_create_groups() for _ in range(3)] == [can] * 3
-    finally:
-        await c.aclose()
     assert trail(sandbox) == [("OPTIONS", "", 200)] and sandbox.mutating_count == 0
 
 
@@ -669,26 +610,20 @@ class NoAllowHeader(BitcasterSandbox):
 async def test_probe_without_any_allow_header_reads_drf_metadata(release: str, can: bool) -> None:
     sandbox = NoAllowHeader(release=release)
     sandbox.rate_limit = None
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         assert await c.find_group(name="Sales") is None
         assert await c.can_create_groups() is can
-    finally:
-        await c.aclose()
     assert trail(sandbox) == [("GET", "", 200), ("OPTIONS", "", 200)]
 
 
 async def test_legacy_server_create_is_one_405_then_nothing() -> None:
     sandbox = quiet_sandbox(release="legacy")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with pytest.raises(UnsupportedOperation) as first:
             await c.create_group("Sales")
         with pytest.raises(UnsupportedOperation) as second:
             await c.create_group("Sales")
         assert await c.can_create_groups() is False  # the 405 answered it
-    finally:
-        await c.aclose()
     for caught in (first, second):
         assert "create the list 'Sales' in Bitcaster" in caught.value.message and "405" in caught.value.message
     assert trail(sandbox) == [("POST", "", 405)] and sandbox.list_names() == []
@@ -697,11 +632,8 @@ async def test_legacy_server_create_is_one_405_then_nothing() -> None:
 async def test_a_name_taken_in_another_case_is_that_list() -> None:
     sandbox = quiet_sandbox()
     team = sandbox.add_list("Team")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         group = await c.create_group("TEAM")
-    finally:
-        await c.aclose()
     assert group == RemoteGroup(str(team), "Team")
     assert trail(sandbox) == [("POST", "", 400), ("GET", "", 200)] and sandbox.list_names() == ["Team"]
 
@@ -709,11 +641,8 @@ async def test_a_name_taken_in_another_case_is_that_list() -> None:
 async def test_a_lost_create_answer_is_looked_up_and_not_sent_again() -> None:
     sandbox = quiet_sandbox()
     sandbox.inject(Fault(lost=True, method="POST", path=r"/d/$"))  # created, but the answer never comes
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         group = await c.create_group("Sales")
-    finally:
-        await c.aclose()
     assert group.name == "Sales" and sandbox.list_names() == ["Sales"]
     assert [(m, p) for m, p, _ in trail(sandbox)] == [("POST", ""), ("GET", "")]
 
@@ -721,11 +650,8 @@ async def test_a_lost_create_answer_is_looked_up_and_not_sent_again() -> None:
 async def test_a_create_that_failed_is_looked_up_then_sent_again() -> None:
     sandbox = quiet_sandbox()
     sandbox.inject(Fault(status=503, method="POST", path=r"/d/$"))  # refused before anything was created
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         group = await c.create_group("Sales")
-    finally:
-        await c.aclose()
     assert sandbox.list_names() == ["Sales"] and group.name == "Sales"
     assert trail(sandbox) == [("POST", "", 503), ("GET", "", 200), ("POST", "", 201)]
 
@@ -733,12 +659,9 @@ async def test_a_create_that_failed_is_looked_up_then_sent_again() -> None:
 async def test_creates_that_keep_failing_end_after_the_retry_budget() -> None:
     sandbox = quiet_sandbox()
     sandbox.inject(Fault(status=502, method="POST", path=r"/d/$", times=0))
-    c = connect(sandbox, retry={"backoff_base": 0, "max_retries": 2})
-    try:
+    async with connect(sandbox, retry={"backoff_base": 0, "max_retries": 2}) as c:
         with pytest.raises(TransientError):
             await c.create_group("Sales")
-    finally:
-        await c.aclose()
     assert [m for m, _, _ in trail(sandbox)] == ["POST", "GET"] * 3 and sandbox.list_names() == []
 
 
@@ -761,13 +684,10 @@ async def test_an_empty_read_is_believed_after_one_listing_shared_by_every_list(
     sandbox = quiet_sandbox()
     a, b = sandbox.add_list("A"), sandbox.add_list("B")
     full = sandbox.add_list("Full", ["x@example.com"])
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         assert await c.read_members(RemoteGroup(str(full), "Full")) != []  # not empty: no check
         assert await c.read_members(RemoteGroup(str(a), "A")) == []
         assert await c.read_members(RemoteGroup(str(b), "B")) == []  # the listing is known now
-    finally:
-        await c.aclose()
     assert trail(sandbox) == [
         ("GET", f"{full}/m/", 200),
         ("GET", f"{a}/m/", 200),
@@ -780,12 +700,9 @@ async def test_an_empty_read_of_a_deleted_list_is_not_found() -> None:
     sandbox = quiet_sandbox()
     gone = sandbox.add_list("Gone")
     sandbox.delete_list(gone)
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with pytest.raises(NotFound, match=f"Bitcaster list {gone} .* no longer exists"):
             await c.read_members(RemoteGroup(str(gone), "Gone"))
-    finally:
-        await c.aclose()
     assert trail(sandbox) == [("GET", f"{gone}/m/", 200), ("GET", "", 200)]
 
 
@@ -794,12 +711,9 @@ async def test_a_500_on_add_to_a_deleted_list_is_checked_once_and_never_retried(
     sandbox.add_address("a@example.com")
     gone = sandbox.add_list("Gone")
     sandbox.delete_list(gone)
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with pytest.raises(NotFound) as caught:
             await c.add_members(RemoteGroup(str(gone), "Gone"), contacts(["a@example.com"]))
-    finally:
-        await c.aclose()
     assert f"Bitcaster list {gone} no longer exists" in caught.value.message
     assert trail(sandbox) == [("POST", f"{gone}/add/", 500), ("GET", "", 200)]
 
@@ -809,11 +723,8 @@ async def test_a_500_on_add_to_a_list_that_exists_is_retried_after_the_check() -
     sandbox.add_address("a@example.com")
     gid = sandbox.add_list("Team")
     sandbox.inject(Fault(status=500, path=ADD, times=2))
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         result = await c.add_members(RemoteGroup(str(gid), "Team"), contacts(["a@example.com"]))
-    finally:
-        await c.aclose()
     assert result.done == ("a@example.com",) and sandbox.list_emails(gid) == ["a@example.com"]
     assert trail(sandbox) == [
         ("POST", f"{gid}/add/", 500),
@@ -827,12 +738,9 @@ async def test_a_list_that_keeps_answering_500_spends_the_retry_budget_once() ->
     sandbox = quiet_sandbox()
     gid = sandbox.add_list("Team")
     sandbox.inject(Fault(status=500, path=ADD, times=0))
-    c = connect(sandbox, retry={"backoff_base": 0, "max_retries": 2})
-    try:
+    async with connect(sandbox, retry={"backoff_base": 0, "max_retries": 2}) as c:
         with pytest.raises(TransientError):
             await c.add_members(RemoteGroup(str(gid), "Team"), contacts(["a@example.com"]))
-    finally:
-        await c.aclose()
     assert [(m, p) for m, p, _ in trail(sandbox)] == [("POST", f"{gid}/add/"), ("GET", "")] + [
         ("POST", f"{gid}/add/")
     ] * 3
@@ -845,8 +753,7 @@ async def test_remove_and_reset_send_nothing_and_say_what_to_do() -> None:
     sandbox = quiet_sandbox()
     gid = sandbox.add_list("Team", ["a@example.com"])
     group = RemoteGroup(str(gid), "Team")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with count_requests() as tally:
             with pytest.raises(UnsupportedOperation) as removed:
                 await c.remove_members(group, [RemoteMember("a@example.com", "1")])
@@ -856,8 +763,6 @@ async def test_remove_and_reset_send_nothing_and_say_what_to_do() -> None:
         assert "remove the 1 member(s) from list 'Team' in Bitcaster" in removed.value.message
         assert "remove the others in Bitcaster" in reset.value.message
         assert sandbox.list_emails(gid) == ["a@example.com"]
-    finally:
-        await c.aclose()
     caps = c.capabilities
     assert caps.can_create_group and not caps.can_remove and caps.reset.value == "none"
 
@@ -900,12 +805,9 @@ async def test_sandbox_answers_like_drf_for_each_release(release: str, lists_all
         assert create.status_code == 405 and create.json() == {"detail": 'Method "POST" not allowed.'}
         assert create.headers["Allow"] == lists_allow and "actions" not in options.json()
         assert sandbox.list_names() == ["Team"] and sandbox.mutating_count == 1  # the add
-    c = connect(sandbox)
-    try:  # a 405 is the API saying it cannot: UnsupportedOperation, not a retry
+    async with connect(sandbox) as c:  # a 405 is the API saying it cannot: UnsupportedOperation, not a retry
         with pytest.raises(UnsupportedOperation):
             await c.api.request("DELETE", f"o/{DEFAULT_ORG}/p/{DEFAULT_PROJECT}/d/{gid}/")
-    finally:
-        await c.aclose()
 
 
 async def test_sandbox_create_validates_the_name_like_drf() -> None:
@@ -956,8 +858,7 @@ async def test_find_by_name_is_exact_then_case_insensitive_and_one_read_serves_e
     sandbox = quiet_sandbox()
     team = sandbox.add_list("Team")
     sandbox.add_list("Team A")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         found, other_case, none = await asyncio.gather(
             c.find_group(name="Team"), c.find_group(name="TEAM"), c.find_group(name="Tea")
         )
@@ -966,15 +867,12 @@ async def test_find_by_name_is_exact_then_case_insensitive_and_one_read_serves_e
         assert sandbox.count() == 1  # GET d/, once, shared
         assert await c.find_group(group_id=str(team)) == found
         assert sandbox.count() == 1  # the listing already knows every id
-    finally:
-        await c.aclose()
 
 
 async def test_find_by_id() -> None:
     sandbox = quiet_sandbox()
     gid = sandbox.add_list("Team")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         found = await c.find_group(group_id=str(gid))
         assert found == RemoteGroup(str(gid), "Team")
         assert [r.path for r in sandbox.requests] == [f"{ROOT}{gid}/"]
@@ -986,8 +884,6 @@ async def test_find_by_id() -> None:
         sandbox.clear_log()
         assert await c.read_members(found) == []  # read by id this pass: an empty read needs no check
         assert sandbox.count() == 1
-    finally:
-        await c.aclose()
 
 
 async def test_read_members_counts_every_address_once_whatever_active_says() -> None:
@@ -997,8 +893,7 @@ async def test_read_members_counts_every_address_once_whatever_active_says() -> 
     sandbox.attach(gid, sandbox.add_address("a@example.com", channel="Gmail"))  # a second channel: once
     sms = sandbox.add_address("+441134960000", channel="SMS")
     sandbox.attach(gid, sms)  # not an email: kept, keyed by member id
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with count_requests() as tally:
             members = await c.read_members(RemoteGroup(str(gid), "Team"))
         assert [m.key for m in members] == ["a@example.com", "b@example.com", "c@example.com", f"id:{sms}"]
@@ -1008,8 +903,6 @@ async def test_read_members_counts_every_address_once_whatever_active_says() -> 
         assert tally.read == 1 == sandbox.count()
         with pytest.raises(NotFound):
             await c.read_members(RemoteGroup("999", "Gone"))
-    finally:
-        await c.aclose()
 
 
 class PaginatedBitcaster(BitcasterSandbox):
@@ -1031,8 +924,7 @@ async def test_a_paginated_listing_is_followed_on_the_same_host_only() -> None:
     sandbox = PaginatedBitcaster()
     sandbox.rate_limit = None
     gid = sandbox.add_list("Team", people(5))
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         members = await c.read_members(RemoteGroup(str(gid), "Team"))
         assert [m.key for m in members] == people(5) and sandbox.count() == 3
         sandbox.other_host = True
@@ -1040,8 +932,6 @@ async def test_a_paginated_listing_is_followed_on_the_same_host_only() -> None:
         with pytest.raises(ProtocolError, match="refusing to follow"):
             await c.read_members(RemoteGroup(str(gid), "Team"))
         assert sandbox.count() == 1
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------------------------------------------ pacing
@@ -1065,15 +955,12 @@ async def test_window_pacing_lets_30_go_at_once_and_never_more_in_any_60_seconds
     for e in emails:
         sandbox.add_address(e)
     a, b = sandbox.add_list("A"), sandbox.add_list("B")
-    c = paced(sandbox, vt, batch_size=1)  # the default pacing; one request per member
-    start = vt.clock()
-    try:
+    async with paced(sandbox, vt, batch_size=1) as c:  # the default pacing; one request per member
+        start = vt.clock()
         await asyncio.gather(
             c.add_members(RemoteGroup(str(a), "A"), contacts(emails[:40])),
             c.add_members(RemoteGroup(str(b), "B"), contacts(emails[40:])),
         )
-    finally:
-        await c.aclose()
     times = [t - start for t in sandbox.times]
     assert len(times) == 80 and all(r.status == 200 for r in sandbox.requests)  # not one 429
     assert max_in_any_window(times) == 30
@@ -1096,12 +983,9 @@ async def test_a_429_waits_until_the_window_frees_instead_of_retry_after() -> No
         for _ in range(25):
             assert (await other.get(ROOT)).status_code == 200
     sandbox.clear_log()
-    c = paced(sandbox, vt, batch_size=1)
-    start = vt.clock()
-    try:
+    async with paced(sandbox, vt, batch_size=1) as c:
+        start = vt.clock()
         result = await c.add_members(RemoteGroup(str(gid), "L"), contacts(emails))
-    finally:
-        await c.aclose()
     assert len(result.done) == 10 and sandbox.list_emails(gid) == emails
     statuses = [r.status for r in sandbox.requests]
     assert statuses == [200] * 5 + [429] + [200] * 5
@@ -1122,18 +1006,15 @@ async def test_without_the_window_a_429_costs_a_wait_every_2_seconds() -> None:
         for _ in range(25):
             await other.get(ROOT)
     sandbox.clear_log()
-    c = paced(
+    async with paced(
         sandbox,
         vt,
         batch_size=1,
         rate_limit=1e6,
         throttle_requests=None,
         retry={"backoff_base": 0, "max_rate_limit_waits": 100},
-    )
-    try:
+    ) as c:
         await c.add_members(RemoteGroup(str(gid), "L"), contacts(emails))
-    finally:
-        await c.aclose()
     assert sum(1 for r in sandbox.requests if r.status == 429) >= 25
 
 
@@ -1144,23 +1025,17 @@ async def test_rate_limit_and_burst_still_shape_requests_inside_the_window() -> 
     for e in emails:
         sandbox.add_address(e)
     gid = sandbox.add_list("L")
-    slow = paced(sandbox, vt, batch_size=1, rate_limit=0.25, burst=1)  # one request every 4 s
-    try:
+    async with paced(sandbox, vt, batch_size=1, rate_limit=0.25, burst=1) as slow:  # one request every 4 s
         start = vt.clock()
         await slow.add_members(RemoteGroup(str(gid), "L"), contacts(emails[:10]))
         assert vt.clock() - start == pytest.approx(36, abs=0.5)
-    finally:
-        await slow.aclose()
     sandbox.times.clear()
     sandbox.clear_log()
     vt.offset += 60  # the window is empty again
-    fast = paced(sandbox, vt, batch_size=1, rate_limit=100, burst=100)  # the window still caps it
-    try:
+    async with paced(sandbox, vt, batch_size=1, rate_limit=100, burst=100) as fast:  # the window still caps it
         start = vt.clock()
         await fast.add_members(RemoteGroup(str(gid), "L"), contacts(emails[10:]))
         assert vt.clock() - start == pytest.approx(60, abs=1)
-    finally:
-        await fast.aclose()
     assert max_in_any_window(sandbox.times) == 30 and {r.status for r in sandbox.requests} == {200}
 
 
@@ -1360,9 +1235,8 @@ async def test_no_email_or_key_in_logs(caplog: pytest.LogCaptureFixture) -> None
     for e in emails:
         sandbox.add_address(e)
     gid = sandbox.add_list("Team", ["x@example.com"])
-    c = connect(sandbox)
-    caplog.set_level(logging.DEBUG, logger="syncd")
-    try:
+    async with connect(sandbox) as c:
+        caplog.set_level(logging.DEBUG, logger="syncd")
         group = await c.find_group(name="Team")
         assert group is not None
         await c.add_members(group, contacts([*emails, "ghost@example.com", "Ghost.Two@example.com"]))
@@ -1370,8 +1244,6 @@ async def test_no_email_or_key_in_logs(caplog: pytest.LogCaptureFixture) -> None
         await c.create_group("Sales")
         with pytest.raises(NotFound):
             await c.read_members(RemoteGroup("999", "Gone"))
-    finally:
-        await c.aclose()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "@example.com" not in text.lower() and DEFAULT_KEY not in text
     assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("syncd.connectors"))
@@ -1395,13 +1267,10 @@ async def test_the_all_or_nothing_refusal_in_other_shapes_still_isolates_the_unk
     for e in known:
         sandbox.add_address(e)
     gid = sandbox.add_list("Team")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         result = await c.add_members(
             RemoteGroup(str(gid), "Team"), contacts([*known[:2], "ghost@example.com", *known[2:]])
         )
-    finally:
-        await c.aclose()
     assert sorted(result.done) == known
     assert [(r.email, r.code) for r in result.rejected] == [("ghost@example.com", "unknown_address")]
     assert sandbox.list_emails(gid) == known

@@ -81,14 +81,11 @@ def bodies(sb: CleverReachSandbox, path: str) -> list[Any]:
 async def test_token_is_fetched_once_and_reused() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(3))
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         assert await c.find_group(group_id=str(gid)) is not None
         await c.read_members(group(gid))
         await c.add_members(group(gid), contacts(emails(2, "new")))
         await c.remove_members(group(gid), (await c.read_members(group(gid)))[:1])
-    finally:
-        await c.aclose()
     assert sb.token_requests == 1
     # 1 group + 2 member reads, 3 consent reads before the first add (bounces, blacklist, the group's inactive
     # receivers: once per connector), the upsert and the upsertplus
@@ -100,14 +97,11 @@ async def test_token_is_fetched_once_and_reused() -> None:
 async def test_401_mid_run_refreshes_once_then_succeeds() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(3))
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         await c.find_group(group_id=str(gid))
         sb.revoke_tokens()  # the token dies before its expires_in
         with count_requests() as tally:
             members = await c.read_members(group(gid))
-    finally:
-        await c.aclose()
     assert len(members) == 3
     assert sb.token_requests == 2
     reads = [r.status for r in sb.requests if r.path.endswith("/receivers")]
@@ -117,12 +111,9 @@ async def test_401_mid_run_refreshes_once_then_succeeds() -> None:
 
 async def test_bad_client_is_an_auth_error_and_nothing_else_is_sent() -> None:
     sb = sandbox()
-    c = connector(sb, bad_credentials=True)
-    try:
+    async with connector(sb, bad_credentials=True) as c:
         with pytest.raises(AuthError) as caught:
             await c.find_group(name="G")
-    finally:
-        await c.aclose()
     assert "not-the-secret" not in str(caught.value)
     assert sb.token_requests == 1
     assert sb.count(path="^/v3/") == 0
@@ -131,14 +122,10 @@ async def test_bad_client_is_an_auth_error_and_nothing_else_is_sent() -> None:
 async def test_static_token_and_a_wrong_one() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(2))
-    good, bad = static(sb), static(sb, token="wrong-token")
-    try:
+    async with static(sb) as good, static(sb, token="wrong-token") as bad:
         assert len(await good.read_members(group(gid))) == 2
         with pytest.raises(AuthError) as caught:
             await bad.read_members(group(gid))
-    finally:
-        await good.aclose()
-        await bad.aclose()
     assert sb.token_requests == 0
     assert caught.value.status == 401 and "Unauthorized" in caught.value.message
     assert "wrong-token" not in caught.value.message
@@ -151,14 +138,11 @@ async def test_static_token_and_a_wrong_one() -> None:
 async def test_reads_pages_of_5000_until_a_short_page(n: int, pages: int) -> None:
     sb = sandbox()
     gid = sb.add_group("Big", emails(n))
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         await c.find_group(group_id=str(gid))  # fetches the token
         sb.clear_log()
         with count_requests() as tally:
             members = await c.read_members(group(gid))
-    finally:
-        await c.aclose()
     assert sorted(m.key for m in members) == emails(n)
     assert tally.read == pages == len(sb.requests)
     queries = [dict(httpx.QueryParams(r.query)) for r in sb.requests]
@@ -184,13 +168,10 @@ async def test_sandbox_pagesize_default_50_and_cap_5000() -> None:
 async def test_upserts_go_in_batches_of_250_as_the_vendor_sends_them() -> None:
     sb = sandbox()
     gid = sb.add_group("G")
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         await c.find_group(group_id=str(gid))
         sb.clear_log()
         result = await c.add_members(group(gid), contacts(emails(2500)))
-    finally:
-        await c.aclose()
     assert len(result.done) == 2500 and not result.rejected
     assert sb.mutating_count == 10
     batches = bodies(sb, "/receivers/upsert")
@@ -205,12 +186,9 @@ async def test_upserts_go_in_batches_of_250_as_the_vendor_sends_them() -> None:
 async def test_batch_size_can_go_up_to_1000() -> None:
     sb = sandbox()
     gid = sb.add_group("G")
-    c = connector(sb, batch_size=5000)
-    assert c.capabilities.max_add_batch == 1000  # capped at the API's (commonly quoted) limit
-    try:
+    async with connector(sb, batch_size=5000) as c:
+        assert c.capabilities.max_add_batch == 1000  # capped at the API's (commonly quoted) limit
         await c.add_members(group(gid), contacts(emails(2500)))
-    finally:
-        await c.aclose()
     assert [len(b) for b in bodies(sb, "/receivers/upsert")] == [1000, 1000, 500]
 
 
@@ -220,11 +198,8 @@ async def test_a_413_halves_the_batch_and_the_size_that_worked_is_kept() -> None
     sb = CleverReachSandbox(upsert_limit=250)
     sb.add_token(STATIC_TOKEN)
     gid = sb.add_group("G")
-    c = static(sb, batch_size=1000)
-    try:
+    async with static(sb, batch_size=1000) as c:
         result = await c.add_members(group(gid), contacts(emails(2000)))
-    finally:
-        await c.aclose()
     assert len(result.done) == 2000 and not result.rejected
     sizes = [len(b) for b in bodies(sb, "/receivers/upsert")]
     assert sizes == [1000, 500, 250, 250, 250, 250, 250, 250, 250, 250]
@@ -238,11 +213,8 @@ async def test_a_413_in_the_error_body_counts_even_on_another_http_status() -> N
     sb = CleverReachSandbox(upsert_limit=2, codes_in_body_only=True)
     sb.add_token(STATIC_TOKEN)
     gid = sb.add_group("G")
-    c = static(sb)
-    try:
+    async with static(sb) as c:
         result = await c.add_members(group(gid), contacts(emails(4)))
-    finally:
-        await c.aclose()
     assert sorted(result.done) == emails(4)
     assert [r.status for r in sb.requests if r.path.endswith("/upsert")] == [400, 200, 200]
 
@@ -252,12 +224,9 @@ async def test_a_receiver_too_large_on_its_own_is_isolated_as_a_reject() -> None
     gid = sb.add_group("G")
     people = emails(8)
     sb.too_large.add(people[5])
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         result = await c.add_members(group(gid), contacts(people))
         later = await c.add_members(group(gid), contacts(emails(8, "later")))
-    finally:
-        await c.aclose()
     assert sorted(result.done) == sorted(set(people) - {people[5]})
     ((reject),) = result.rejected
     assert (reject.email, reject.code, reject.permanent) == (people[5], "too_large", True)
@@ -285,12 +254,9 @@ async def test_blacklisted_and_bounced_addresses_are_refused_before_sending() ->
     sb.blacklist("Black@Example.com")
     sb.bounce("bounced@example.com")
     good = emails(3)
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         batch = contacts([good[0], "black@example.com", good[1], "bounced@example.com", good[2]])
         result = await c.add_members(group(gid), batch)
-    finally:
-        await c.aclose()
     assert sorted(result.done) == good
     codes = {r.email: (r.code, r.permanent) for r in result.rejected}
     assert codes == {"black@example.com": ("blacklisted", True), "bounced@example.com": ("bounced", True)}
@@ -304,13 +270,10 @@ async def test_an_account_that_leaves_suppressed_addresses_out_of_the_answer() -
     sb = CleverReachSandbox(suppressed_upsert="omit")
     sb.add_token(STATIC_TOKEN)
     gid = sb.add_group("G")
-    c = static(sb)
-    try:
+    async with static(sb) as c:
         await c.suppressed(group(gid), ["late@example.com"], undo={})  # reads the (empty) lists first
         sb.blacklist("late@example.com")
         result = await c.add_members(group(gid), contacts(["late@example.com", *emails(1)]))
-    finally:
-        await c.aclose()
     assert result.done == (emails(1)[0],)
     ((reject),) = result.rejected
     assert reject.reason == REJECT_REASON and reject.permanent
@@ -325,8 +288,7 @@ async def test_an_unsubscribed_receiver_is_never_subscribed_again() -> None:
     gid = sb.add_group("G", people[:2])
     sb.unsubscribe(gid, people[0])  # the person clicked "unsubscribe" before syncd ever saw them
     sb.unsubscribe(gid, people[2])  # a receiver who left before being a member syncd knew of
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         members = await c.read_members(group(gid))
         assert [m.key for m in members] == [people[1]]  # inactive receivers are not members
         found = await c.suppressed(group(gid), [people[0], people[2], people[3]], undo={})
@@ -334,8 +296,6 @@ async def test_an_unsubscribed_receiver_is_never_subscribed_again() -> None:
         assert "not by syncd" in found[people[0]].reason and found[people[0]].since is not None
         # even when asked to, add_members refuses them and sends nothing for them
         result = await c.add_members(group(gid), contacts([people[0], people[2], people[3]]))
-    finally:
-        await c.aclose()
     assert result.done == (people[3],)
     assert {r.email: r.code for r in result.rejected} == {people[0]: "unsubscribed", people[2]: "unsubscribed"}
     for batch in bodies(sb, "/receivers/upsert"):
@@ -349,13 +309,10 @@ async def test_a_removal_syncd_made_is_undone_and_only_that() -> None:
     sb = sandbox()
     people = emails(3)
     gid = sb.add_group("G", people)
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         members = {m.key: m for m in await c.read_members(group(gid))}
         removed = await c.remove_members(group(gid), [members[people[0]], members[people[1]]])
         assert sorted(removed.done) == people[:2]
-    finally:
-        await c.aclose()
     # switched off the way CleverReach's own code does it: activated 0, `deactivated` left to the person
     (sent,) = bodies(sb, "/receivers/upsertplus")
     assert sent == [{"email": people[0], "activated": 0}, {"email": people[1], "activated": 0}]
@@ -363,16 +320,13 @@ async def test_a_removal_syncd_made_is_undone_and_only_that() -> None:
     assert stored[people[0]]["activated"] == 0 and stored[people[0]]["deactivated"] == 0
     sb.unsubscribe(gid, people[1])  # later the person unsubscribes too (e.g. from an old mailing's link)
 
-    c = connector(sb)  # the next pass
-    try:
+    async with connector(sb) as c:  # the next pass
         removed_at = float(stored[people[0]]["registered"])  # syncd's ledger knows when it removed them
         undo = {people[0]: removed_at, people[1]: removed_at - 1000}
         found = await c.suppressed(group(gid), people[:2], undo=undo)
         assert list(found) == [people[1]]  # their own unsubscribe came after syncd's removal
         sb.clear_log()
         result = await c.add_members(group(gid), contacts(people[:2]))
-    finally:
-        await c.aclose()
     assert result.done == (people[0],)
     assert [r.code for r in result.rejected] == ["unsubscribed"]
     (sent,) = bodies(sb, "/receivers/upsert")
@@ -388,34 +342,25 @@ async def test_a_deactivation_by_an_older_syncd_is_recognised_by_its_stamp() -> 
     gid = sb.add_group("G")
     sb.unsubscribe(gid, "old@example.com", at=1_700_000_000)
     sb.withdrawn.clear()  # it was syncd, not the person
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         mine = await c.suppressed(group(gid), ["old@example.com"], undo={"old@example.com": 1_700_000_030.0})
         assert mine == {}
         result = await c.add_members(group(gid), contacts(["old@example.com"]))
-    finally:
-        await c.aclose()
     assert result.done == ("old@example.com",)
     (sent,) = bodies(sb, "/receivers/upsert")
     assert sent[0]["deactivated"] == 0 and sent[0]["activated"] > 0
-    c = connector(sb)
-    try:  # a stamp well after syncd's removal is someone else's
+    async with connector(sb) as c:  # a stamp well after syncd's removal is someone else's
         sb.unsubscribe(gid, "old@example.com", at=1_800_000_000)
         found = await c.suppressed(group(gid), ["old@example.com"], undo={"old@example.com": 1_700_000_030.0})
-    finally:
-        await c.aclose()
     assert found["old@example.com"].state == "unsubscribed"
 
 
 async def test_a_steady_state_reads_no_consent_lists() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(3))
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         await c.read_members(group(gid))
         assert await c.suppressed(group(gid), [], undo={}) == {}
-    finally:
-        await c.aclose()
     assert sb.count(path="blacklist|bounced") == 0 and sb.count(path="/receivers$") == 1
 
 
@@ -426,9 +371,8 @@ async def test_deactivate_is_one_upsertplus_and_deactivated_receivers_are_not_me
     sb = sandbox()
     people = emails(5)
     gid = sb.add_group("G", people)
-    c = connector(sb)
-    assert c.remove_mode is RemoveMode.DEACTIVATE and c.capabilities.max_remove_batch == 250
-    try:
+    async with connector(sb) as c:
+        assert c.remove_mode is RemoveMode.DEACTIVATE and c.capabilities.max_remove_batch == 250
         members = {m.key: m for m in await c.read_members(group(gid))}
         sb.clear_log()
         result = await c.remove_members(group(gid), [members[e] for e in people[:3]])
@@ -446,17 +390,14 @@ async def test_deactivate_is_one_upsertplus_and_deactivated_receivers_are_not_me
         assert again.done == (people[0],)
         assert sb.receivers(gid)[0]["id"] == stored[people[0]]["id"]
         assert sb.active_emails(gid) == {people[0], *people[3:]}
-    finally:
-        await c.aclose()
 
 
 async def test_delete_mode_sends_one_delete_each_and_404_is_done() -> None:
     sb = sandbox()
     people = emails(4)
     gid = sb.add_group("G", people)
-    c = connector(sb, remove_mode="delete")
-    assert c.capabilities.max_remove_batch == 1
-    try:
+    async with connector(sb, remove_mode="delete") as c:
+        assert c.capabilities.max_remove_batch == 1
         gone = [m for m in await c.read_members(group(gid)) if m.key in people[:3]]
         sb.clear_log()
         result = await c.remove_members(group(gid), gone)
@@ -467,8 +408,6 @@ async def test_delete_mode_sends_one_delete_each_and_404_is_done() -> None:
         again = await c.remove_members(group(gid), gone)
         assert sorted(again.done) == people[:3] and not again.rejected
         assert [r.status for r in sb.requests] == [404, 404, 404]
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------------------------------------------- reset
@@ -477,13 +416,10 @@ async def test_delete_mode_sends_one_delete_each_and_404_is_done() -> None:
 async def test_there_is_no_reset_because_clearing_forgets_who_unsubscribed() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(3, "old"))
-    c = connector(sb)
-    assert c.capabilities.reset is ResetKind.NONE
-    try:
+    async with connector(sb) as c:
+        assert c.capabilities.reset is ResetKind.NONE
         with pytest.raises(UnsupportedOperation, match="unsubscribed"):
             await c.reset_members(group(gid), contacts(emails(2, "new")))
-    finally:
-        await c.aclose()
     assert sb.requests == []
 
 
@@ -495,8 +431,7 @@ async def test_find_group_edges() -> None:
     sb.add_group("Twin")
     sb.add_group("Twin")
     gid = sb.add_group("Solo")
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         assert await c.find_group(group_id="not-a-number") is None
         assert await c.find_group(group_id="999999") is None
         fallback = await c.find_group(group_id="999999", name="Solo")  # the id is gone: the name decides
@@ -505,18 +440,13 @@ async def test_find_group_edges() -> None:
             await c.find_group(name="Twin")
         with pytest.raises(NotFound):
             await c.read_members(group(999999))
-    finally:
-        await c.aclose()
 
 
 async def test_create_retried_after_a_server_error_creates_one_group() -> None:
     sb = sandbox()
     sb.inject(Fault(status=503, method="POST", path="^/v3/groups$"))
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         created = await c.create_group("New")
-    finally:
-        await c.aclose()
     assert created.name == "New"
     assert sb.count(method="POST", path="^/v3/groups$") == 2  # looked up by name in between
     assert sb.count(method="GET", path="^/v3/groups$") == 1
@@ -547,11 +477,8 @@ class LoseFirstCreateAnswer:
 async def test_create_whose_answer_was_lost_is_found_not_duplicated() -> None:
     sb = sandbox()
     ctx = BuildContext(transport=httpx.ASGITransport(app=LoseFirstCreateAnswer(sb)))  # type: ignore[arg-type]
-    c = HARNESS.connector(sb, ctx=ctx)
-    try:
+    async with HARNESS.connector(sb, ctx=ctx) as c:
         created = await c.create_group("New")
-    finally:
-        await c.aclose()
     assert [(str(g.id), g.name) for g in sb.groups.values()] == [(created.id, "New")]
     assert sb.count(method="POST", path="^/v3/groups$") == 1
 
@@ -622,14 +549,11 @@ async def test_secrets_never_show() -> None:
         for text in (repr(s), str(s), s.model_dump_json()):
             assert "s3cr3t-value" not in text and "t0k3n-value" not in text
     sb = sandbox()
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         await c.find_group(name="x")
         assert CLIENT_SECRET not in repr(c) and CLIENT_SECRET not in repr(c.api.client.auth)
         issued = next(iter(sb.issued))
         assert issued not in repr(c.api.client.auth)
-    finally:
-        await c.aclose()
 
 
 async def test_logs_carry_no_email_and_no_secret(caplog: pytest.LogCaptureFixture) -> None:
@@ -638,14 +562,11 @@ async def test_logs_carry_no_email_and_no_secret(caplog: pytest.LogCaptureFixtur
     gid = sb.add_group("G", emails(3))
     sb.blacklist("blocked@example.com")
     sb.inject(Fault(status=503, method="POST", path="upsert$"))
-    c = connector(sb)
-    try:
+    async with connector(sb) as c:
         members = await c.read_members(group(gid))
         sb.revoke_tokens()
         await c.add_members(group(gid), contacts(["blocked@example.com", *emails(2, "new")]))
         await c.remove_members(group(gid), members[:1])
-    finally:
-        await c.aclose()
     ours = [r for r in caplog.records if r.name.startswith("syncd")]
     assert ours and all(r.levelno <= logging.DEBUG for r in ours if r.name.startswith("syncd.connectors"))
     text = "\n".join(r.getMessage() for r in ours)
@@ -656,16 +577,13 @@ async def test_logs_carry_no_email_and_no_secret(caplog: pytest.LogCaptureFixtur
 async def test_requests_are_tallied_as_reads_and_writes() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(2))
-    c = connector(sb)
-    tally = RequestTally()
-    try:
+    async with connector(sb) as c:
+        tally = RequestTally()
         with count_requests(tally):
             await c.find_group(group_id=str(gid))
             members = await c.read_members(group(gid))
             await c.add_members(group(gid), contacts(emails(1, "new")))
             await c.remove_members(group(gid), members[:1])
-    finally:
-        await c.aclose()
     assert tally.as_dict() == {"read": 5, "write": 2}  # 2 + 3 consent reads before the add
 
 
@@ -680,12 +598,9 @@ async def test_a_server_capping_pages_below_5000_is_read_to_the_end(cap: int, n:
     sb = CleverReachSandbox(page_cap=cap)
     sb.add_token(STATIC_TOKEN)
     gid = sb.add_group("Big", emails(n))
-    c = static(sb)
-    try:
+    async with static(sb) as c:
         with count_requests() as tally:
             members = await c.read_members(group(gid))
-    finally:
-        await c.aclose()
     assert sorted(m.key for m in members) == emails(n)
     assert tally.read == pages == len(sb.requests)
 
@@ -696,22 +611,16 @@ async def test_token_endpoint_taking_the_client_either_way(token_auth: str) -> N
     # fields. The connector sends both, so either kind of server issues the token.
     sb = CleverReachSandbox(clients={"cr-client": CLIENT_SECRET}, token_auth=token_auth)
     gid = sb.add_group("G", emails(2))
-    c = connector(sb, client_id="cr-client")
-    try:
+    async with connector(sb, client_id="cr-client") as c:
         assert len(await c.read_members(group(gid))) == 2
-    finally:
-        await c.aclose()
     assert sb.token_requests == 1 and all(r.status == 200 for r in sb.requests)
 
 
 async def test_a_create_answering_only_the_id_keeps_the_name() -> None:
     sb = CleverReachSandbox(lean_create=True)
     sb.add_token(STATIC_TOKEN)
-    c = static(sb)
-    try:
+    async with static(sb) as c:
         created = await c.create_group("Fresh")
-    finally:
-        await c.aclose()
     assert created == RemoteGroup(id=str(next(iter(sb.groups))), name="Fresh")
     assert sb.count(method="POST") == 1
 
@@ -721,12 +630,9 @@ async def test_a_redirect_is_an_error_not_a_silent_success() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(2))
     sb.inject(Fault(status=301, body="", headers={"Location": "/v3/elsewhere"}, method="POST", path="/upsertplus$"))
-    c = static(sb)
-    try:
+    async with static(sb) as c:
         members = await c.read_members(group(gid))
         with pytest.raises(ProtocolError, match="redirect"):
             await c.remove_members(group(gid), members[:1])
-    finally:
-        await c.aclose()
     assert sb.count(method="POST") == 1  # not retried
     assert sb.active_emails(gid) == set(emails(2))

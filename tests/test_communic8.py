@@ -110,8 +110,7 @@ def test_classify_checks_success_even_on_http_200() -> None:
 
 async def test_success_false_answers_raise() -> None:
     sandbox = Communic8Sandbox()
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         with pytest.raises(FatalError, match="name: Path `name` is required"):
             await c.create_group("")  # the API validates; we do not pre-empt it
         ghost = RemoteGroup(id="0" * 24, name="Ghost")
@@ -121,8 +120,6 @@ async def test_success_false_answers_raise() -> None:
         with pytest.raises(NotFound):
             await c.read_members(ghost)  # GET /recipientGroup/:id answers HTTP 404 "Not Found"
         assert await c.find_group(group_id="0" * 24) is None
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------------------------------- adding members
@@ -134,8 +131,7 @@ async def test_add_with_warm_cache_is_one_post() -> None:
     for e in emails:
         sandbox.add_recipient(e)
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert sorted(result.done) == emails and not result.rejected
@@ -143,8 +139,6 @@ async def test_add_with_warm_cache_is_one_post() -> None:
         assert tally.as_dict() == {"read": 0, "write": 1}
         assert json.loads(sandbox.requests[0].body) == {"recipientEmails": emails}
         assert sandbox.group_emails(gid) == set(emails)
-    finally:
-        await c.aclose()
 
 
 async def test_unknown_email_is_rejected_without_being_sent() -> None:
@@ -154,10 +148,9 @@ async def test_unknown_email_is_rejected_without_being_sent() -> None:
         sandbox.add_recipient(e)
     gid = sandbox.add_group("G")
     cache = MemoryRecipientCache()
-    c = connect(sandbox, cache=cache)
-    unknown = "Nobody.Here@example.com"
-    batch = contacts([*known[:2], unknown, *known[2:4]])
-    try:
+    async with connect(sandbox, cache=cache) as c:
+        unknown = "Nobody.Here@example.com"
+        batch = contacts([*known[:2], unknown, *known[2:4]])
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(gid, "G"), batch)
         assert sorted(result.done) == sorted(known[:4])
@@ -175,8 +168,6 @@ async def test_unknown_email_is_rejected_without_being_sent() -> None:
         again = await c.add_members(RemoteGroup(gid, "G"), contacts([unknown]))
         assert not again.done and len(again.rejected) == 1
         assert sandbox.count() == 0
-    finally:
-        await c.aclose()
 
 
 async def test_recipient_deleted_after_directory_read_is_isolated_by_splitting() -> None:
@@ -186,8 +177,7 @@ async def test_recipient_deleted_after_directory_read_is_isolated_by_splitting()
         sandbox.add_recipient(e)
     gid = sandbox.add_group("G")
     cache = MemoryRecipientCache()
-    c = connect(sandbox, cache=cache)
-    try:
+    async with connect(sandbox, cache=cache) as c:
         await c.add_members(RemoteGroup(gid, "G"), [])  # nothing to add: no request
         assert sandbox.count() == 0
         await c.read_members(RemoteGroup(gid, "G"))  # empty group: one GET, no directory read needed
@@ -202,8 +192,6 @@ async def test_recipient_deleted_after_directory_read_is_isolated_by_splitting()
         assert sandbox.count(method="GET") == 0
         assert sandbox.group_emails(gid) == set(emails) - {emails[5]}
         assert emails[5] not in cache.all()
-    finally:
-        await c.aclose()
 
 
 async def test_stale_cache_entry_triggers_one_directory_read_not_a_split() -> None:
@@ -214,15 +202,12 @@ async def test_stale_cache_entry_triggers_one_directory_read_not_a_split() -> No
     gid = sandbox.add_group("G")
     cache = warm_cache(sandbox)
     sandbox.delete_recipient(emails[1])  # the cache still vouches for it
-    c = connect(sandbox, cache=cache)
-    try:
+    async with connect(sandbox, cache=cache) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert [r.email for r in result.rejected] == [emails[1]]
         assert sandbox.count(method="POST", path=MEMBERS) == 2  # refused, then the filtered batch
         assert sandbox.count(method="GET", path=RECIPIENTS) == 1
         assert emails[1] not in cache.all()
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------ single recipients refused inside a success
@@ -245,8 +230,7 @@ async def test_refused_recipients_named_in_the_error_log_are_rejects_of_one_writ
     for e in refused:
         sandbox.refuse(e, REFUSAL)
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert routes(sandbox) == [("POST", f"/recipientGroup/{gid}/recipients")]
@@ -257,8 +241,6 @@ async def test_refused_recipients_named_in_the_error_log_are_rejects_of_one_writ
             (e, REFUSAL, True, "provider_rejected") for e in refused
         ]
         assert sandbox.group_emails(gid) == set(emails) - set(refused)
-    finally:
-        await c.aclose()
 
 
 async def test_refused_recipients_the_log_does_not_name_are_found_by_one_group_read() -> None:
@@ -270,8 +252,7 @@ async def test_refused_recipients_the_log_does_not_name_are_found_by_one_group_r
     for e in refused:
         sandbox.refuse(e, REFUSAL)
     gid = sandbox.add_group("G", emails[:1])  # one is in the group already: done, not refused
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert routes(sandbox) == [("POST", f"/recipientGroup/{gid}/recipients"), ("GET", f"/recipientGroup/{gid}")]
@@ -281,8 +262,6 @@ async def test_refused_recipients_the_log_does_not_name_are_found_by_one_group_r
             (e, REFUSAL, True, "provider_rejected") for e in refused
         ]
         assert sandbox.group_emails(gid) == set(emails) - set(refused)
-    finally:
-        await c.aclose()
 
 
 async def test_a_refused_recipient_that_is_in_the_group_anyway_is_done() -> None:
@@ -293,13 +272,10 @@ async def test_a_refused_recipient_that_is_in_the_group_anyway_is_done() -> None
     for e in emails:
         sandbox.add_recipient(e)
     sandbox.refuse(emails[0], REFUSAL)
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert sorted(result.done) == emails and not result.rejected
         assert sandbox.count() == 2  # the add and the group read the anonymous log called for
-    finally:
-        await c.aclose()
 
 
 class NamesOnlyTheFirst(Communic8Sandbox):
@@ -319,8 +295,7 @@ async def test_a_log_naming_fewer_than_the_error_count_is_completed_by_a_group_r
     sandbox.refuse(emails[1], "Recipient bounced")
     sandbox.refuse(emails[4], REFUSAL)
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert sandbox.count(method="POST") == 1 and sandbox.count(method="GET", path=GROUP) == 1
         assert sorted(result.done) == sorted(set(emails) - {emails[1], emails[4]})
@@ -329,8 +304,6 @@ async def test_a_log_naming_fewer_than_the_error_count_is_completed_by_a_group_r
             (emails[1], "Recipient bounced", "bounced"),
             (emails[4], REFUSAL, "provider_rejected"),
         ]
-    finally:
-        await c.aclose()
 
 
 class ShapedLog(Communic8Sandbox):
@@ -370,15 +343,12 @@ async def test_error_log_entries_are_read_defensively(
         sandbox.add_recipient(e)
     sandbox.refuse(emails[1], REFUSAL)
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert sandbox.count(method="GET") == reads and sandbox.count(method="POST") == 1
         assert [r.email for r in result.rejected] == [emails[1]]
         assert result.rejected[0].reason == (REFUSAL if shape(1, "e@x.io", "m") != 42 else NO_REASON)
         assert sorted(result.done) == [emails[0], *emails[2:]]
-    finally:
-        await c.aclose()
 
 
 async def test_a_short_numeric_id_in_a_message_is_not_taken_for_a_name() -> None:
@@ -390,14 +360,11 @@ async def test_a_short_numeric_id_in_a_message_is_not_taken_for_a_name() -> None
     refused_id = sandbox.recipients[sandbox._by_email[emails[2]]]["_id"]
     sandbox.refuse(emails[2], "Refused")
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert sandbox.count(method="GET", path=GROUP) == 1  # not named: the group says who is missing
         assert [(r.email, r.reason) for r in result.rejected] == [(emails[2], f"Refused after {refused_id} attempts")]
         assert sorted(result.done) == emails[:2]
-    finally:
-        await c.aclose()
 
 
 @pytest.mark.parametrize("style", ["email", "anonymous"])
@@ -406,9 +373,8 @@ async def test_remove_with_refused_recipients(style: ErrorLogStyle) -> None:
     emails = people(5)
     gid = sandbox.add_group("G", emails)
     sandbox.refuse(emails[1], "Recipient is locked by an administrator")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    group = RemoteGroup(gid, "G")
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
+        group = RemoteGroup(gid, "G")
         members = {m.key: m for m in await c.read_members(group)}
         sandbox.clear_log()
         gone = [members[e] for e in emails[:3]]
@@ -421,8 +387,6 @@ async def test_remove_with_refused_recipients(style: ErrorLogStyle) -> None:
             (emails[1], "Recipient is locked by an administrator", True)
         ]
         assert sandbox.group_emails(gid) == {emails[1], *emails[3:]}
-    finally:
-        await c.aclose()
 
 
 async def test_remove_by_email_with_an_anonymous_log() -> None:
@@ -430,14 +394,11 @@ async def test_remove_by_email_with_an_anonymous_log() -> None:
     emails = people(3)
     gid = sandbox.add_group("G", emails)
     sandbox.refuse(emails[0], REFUSAL)
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.remove_members(RemoteGroup(gid, "G"), [RemoteMember(e.upper()) for e in emails[:2]])
         assert [r.email for r in result.rejected] == [emails[0].upper()] and result.done == (emails[1],)
         assert sandbox.group_emails(gid) == {emails[0], emails[2]}
         assert sandbox.count() == 2  # the DELETE and the group read; the cache knew both ids
-    finally:
-        await c.aclose()
 
 
 @pytest.mark.parametrize(
@@ -462,15 +423,12 @@ async def test_a_refusal_message_naming_a_consent_state_gives_its_code(
         sandbox.add_recipient(e)
     sandbox.refuse(emails[0], message)
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert [(r.email, r.reason, r.code, r.permanent) for r in result.rejected] == [
             (emails[0], message, str(code), True)
         ]
         assert result.done == (emails[1],)
-    finally:
-        await c.aclose()
 
 
 async def test_reset_with_a_refused_recipient() -> None:
@@ -480,16 +438,13 @@ async def test_reset_with_a_refused_recipient() -> None:
     for e in new:
         sandbox.add_recipient(e)
     sandbox.refuse(new[2], "Recipient has unsubscribed")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.reset_members(RemoteGroup(gid, "G"), contacts(new))
         assert routes(sandbox) == [("POST", f"/recipientGroup/{gid}/recipients"), ("GET", f"/recipientGroup/{gid}")]
         assert json.loads(sandbox.requests[0].body) == {"recipientEmails": new, "reset": True}
         assert sorted(result.done) == sorted(set(new) - {new[2]})
         assert [(r.email, r.code) for r in result.rejected] == [(new[2], "unsubscribed")]
         assert sandbox.group_emails(gid) == set(new) - {new[2]}
-    finally:
-        await c.aclose()
 
 
 async def test_an_error_count_without_any_log_reads_the_group_and_says_so() -> None:
@@ -508,13 +463,10 @@ async def test_an_error_count_without_any_log_reads_the_group_and_says_so() -> N
         sandbox.add_recipient(e)
     sandbox.refuse(emails[2])
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert [(r.email, r.reason, r.code) for r in result.rejected] == [(emails[2], NO_REASON, "provider_rejected")]
         assert sorted(result.done) == emails[:2] and sandbox.count() == 2
-    finally:
-        await c.aclose()
 
 
 async def test_a_suppressed_recipient_is_never_sent() -> None:
@@ -523,8 +475,7 @@ async def test_a_suppressed_recipient_is_never_sent() -> None:
     for e in emails:
         sandbox.add_recipient(e, suppressed=e == emails[1])
     gid = sandbox.add_group("G")
-    c = connect(sandbox)  # the cache does not know them: the directory is read, and says who is suppressed
-    try:
+    async with connect(sandbox) as c:  # the cache does not know them: the directory is read, and says who is suppressed
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert routes(sandbox) == [("GET", "/recipient"), ("POST", f"/recipientGroup/{gid}/recipients")]
         assert json.loads(sandbox.requests[1].body) == {"recipientEmails": [emails[0], *emails[2:]]}
@@ -541,8 +492,6 @@ async def test_a_suppressed_recipient_is_never_sent() -> None:
         sandbox.clear_log()
         alone = await c.add_members(RemoteGroup(gid, "G"), contacts([emails[1]]))
         assert not alone.done and [r.code for r in alone.rejected] == ["blacklisted"] and sandbox.count() == 0
-    finally:
-        await c.aclose()
 
 
 async def test_a_warm_cache_pays_no_directory_read_to_look_for_suppressions() -> None:
@@ -556,29 +505,23 @@ async def test_a_warm_cache_pays_no_directory_read_to_look_for_suppressions() ->
     cache = warm_cache(sandbox)
     sandbox.set_flags(emails[0], suppressed=True)
     sandbox.refuse(emails[0], "Recipient is suppressed")
-    c = connect(sandbox, cache=cache)
-    try:
+    async with connect(sandbox, cache=cache) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
         assert sandbox.count() == 1 and sandbox.count(path=RECIPIENTS) == 0
         assert [(r.email, r.code) for r in result.rejected] == [(emails[0], "blacklisted")]
         assert sorted(result.done) == emails[1:]
-    finally:
-        await c.aclose()
 
 
 async def test_the_directory_shows_the_flags() -> None:
     sandbox = Communic8Sandbox()
     sandbox.add_recipient("a@example.com")
     sandbox.add_recipient("b@example.com", active=False, suppressed=True)
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         body = await c.api.json("GET", "recipient")
         assert [(r["email"], r["active"], r["suppressed"]) for r in body["data"]] == [
             ("a@example.com", True, False),
             ("b@example.com", False, True),
         ]
-    finally:
-        await c.aclose()
 
 
 async def test_refusals_can_be_set_over_the_control_endpoint() -> None:
@@ -609,8 +552,7 @@ async def test_steady_state_read_is_one_request() -> None:
     sandbox = Communic8Sandbox()
     emails = people(150)
     gid = sandbox.add_group("G", emails)
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         with count_requests() as tally:
             members = await c.read_members(RemoteGroup(gid, "G"))
         assert sorted(m.key for m in members) == emails
@@ -622,36 +564,28 @@ async def test_steady_state_read_is_one_request() -> None:
         assert group is not None and group.member_count == 150
         assert len(await c.read_members(group)) == 150
         assert sandbox.count() == 1
-    finally:
-        await c.aclose()
 
 
 async def test_cold_read_pairs_share_one_directory_read() -> None:
     sandbox = Communic8Sandbox()
     a = sandbox.add_group("A", people(120, "a"))
     b = sandbox.add_group("B", people(30, "b"))
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         read_a, read_b = await asyncio.gather(c.read_members(RemoteGroup(a, "A")), c.read_members(RemoteGroup(b, "B")))
         assert sorted(m.key for m in read_a) == people(120, "a")
         assert sorted(m.key for m in read_b) == people(30, "b")
         assert sandbox.count(path=RECIPIENTS) == 2  # 150 recipients: 2 pages, read once for both groups
         assert sandbox.count() == 4
-    finally:
-        await c.aclose()
 
 
 async def test_lead_without_a_known_recipient_is_kept_by_id() -> None:
     sandbox = Communic8Sandbox()
     gid = sandbox.add_group("G", ["x@example.com"])
     sandbox.groups[gid]["leads"] = [*sandbox.groups[gid]["leads"], "f" * 24]  # a dangling id
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         members = await c.read_members(RemoteGroup(gid, "G"))
         assert sorted(m.key for m in members) == [f"id:{'f' * 24}", "x@example.com"]
         assert RemoteMember(email=None, id="f" * 24) in members
-    finally:
-        await c.aclose()
 
 
 # ---------------------------------------------------------------------------------- groups by name
@@ -663,8 +597,7 @@ async def test_find_by_name_pages_and_compares_exactly() -> None:
         sandbox.add_group(f"Team 1 / {i}")  # all match the (partial) name filter for "Team 1"
     target = sandbox.add_group("Team 1")
     sandbox.add_group("team 1")  # differs in case only: not it
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         found = await c.find_group(name="Team 1")
         assert found is not None and found.id == target and found.name == "Team 1"
         assert [r.query.endswith("skip=100") for r in sandbox.requests] == [False, True]  # two pages
@@ -674,8 +607,6 @@ async def test_find_by_name_pages_and_compares_exactly() -> None:
         sandbox.clear_log()
         assert await c.find_group(name="team") is None  # partial and case-insensitive matches are not it
         assert sandbox.count() == 2  # 122 groups match the filter: paged to the end (total), then stop
-    finally:
-        await c.aclose()
 
 
 class LandsThenFails(Communic8Sandbox):
@@ -693,26 +624,20 @@ class LandsThenFails(Communic8Sandbox):
 
 async def test_create_that_landed_is_not_sent_twice() -> None:
     sandbox = LandsThenFails()
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         group = await c.create_group("New")
         assert [g["name"] for g in sandbox.groups.values()] == ["New"]
         assert group.id == next(iter(sandbox.groups))
         assert sandbox.count(method="POST") == 1 and sandbox.count(method="GET") == 1
-    finally:
-        await c.aclose()
 
 
 async def test_create_that_did_not_land_is_sent_again() -> None:
     sandbox = Communic8Sandbox()
     sandbox.inject(Fault(status=503, method="POST", path="/recipientGroup$"))
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         group = await c.create_group("New")
         assert [g["name"] for g in sandbox.groups.values()] == ["New"] and group.name == "New"
         assert sandbox.count(method="POST") == 2 and sandbox.count(method="GET") == 1
-    finally:
-        await c.aclose()
 
 
 # -------------------------------------------------------------------------------- reset and remove
@@ -724,8 +649,7 @@ async def test_reset_is_one_mutating_request() -> None:
     for e in new:
         sandbox.add_recipient(e)
     gid = sandbox.add_group("G", old + new[:1])
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         result = await c.reset_members(RemoteGroup(gid, "G"), contacts([*new, "ghost@example.com"]))
         assert sorted(result.done) == new and [r.email for r in result.rejected] == ["ghost@example.com"]
         assert sandbox.mutating_count == 1 and sandbox.count() == 2  # plus one directory page (cold for ghost)
@@ -736,17 +660,14 @@ async def test_reset_is_one_mutating_request() -> None:
         nobody = await c.reset_members(RemoteGroup(gid, "G"), contacts(["ghost@example.com"]))
         assert not nobody.done and len(nobody.rejected) == 1
         assert sandbox.count() == 0 and sandbox.group_emails(gid) == set(new)
-    finally:
-        await c.aclose()
 
 
 async def test_remove_sends_a_json_body_and_is_idempotent() -> None:
     sandbox = Communic8Sandbox()
     emails = people(4)
     gid = sandbox.add_group("G", emails)
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    group = RemoteGroup(gid, "G")
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
+        group = RemoteGroup(gid, "G")
         members = {m.key: m for m in await c.read_members(group)}
         sandbox.clear_log()
         by_email = RemoteMember(email=emails[3].upper())  # no id: removed by email, in a call of its own
@@ -759,24 +680,19 @@ async def test_remove_sends_a_json_body_and_is_idempotent() -> None:
         assert sandbox.group_emails(gid) == {emails[2]}
         again = await c.remove_members(group, [members[emails[0]]])
         assert again.done == (emails[0],) and not again.rejected
-    finally:
-        await c.aclose()
 
 
 async def test_remove_of_a_deleted_recipient_still_removes_the_rest() -> None:
     sandbox = Communic8Sandbox()
     emails = people(4)
     gid = sandbox.add_group("G", emails)
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    group = RemoteGroup(gid, "G")
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
+        group = RemoteGroup(gid, "G")
         members = [m for m in await c.read_members(group) if m.key != emails[3]]
         sandbox.delete_recipient(emails[0])  # gone from the system (and so from the group)
         result = await c.remove_members(group, members)
         assert sorted(result.done) == emails[:3] and not result.rejected
         assert sandbox.group_emails(gid) == {emails[3]}
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------------------------------------- auth
@@ -785,8 +701,7 @@ async def test_remove_of_a_deleted_recipient_still_removes_the_rest() -> None:
 async def test_oauth_token_is_refreshed_once_on_401() -> None:
     sandbox = Communic8Sandbox()
     gid = sandbox.add_group("G")
-    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
-    try:
+    async with connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY) as c:
         assert await c.find_group(group_id=gid) is not None
         assert sandbox.count(path="/oauth/token$") == 1
         await c.find_group(group_id=gid)
@@ -801,19 +716,14 @@ async def test_oauth_token_is_refreshed_once_on_401() -> None:
             ("GET", 200),
         ]
         assert tally.as_dict() == {"read": 1, "write": 0}  # token requests are not the pair's requests
-    finally:
-        await c.aclose()
 
 
 async def test_oauth_token_is_requested_as_the_vendor_documents_it() -> None:
     # The authentication page: Authorization: Bearer base64(client_id:client_secret), a JSON grant_type.
     sandbox = Communic8Sandbox(token_auth="docs")
     gid = sandbox.add_group("G")
-    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
-    try:
+    async with connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY) as c:
         assert await c.find_group(group_id=gid) is not None
-    finally:
-        await c.aclose()
     (token_request,) = [r for r in sandbox.requests if r.path.endswith("/oauth/token")]
     assert token_request.status == 200
     assert json.loads(token_request.body) == {"grant_type": "client_credentials"}
@@ -823,13 +733,10 @@ async def test_oauth_token_is_requested_as_the_vendor_documents_it() -> None:
 async def test_a_token_endpoint_taking_form_fields_only_is_asked_again_once() -> None:
     sandbox = Communic8Sandbox(token_auth="form")
     gid = sandbox.add_group("G")
-    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
-    try:
+    async with connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY) as c:
         assert await c.find_group(group_id=gid) is not None
         sandbox.revoke_tokens()
         assert await c.find_group(group_id=gid) is not None  # the way that worked is kept
-    finally:
-        await c.aclose()
     assert [r.status for r in sandbox.requests if r.path.endswith("/oauth/token")] == [401, 200, 200]
 
 
@@ -838,35 +745,26 @@ async def test_oauth_through_a_mounted_sandbox_derives_the_token_url() -> None:
     sandbox.add_group("G")
     app = Mount({"communic8": sandbox})
     base = "http://127.0.0.1/communic8/int/v1"
-    c = connect(sandbox, app=app, base_url=base, token=None, client_id=KEY_ID, client_secret=KEY)
-    try:
+    async with connect(sandbox, app=app, base_url=base, token=None, client_id=KEY_ID, client_secret=KEY) as c:
         assert await c.find_group(name="G") is not None
         assert sandbox.count(path="^/int/v1/oauth/token$") == 1
-    finally:
-        await c.aclose()
 
 
 async def test_static_bad_token_is_an_auth_error_without_the_token() -> None:
     sandbox = Communic8Sandbox()
-    c = connect(sandbox, token="wrong-token-value")
-    try:
+    async with connect(sandbox, token="wrong-token-value") as c:
         with pytest.raises(AuthError) as caught:
             await c.find_group(name="G")
         assert caught.value.status == 401 and "wrong-token-value" not in str(caught.value)
         assert sandbox.count() == 1  # a static key is not retried
-    finally:
-        await c.aclose()
 
 
 async def test_wrong_client_secret_is_an_auth_error() -> None:
     sandbox = Communic8Sandbox()
-    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret="not-it")
-    try:
+    async with connect(sandbox, token=None, client_id=KEY_ID, client_secret="not-it") as c:
         with pytest.raises(AuthError):
             await c.find_group(name="G")
         assert sandbox.count(path="/recipientGroup") == 0
-    finally:
-        await c.aclose()
 
 
 async def test_no_email_or_secret_in_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -876,13 +774,10 @@ async def test_no_email_or_secret_in_logs(caplog: pytest.LogCaptureFixture) -> N
         sandbox.add_recipient(e)
     sandbox.refuse(emails[0], "Recipient has unsubscribed")
     gid = sandbox.add_group("G")
-    c = connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY)
-    caplog.set_level(logging.DEBUG, logger="syncd")
-    try:
+    async with connect(sandbox, token=None, client_id=KEY_ID, client_secret=KEY) as c:
+        caplog.set_level(logging.DEBUG, logger="syncd")
         result = await c.add_members(RemoteGroup(gid, "G"), contacts([*emails, "ghost@example.com"]))
         await c.read_members(RemoteGroup(gid, "G"))
-    finally:
-        await c.aclose()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "@example.com" not in text and KEY not in text
     refused = next(r for r in result.rejected if r.email == emails[0])
@@ -946,8 +841,7 @@ async def test_listings_without_total_and_with_a_lower_page_cap_are_read_to_the_
     for i in range(120):
         sandbox.add_group(f"Team 1 / {i}")
     target = sandbox.add_group("Team 1")
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         found = await c.find_group(name="Team 1")
         assert found is not None and found.id == target
         assert [r.query.split("skip=")[1] for r in sandbox.requests] == ["0", "50", "100"]
@@ -956,8 +850,6 @@ async def test_listings_without_total_and_with_a_lower_page_cap_are_read_to_the_
         assert sorted(result.done) == emails and not result.rejected
         assert sandbox.count(method="GET", path=RECIPIENTS) == 3  # 50 + 50 + 20: the short page ends it
         assert sandbox.group_emails(target) == set(emails)
-    finally:
-        await c.aclose()
 
 
 async def test_a_short_round_first_page_costs_one_more_request_only_without_a_total() -> None:
@@ -967,14 +859,11 @@ async def test_a_short_round_first_page_costs_one_more_request_only_without_a_to
         for e in emails:
             sandbox.add_recipient(e)
         gid = sandbox.add_group("G")
-        c = connect(sandbox)
-        try:
+        async with connect(sandbox) as c:
             result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
             assert len(result.done) == 50
             # 50 of 100 asked: maybe a server cap, so without a total one more (empty) page makes sure.
             assert sandbox.count(method="GET", path=RECIPIENTS) == pages
-        finally:
-            await c.aclose()
 
 
 async def test_numeric_ids_work_everywhere() -> None:
@@ -983,8 +872,7 @@ async def test_numeric_ids_work_everywhere() -> None:
     gid = sandbox.add_group("G", emails[:2])
     for e in emails:
         sandbox.add_recipient(e)
-    c = connect(sandbox)
-    try:
+    async with connect(sandbox) as c:
         raw = await c.api.json("GET", f"recipientGroup/{gid}")
         assert isinstance(raw["data"]["_id"], int)  # the knob does what it says
         group = await c.find_group(name="G")
@@ -996,15 +884,12 @@ async def test_numeric_ids_work_everywhere() -> None:
         assert sandbox.group_emails(gid) == set(emails[1:])
         created = await c.create_group("New")
         assert created.id.isdigit() and await c.read_members(created) == []
-    finally:
-        await c.aclose()
 
 
 async def test_group_answers_without_leads_are_read_by_id() -> None:
     sandbox = Communic8Sandbox(lean_groups=True)
     gid = sandbox.add_group("G", people(3))
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
         group = await c.find_group(name="G")
         assert group is not None and group.id == gid
         assert sorted(m.key for m in await c.read_members(group)) == people(3)
@@ -1012,8 +897,6 @@ async def test_group_answers_without_leads_are_read_by_id() -> None:
         sandbox.clear_log()
         created = await c.create_group("New")  # created by name only: it has no members to read
         assert await c.read_members(created) == [] and sandbox.count() == 1
-    finally:
-        await c.aclose()
 
 
 @pytest.mark.parametrize(
@@ -1027,11 +910,8 @@ async def test_the_refusal_in_mended_words_is_still_isolated(words: str) -> None
     for e in emails:
         sandbox.add_recipient(e)
     gid = sandbox.add_group("G")
-    c = connect(sandbox, cache=warm_cache(sandbox))
-    sandbox.delete_recipient(emails[2])  # the cache still vouches for it
-    try:
+    async with connect(sandbox, cache=warm_cache(sandbox)) as c:
+        sandbox.delete_recipient(emails[2])  # the cache still vouches for it
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
-    finally:
-        await c.aclose()
     assert [r.email for r in result.rejected] == [emails[2]]
     assert sandbox.group_emails(gid) == set(emails) - {emails[2]}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-import syncd.config
+import syncd.config.loading
 from connectors.base import Contact, PostalAddress
 from connectors.registry import PROVIDERS
 from syncd.config import (
@@ -19,13 +19,10 @@ from syncd.config import (
     Config,
     ConfigErrors,
     GroupSpec,
-    HubSpotGroupSpec,
-    HubSpotSourceSettings,
     MemberSpec,
     SafetySettings,
     ScheduleSettings,
     ServerSettings,
-    SqlSourceSettings,
     StateSettings,
     TargetSpec,
     check_cron,
@@ -35,6 +32,9 @@ from syncd.config import (
 )
 from syncd.errors import ConfigError
 from syncd.model import RemovalPolicy
+from syncd.sources.hubspot import HubSpotGroupSpec, HubSpotSourceSettings
+from syncd.sources.registry import SOURCES
+from syncd.sources.sql import SqlSourceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -254,6 +254,9 @@ def test_example_config_loads_and_documents_every_key() -> None:
     for spec in PROVIDERS.values():
         assert re.search(rf"type: {spec.type}\b", text), f"config.example.yaml has no {spec.type} provider"
         documented |= keys(spec.settings, set())
+    for source in SOURCES.values():
+        assert re.search(rf"type: {source.type}\b", text), f"config.example.yaml has no {source.type} source"
+        documented |= keys(source.settings, set())
     missing = sorted(k for k in documented if not re.search(rf"\b{re.escape(k)}\b", text))
     assert not missing, f"config.example.yaml does not document: {missing}"
 
@@ -289,7 +292,7 @@ def test_example_sources_block_is_valid_once_uncommented(tmp_path: Path) -> None
 def test_every_field_is_documented() -> None:
     models: list[type[BaseModel]] = [Config, StateSettings, ScheduleSettings, ServerSettings, SafetySettings]
     models += [TargetSpec, AddressSpec, MemberSpec, GroupSpec]
-    models += [HubSpotSourceSettings, HubSpotGroupSpec, SqlSourceSettings]
+    models += [HubSpotGroupSpec, *(spec.settings for spec in SOURCES.values())]
     for model in models:
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
@@ -1196,7 +1199,7 @@ def test_a_yaml_syntax_error_names_the_line_of_its_cause(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: type, text: str, line: int, message: str
 ) -> None:
     # Both of PyYAML's parsers (libyaml's words differ from the pure-Python one's): the same line, the same message
-    monkeypatch.setattr(syncd.config, "_LOADER", loader)
+    monkeypatch.setattr(syncd.config.loading, "_LOADER", loader)
     path = write(tmp_path, text)
     for load_it in (load_config, load_state_settings):
         with pytest.raises(ConfigError) as info:

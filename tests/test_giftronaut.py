@@ -7,10 +7,11 @@ Request counts exclude the OAuth token request (like syncd's per-pair tally does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -137,9 +138,8 @@ def group_of(sb: GiftronautSandbox, name: str = "G", emails: list[str] | None = 
 async def test_n_new_members_cost_n_creates_and_n_adds() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    new = people(7)
-    try:
+    async with connect(sb) as c:
+        new = people(7)
         with count_requests() as tally:
             await apply_adds(c, g, contacts(new))
         # The directory is empty: its first page (total 0) resolves all 7 as absent; then 7 creates, 7 adds.
@@ -151,8 +151,6 @@ async def test_n_new_members_cost_n_creates_and_n_adds() -> None:
         created = [json.loads(r.body) for r in sb.requests if r.method == "POST" and r.path == "/api/v1/recipients"]
         assert sorted(b["email"] for b in created) == new
         assert all(b["firstName"] == "Ann" and b["lastName"] == "Lee" for b in created)
-    finally:
-        await c.aclose()
 
 
 async def test_three_unknown_among_5000_are_searched() -> None:
@@ -164,16 +162,13 @@ async def test_three_unknown_among_5000_are_searched() -> None:
     for e in extra:
         sb.add_recipient(e)
     g = group_of(sb)
-    c = connect(sb, cache=warm(sb, directory))  # the cache (5000 entries) says the directory has 50+ pages
-    batch = contacts([*extra, "brand.new@example.com"])
-    try:
+    async with connect(sb, cache=warm(sb, directory)) as c:  # the cache (5000 entries) says the directory has 50+ pages
+        batch = contacts([*extra, "brand.new@example.com"])
         await apply_adds(c, g, batch)
         assert searches(sb) == 3 and directory_pages(sb) == 0
         assert creates(sb) == 1 and adds(sb) == 3
         assert len(api(sb)) == 7
         assert sb.recipient_count() == 5003
-    finally:
-        await c.aclose()
 
 
 async def test_without_any_hint_the_first_directory_page_tells_the_size() -> None:
@@ -182,29 +177,23 @@ async def test_without_any_hint_the_first_directory_page_tells_the_size() -> Non
         sb.add_recipient(e)
     sb.add_recipient("late@example.com")  # not on page 1
     g = group_of(sb)
-    c = connect(sb)  # cold cache, no group read: nothing says how big the directory is
-    try:
+    async with connect(sb) as c:  # cold cache, no group read: nothing says how big the directory is
         await apply_adds(c, g, contacts(["late@example.com", "new1@example.com", "new2@example.com"]))
         # page 1 (total 5001: 51 pages) costs 1; then 3 searches instead of 50 more pages
         assert directory_pages(sb) == 1 and searches(sb) == 3
         assert creates(sb) == 2 and adds(sb) == 3
-    finally:
-        await c.aclose()
 
 
 async def test_a_group_read_is_a_size_hint() -> None:
     sb = HARNESS.sandbox()
     members = people(2000, "m")
     g = group_of(sb, "Big", members)
-    c = connect(sb)  # cold cache
-    try:
+    async with connect(sb) as c:  # cold cache
         assert len(await c.read_members(g)) == 2000  # 20 pages; the directory has at least 2000 recipients
         sb.clear_log()
         await apply_adds(c, g, contacts(["x1@example.com", "x2@example.com", "x3@example.com"]))
         assert searches(sb) == 3 and directory_pages(sb) == 0
         assert creates(sb) == 3 and adds(sb) == 3
-    finally:
-        await c.aclose()
 
 
 async def test_500_unknown_among_300_read_the_directory() -> None:
@@ -213,9 +202,8 @@ async def test_500_unknown_among_300_read_the_directory() -> None:
     for e in existing:
         sb.add_recipient(e)
     g = group_of(sb)
-    c = connect(sb)
-    batch = contacts(existing + people(200, "n"))
-    try:
+    async with connect(sb) as c:
+        batch = contacts(existing + people(200, "n"))
         with count_requests() as tally:
             await apply_adds(c, g, batch)
         # page 1 says total 300, so 2 more pages beat 400 searches; then 200 creates and 500 adds
@@ -223,8 +211,6 @@ async def test_500_unknown_among_300_read_the_directory() -> None:
         assert creates(sb) == 200 and adds(sb) == 500
         assert tally.as_dict() == {"read": 3, "write": 700}
         assert sb.recipient_count() == 500 and len(sb.group_emails(g.id)) == 500
-    finally:
-        await c.aclose()
 
 
 async def test_with_a_warm_cache_a_pass_resolves_nothing() -> None:
@@ -232,19 +218,13 @@ async def test_with_a_warm_cache_a_pass_resolves_nothing() -> None:
     cache = MemoryRecipientCache()
     first, second = group_of(sb, "A"), group_of(sb, "B")
     batch = contacts(people(5))
-    c1 = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as c1:
         await apply_adds(c1, first, batch)
-    finally:
-        await c1.aclose()
     sb.clear_log()
-    c2 = connect(sb, cache=cache)  # the next pass: syncd's state DB kept the ids
-    try:
+    async with connect(sb, cache=cache) as c2:  # the next pass: syncd's state DB kept the ids
         await apply_adds(c2, second, batch)
         assert sb.count(path=RECIPIENTS) == 0  # no GET /recipients, no create
         assert len(api(sb)) == 5 == adds(sb)
-    finally:
-        await c2.aclose()
 
 
 async def test_member_reads_fill_the_cache() -> None:
@@ -253,45 +233,36 @@ async def test_member_reads_fill_the_cache() -> None:
     source = group_of(sb, "Source", emails)
     target = group_of(sb, "Target")
     cache = MemoryRecipientCache()
-    c = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as c:
         members = await c.read_members(source)
         assert {m.id for m in members} == {sb.recipient_id(e) for e in emails}
         assert cache.ids == {e: sb.recipient_id(e) for e in emails}
         sb.clear_log()
         await apply_adds(c, target, contacts(emails))
         assert sb.count(path=RECIPIENTS) == 0 and len(api(sb)) == 5
-    finally:
-        await c.aclose()
 
 
 async def test_without_prepare_concurrent_adds_resolve_together_and_create_once() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    new = people(50)
-    try:
+    async with connect(sb) as c:
+        new = people(50)
         await apply_adds(c, g, contacts(new), prepare=False)
         # The first add resolves its email alone (1 search); the 49 that arrived meanwhile are resolved
         # together by the next lock holder: page 1 of the directory (total <= 1) settles them all.
         assert searches(sb) + directory_pages(sb) == 2
         assert creates(sb) == 50 and adds(sb) == 50
         assert sb.recipient_count() == 50 and sb.group_emails(g.id) == set(new)
-    finally:
-        await c.aclose()
 
 
 async def test_one_person_added_to_many_groups_at_once_is_created_once() -> None:
     sb = HARNESS.sandbox()
     groups = [group_of(sb, f"G{i}") for i in range(5)]
-    c = connect(sb)
-    person = contacts(["shared@example.com"])
-    try:
+    async with connect(sb) as c:
+        person = contacts(["shared@example.com"])
         await c.prepare_adds(person)
         await asyncio.gather(*(c.add_members(g, person) for g in groups))
         assert creates(sb) == 1 and adds(sb) == 5 and sb.recipient_count() == 1
-    finally:
-        await c.aclose()
 
 
 # --------------------------------------------------------------------------------- idempotent creates
@@ -300,24 +271,20 @@ async def test_one_person_added_to_many_groups_at_once_is_created_once() -> None
 async def test_recipient_create_retried_after_a_503_before_processing() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds(contacts(["a@example.com"]))
         sb.inject(Fault(status=503, method="POST", path=RECIPIENTS))
         result = await c.add_members(g, contacts(["a@example.com"]))
         assert result.done == ("a@example.com",)
         assert [r.status for r in sb.requests if r.path == "/api/v1/recipients" and r.method == "POST"] == [503, 201]
         assert sb.recipient_count() == 1 and sb.replays == 0
-    finally:
-        await c.aclose()
 
 
 @pytest.mark.parametrize("fault", [Fault(status=503), Fault(drop=True)], ids=["503", "dropped"])
 async def test_recipient_create_whose_answer_was_lost_is_replayed_not_duplicated(fault: Fault) -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds(contacts(["a@example.com"]))
         fault.method, fault.path = "POST", RECIPIENTS
         sb.inject_after(fault)  # the recipient is created, the answer is lost
@@ -327,15 +294,12 @@ async def test_recipient_create_whose_answer_was_lost_is_replayed_not_duplicated
         assert [r.status for r in sb.requests if r.path == "/api/v1/recipients" and r.method == "POST"] == [201, 200]
         assert sb.replays == 1 and sb.recipient_count() == 1
         assert sb.group_emails(g.id) == {"a@example.com"}
-    finally:
-        await c.aclose()
 
 
 @pytest.mark.parametrize("how", ["before-processing", "after-processing", "lost"])
 async def test_group_create_retried_creates_one_group(how: str) -> None:
     sb = HARNESS.sandbox()
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         fault = Fault(status=503, method="POST", path=r"/recipient-groups$")
         if how == "after-processing":
             sb.inject_after(fault)
@@ -352,15 +316,12 @@ async def test_group_create_retried_creates_one_group(how: str) -> None:
         ]
         assert posts[0].body == posts[1].body
         assert sb.replays == (0 if how == "before-processing" else 1)
-    finally:
-        await c.aclose()
 
 
 async def test_recipient_create_whose_answer_was_lost_leaves_one_recipient() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds(contacts(["a@example.com"]))
         sb.inject(Fault(lost=True, method="POST", path=RECIPIENTS))
         result = await c.add_members(g, contacts(["a@example.com"]))
@@ -368,48 +329,36 @@ async def test_recipient_create_whose_answer_was_lost_leaves_one_recipient() -> 
         assert [r.status for r in sb.requests if r.path == "/api/v1/recipients" and r.method == "POST"] == [201, 200]
         assert sb.recipient_count() == 1 and sb.replays == 1
         assert sb.group_emails(g.id) == {"a@example.com"}
-    finally:
-        await c.aclose()
 
 
 async def test_a_group_create_lost_in_a_pass_that_died_is_found_by_its_name_next_pass() -> None:
     sb = HARNESS.sandbox()
-    c1 = connect(sb, retry={"backoff_base": 0, "max_retries": 0})
-    try:
+    async with connect(sb, retry={"backoff_base": 0, "max_retries": 0}) as c1:
         sb.inject(Fault(lost=True, method="POST", path=r"/recipient-groups$"))
         with pytest.raises(TransientError):
             await c1.create_group("Launch Team")
-    finally:
-        await c1.aclose()
     (gid,) = sb.groups
     sb.clear_log()
-    c2 = connect(sb)  # a new pass: a new idempotency key, so no replay; the name is taken
-    try:
+    async with connect(sb) as c2:  # a new pass: a new idempotency key, so no replay; the name is taken
         group = await c2.create_group("Launch Team")
         assert group.id == str(gid) and group.name == "Launch Team" and len(sb.groups) == 1
         assert [(r.method, r.status) for r in api(sb)] == [("POST", 409), ("GET", 200)]
-    finally:
-        await c2.aclose()
 
 
 async def test_a_name_taken_by_a_group_spelled_otherwise_is_an_error_not_a_binding() -> None:
     sb = HARNESS.sandbox()
     sb.add_group("launch team")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         with pytest.raises(FatalError, match="no group is named exactly so") as caught:
             await c.create_group("Launch Team")
         assert caught.value.status == 409 and "GROUP_EXISTS" in caught.value.message
         assert len(sb.groups) == 1
-    finally:
-        await c.aclose()
 
 
 async def test_group_ids_are_integers_on_the_wire_and_strings_in_syncd() -> None:
     sb = HARNESS.sandbox()
     sb.add_recipient("a@example.com")
-    c = connect(sb, cache=warm(sb))
-    try:
+    async with connect(sb, cache=warm(sb)) as c:
         group = await c.create_group("Team")
         created = next(r for r in sb.requests if r.method == "POST" and r.path == "/api/v1/recipient-groups")
         assert created.status == 201
@@ -424,34 +373,25 @@ async def test_group_ids_are_integers_on_the_wire_and_strings_in_syncd() -> None
         assert f"/api/v1/recipient-groups/{group.id}/members" in paths
         assert await c.find_group(group_id="RG-1001") is None  # not a number: no group
         assert await c.find_group(group_id=" " + group.id + " ") == bound
-    finally:
-        await c.aclose()
 
 
 async def test_idempotency_keys_live_for_one_pass_only() -> None:
     sb = HARNESS.sandbox()
-    c1 = connect(sb)
-    try:
+    async with connect(sb) as c1:
         first = await c1.create_group("Launch Team")
         sb.delete_group(first.id)
         # the same instance re-sending the same create gets the replay (one pass = one key per name) ...
         assert (await c1.create_group("Launch Team")).id == first.id and sb.replays == 1
-    finally:
-        await c1.aclose()
-    c2 = connect(sb)
-    try:
+    async with connect(sb) as c2:
         # ... a later pass deliberately re-creating the deleted group gets a new one
         second = await c2.create_group("Launch Team")
         assert second.id != first.id and int(second.id) in sb.groups
-    finally:
-        await c2.aclose()
 
 
 async def test_recipient_that_appeared_meanwhile_is_found_on_409() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds(contacts(["late@example.com"]))  # the directory (empty) says: absent
         rid = sb.add_recipient("Late@Example.com")  # someone creates it before we do
         sb.clear_log()
@@ -461,8 +401,6 @@ async def test_recipient_that_appeared_meanwhile_is_found_on_409() -> None:
         assert creates(sb) == 1 and searches(sb) == 1 and adds(sb) == 1
         assert sb.recipient_count() == 1 and sb.group_emails(g.id) == {"Late@Example.com"}
         assert c.cache.get_many(["late@example.com"]) == {"late@example.com": rid}
-    finally:
-        await c.aclose()
 
 
 @pytest.mark.parametrize("fresh_cache", [False, True], ids=["shared-cache", "fresh-cache"])
@@ -471,22 +409,18 @@ async def test_killed_and_restarted_sync_leaves_no_duplicates(fresh_cache: bool)
     g = group_of(sb)
     cache = MemoryRecipientCache()
     batch = contacts(people(10))
-    c1 = connect(sb, cache=cache, retry={"backoff_base": 0, "max_retries": 0})
-    # the 4th create lands, but the connection drops and this pass dies with it
-    sb.inject_after(Fault(drop=True, method="POST", path=RECIPIENTS, skip=3))
-    try:
+    async with connect(sb, cache=cache, retry={"backoff_base": 0, "max_retries": 0}) as c1:
+        # the 4th create lands, but the connection drops and this pass dies with it
+        sb.inject_after(Fault(drop=True, method="POST", path=RECIPIENTS, skip=3))
         await c1.prepare_adds(batch)
         for contact in batch[:3]:
             await c1.add_members(g, [contact])
         with pytest.raises(TransientError):
             await c1.add_members(g, [batch[3]])
-    finally:
-        await c1.aclose()
     assert sb.recipient_count() == 4 and len(sb.group_emails(g.id)) == 3
     sb.clear_log()
 
-    c2 = connect(sb, cache=MemoryRecipientCache() if fresh_cache else cache)
-    try:
+    async with connect(sb, cache=MemoryRecipientCache() if fresh_cache else cache) as c2:
         # the next pass reads the group, plans the 7 missing members, and adds them
         members = await c2.read_members(g)
         assert len(members) == 3
@@ -496,8 +430,6 @@ async def test_killed_and_restarted_sync_leaves_no_duplicates(fresh_cache: bool)
         assert directory_pages(sb) == 1 and searches(sb) == 0
         assert creates(sb) == 6 and adds(sb) == 7
         assert sb.recipient_count() == 10 and sb.group_emails(g.id) == {c.email for c in batch}
-    finally:
-        await c2.aclose()
 
 
 # ------------------------------------------------------------------------------ stale ids and rejects
@@ -509,14 +441,11 @@ async def test_stale_cached_id_is_forgotten_and_resolved_again_once() -> None:
     g = group_of(sb)
     cache = MemoryRecipientCache()
     cache.put_many({"a@example.com": "RE-00000000"})  # an id Giftronaut does not know
-    c = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as c:
         result = await c.add_members(g, contacts(["a@example.com"]))
         assert result.done == ("a@example.com",)
         assert [r.status for r in api(sb)] == [404, 200, 201]  # add (stale), search, add
         assert creates(sb) == 0 and cache.ids == {"a@example.com": rid}
-    finally:
-        await c.aclose()
 
 
 async def test_deleted_recipient_is_created_again() -> None:
@@ -525,15 +454,12 @@ async def test_deleted_recipient_is_created_again() -> None:
     cache = warm(sb)
     sb.delete_recipient("a@example.com")
     g = group_of(sb)
-    c = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as c:
         result = await c.add_members(g, contacts(["a@example.com"]))
         assert result.done == ("a@example.com",)
         assert [(r.method, r.status) for r in api(sb)] == [("POST", 404), ("GET", 200), ("POST", 201), ("POST", 201)]
         new = sb.recipient_id("a@example.com")
         assert new is not None and new != old and cache.ids == {"a@example.com": new}
-    finally:
-        await c.aclose()
 
 
 async def test_validation_error_rejects_the_contact_permanently_and_only_once_per_pass() -> None:
@@ -541,8 +467,7 @@ async def test_validation_error_rejects_the_contact_permanently_and_only_once_pe
     a, b = group_of(sb, "A"), group_of(sb, "B")
     good = contacts(people(3))
     bad = Contact("long.name@example.com", first_name="N" * (MAX_TEXT + 1))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds([*good, bad])
         results = await asyncio.gather(*(c.add_members(a, [x]) for x in [*good, bad]))
         (reject,) = [r for res in results for r in res.rejected]
@@ -551,45 +476,34 @@ async def test_validation_error_rejects_the_contact_permanently_and_only_once_pe
         again = await c.add_members(b, [bad])  # another group, same pass: not sent again
         assert again.rejected == (reject,)
         assert creates(sb) == 4 and sb.group_emails(a.id) == {x.email for x in good}
-    finally:
-        await c.aclose()
 
 
 async def test_an_uncoded_400_is_a_reject_that_is_not_permanent() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         sb.inject(Fault(status=400, body="Bad Request", method="POST", path=RECIPIENTS))
         result = await c.add_members(g, contacts(["a@example.com"]))
         (reject,) = result.rejected
         assert not reject.permanent and reject.code == "invalid_recipient" and "Bad Request" in reject.reason
-    finally:
-        await c.aclose()
 
 
 async def test_add_to_a_missing_group_raises_not_found() -> None:
     sb = HARNESS.sandbox()
     sb.add_recipient("a@example.com")
-    c = connect(sb, cache=warm(sb))
-    try:
+    async with connect(sb, cache=warm(sb)) as c:
         with pytest.raises(GroupNotFound):
             await c.add_members(RemoteGroup("999999", "Gone"), contacts(["a@example.com"]))
         with pytest.raises(NotFound):
             await c.read_members(RemoteGroup("999999", "Gone"))
-    finally:
-        await c.aclose()
 
 
 async def test_already_a_member_is_done() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", ["a@example.com"])
-    c = connect(sb, cache=warm(sb))
-    try:
+    async with connect(sb, cache=warm(sb)) as c:
         result = await c.add_members(g, contacts(["A@example.com"]))
         assert result.done == ("a@example.com",) and [r.status for r in api(sb)] == [200]
-    finally:
-        await c.aclose()
 
 
 # -------------------------------------------------------------------------------------------- removes
@@ -599,8 +513,7 @@ async def test_remove_is_one_delete_per_member_and_absent_is_done() -> None:
     sb = HARNESS.sandbox()
     emails = people(3)
     g = group_of(sb, "G", emails)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         members = {m.key: m for m in await c.read_members(g)}
         sb.clear_log()
         gone = [members[emails[0]], members[emails[1]]]
@@ -611,33 +524,25 @@ async def test_remove_is_one_delete_per_member_and_absent_is_done() -> None:
         assert again.done == (emails[0],) and api(sb)[-1].status == 404
         with pytest.raises(GroupNotFound):
             await c.remove_members(RemoteGroup("999999", "Gone"), gone[:1])
-    finally:
-        await c.aclose()
 
 
 async def test_remove_of_a_member_known_only_by_email() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", ["a@example.com"])
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         result = await c.remove_members(g, [RemoteMember("a@example.com"), RemoteMember("nobody@example.com")])
         assert sorted(result.done) == ["a@example.com", "nobody@example.com"]
         assert searches(sb) == 2 and sb.count(method="DELETE") == 1  # nobody is no recipient: nothing to delete
         assert sb.group_emails(g.id) == set()
-    finally:
-        await c.aclose()
 
 
 async def test_reset_is_unsupported_and_sends_nothing() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         with pytest.raises(UnsupportedOperation):
             await c.reset_members(g, contacts(["a@example.com"]))
         assert sb.requests == []
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------------------------------- groups, reads
@@ -647,15 +552,12 @@ async def test_reset_is_unsupported_and_sends_nothing() -> None:
 async def test_member_reads_page_by_total(n: int, pages: int) -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", people(n))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         with count_requests() as tally:
             assert len(await c.read_members(g)) == n
         assert tally.read == pages == len(api(sb))
         assert sorted(parse_qs(r.query)["page"][0] for r in api(sb)) == sorted(str(p) for p in range(1, pages + 1))
         assert all(parse_qs(r.query)["pageSize"] == ["100"] for r in api(sb))
-    finally:
-        await c.aclose()
 
 
 async def test_find_group_by_exact_name_across_pages_and_by_id() -> None:
@@ -663,8 +565,7 @@ async def test_find_group_by_exact_name_across_pages_and_by_id() -> None:
     for i in range(150):
         sb.add_group(f"Team {i:03d}")
     gid = sb.add_group("Team")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         found = await c.find_group(name="Team")
         assert found is not None and found.id == gid and found.member_count == 0
         assert len(api(sb)) == 2  # 151 partial matches: two pages of 100
@@ -679,8 +580,6 @@ async def test_find_group_by_exact_name_across_pages_and_by_id() -> None:
         sb._new_group("Team")  # ... so only a server breaking that rule could list two: no guess then
         with pytest.raises(FatalError, match="bind one by group_id"):
             await c.find_group(name="Team")
-    finally:
-        await c.aclose()
 
 
 async def test_create_group_sends_an_idempotency_key_and_a_request_id() -> None:
@@ -690,9 +589,8 @@ async def test_create_group_sends_an_idempotency_key_and_a_request_id() -> None:
     async def spy(request: httpx.Request) -> None:
         seen.append(request)
 
-    c = connect(sb)
-    c.api.client.event_hooks["request"].append(spy)
-    try:
+    async with connect(sb) as c:
+        c.api.client.event_hooks["request"].append(spy)
         group = await c.create_group("Launch Team")
         post = next(r for r in seen if r.url.path.endswith("/recipient-groups"))
         key = post.headers["X-Idempotency-Key"]
@@ -704,8 +602,6 @@ async def test_create_group_sends_an_idempotency_key_and_a_request_id() -> None:
         await c.add_members(group, contacts(["a@example.com"]))
         keys = [r.headers[IDEMPOTENCY] for r in seen if IDEMPOTENCY in r.headers]
         assert len(keys) == 2 and all(len(k) <= 128 for k in keys)
-    finally:
-        await c.aclose()
 
 
 # ---------------------------------------------------------------------------------------------- OAuth
@@ -714,54 +610,42 @@ async def test_create_group_sends_an_idempotency_key_and_a_request_id() -> None:
 async def test_token_is_fetched_once_with_the_scopes_and_reused() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", people(3))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         for _ in range(3):
             await c.read_members(g)
         assert sb.token_requests == 1
         form = parse_qs(next(r for r in sb.requests if r.path == "/oauth2/token").body.decode())
         assert form["grant_type"] == ["client_credentials"]
         assert form["scope"] == ["recipients.read recipients.write"]
-    finally:
-        await c.aclose()
 
 
 async def test_token_is_refreshed_once_on_401() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", people(3))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.read_members(g)
         sb.revoke_tokens()
         assert len(await c.read_members(g)) == 3
         assert sb.token_requests == 2
         assert [r.status for r in api(sb)] == [200, 401, 200]
-    finally:
-        await c.aclose()
 
 
 async def test_bad_client_is_an_auth_error_without_the_secret() -> None:
     sb = HARNESS.sandbox()
-    c = connect(sb, client_secret="wrong-secret-value")
-    try:
+    async with connect(sb, client_secret="wrong-secret-value") as c:
         with pytest.raises(AuthError) as caught:
             await c.find_group(name="Anything")
         assert "wrong-secret-value" not in str(caught.value)
         assert api(sb) == [] and sb.token_requests == 1
-    finally:
-        await c.aclose()
 
 
 async def test_token_url_is_derived_through_a_mounted_sandbox() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", ["a@example.com"])
     app = Mount({"giftronaut": sb})
-    c = connect(sb, app=app, base_url="http://127.0.0.1/giftronaut/api/v1")
-    try:
+    async with connect(sb, app=app, base_url="http://127.0.0.1/giftronaut/api/v1") as c:
         assert [m.email for m in await c.read_members(g)] == ["a@example.com"]
         assert sb.token_requests == 1
-    finally:
-        await c.aclose()
 
 
 # --------------------------------------------------------------------------------------------- pacing
@@ -812,17 +696,14 @@ async def test_5_requests_per_second_end_to_end_in_virtual_time() -> None:
     clock, sleep = virtual_time()
     sb = GiftronautSandbox(rate_limit=RateLimit(300, 60 * US, clock=clock))  # production's limit
     g = group_of(sb)
-    c = connect(sb, rate_limit=None)  # the default pacing
-    assert (c.api.bucket.rate, c.api.bucket.capacity) == (5.0, 1)
-    c.api.bucket = TokenBucket(PACING.rate / US, PACING.burst, clock=clock, sleep=sleep)  # the same, virtual
-    try:
+    async with connect(sb, rate_limit=None) as c:  # the default pacing
+        assert (c.api.bucket.rate, c.api.bucket.capacity) == (5.0, 1)
+        c.api.bucket = TokenBucket(PACING.rate / US, PACING.burst, clock=clock, sleep=sleep)  # the same, virtual
         await apply_adds(c, g, contacts(people(400)))
         sent = len(api(sb))
         assert sent == 1 + 400 + 400  # directory page 1, creates, adds
         assert all(r.status != 429 for r in sb.requests)
         assert clock() == (sent - 1) / PACING.rate * US  # 160 s: the first request goes at once
-    finally:
-        await c.aclose()
 
 
 async def test_requests_in_flight_are_capped_at_max_concurrency() -> None:
@@ -839,25 +720,19 @@ async def test_requests_in_flight_are_capped_at_max_concurrency() -> None:
         finally:
             in_flight[0] -= 1
 
-    c = connect(sb, app=app)  # harness: rate unlimited, so only the semaphore holds requests back
-    try:
+    async with connect(sb, app=app) as c:  # harness: rate unlimited, so only the semaphore holds requests back
         await apply_adds(c, g, contacts(people(40)))
         assert in_flight[1] == PACING.max_concurrency == 8
-    finally:
-        await c.aclose()
 
 
 async def test_429_is_waited_out_without_spending_retries() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", ["a@example.com"])
-    c = connect(sb, retry={"backoff_base": 0, "max_retries": 0})
-    try:
+    async with connect(sb, retry={"backoff_base": 0, "max_retries": 0}) as c:
         limited = {"error": "RATE_LIMITED", "message": "slow down"}
         sb.inject(Fault(status=429, body=limited, retry_after=0, times=3, path=MEMBERS))
         assert len(await c.read_members(g)) == 1
         assert [r.status for r in api(sb)] == [429, 429, 429, 200]
-    finally:
-        await c.aclose()
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -963,19 +838,13 @@ async def test_secrets_never_show() -> None:
     for text in (repr(s), str(s), s.model_dump_json()):
         assert CLIENT_SECRET not in text
     sb = HARNESS.sandbox()
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         assert CLIENT_SECRET not in repr(c) and CLIENT_SECRET not in repr(c.api.client.auth)
-    finally:
-        await c.aclose()
 
 
 async def test_it_is_a_connector_with_the_prepare_adds_hook() -> None:
-    c = connect(HARNESS.sandbox())
-    try:
+    async with connect(HARNESS.sandbox()) as c:
         assert isinstance(c, Connector) and isinstance(c, AddPreparer)
-    finally:
-        await c.aclose()
 
 
 def test_capabilities() -> None:
@@ -989,23 +858,19 @@ def test_capabilities() -> None:
 async def test_logs_carry_no_email_and_no_secret(caplog: pytest.LogCaptureFixture) -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", ["old@example.com"])
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         with caplog.at_level(logging.DEBUG):
             members = await c.read_members(g)
             await apply_adds(c, g, contacts(["new.person@example.com"]))
             await c.remove_members(g, members)
         text = caplog.text
         assert "example.com" not in text and CLIENT_SECRET not in text
-    finally:
-        await c.aclose()
 
 
 async def test_requests_are_tallied_per_pair() -> None:
     sb = HARNESS.sandbox()
     g = group_of(sb, "G", ["a@example.com"])
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         tally = RequestTally()
         with count_requests(tally):
             members = await c.read_members(g)
@@ -1013,22 +878,22 @@ async def test_requests_are_tallied_per_pair() -> None:
             await c.remove_members(g, members)
         # read 1 + directory page 1; create 1 + add 1 + delete 1 (the token request is not counted)
         assert tally.as_dict() == {"read": 2, "write": 3}
-    finally:
-        await c.aclose()
 
 
 # -------------------------------------------------------------------------------------------- sandbox
 
 
-async def sandbox_client(sb: GiftronautSandbox, scope: str | None = None) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url="http://127.0.0.1")
-    client_id, secret = next(iter(DEFAULT_CLIENTS.items()))
-    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-    if scope is not None:
-        form["scope"] = scope
-    token = (await client.post("/oauth2/token", data=form)).json()
-    client.headers["Authorization"] = f"Bearer {token['access_token']}"
-    return client
+@contextlib.asynccontextmanager
+async def sandbox_client(sb: GiftronautSandbox, scope: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client holding a token for the sandbox, closed when the block ends."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url="http://127.0.0.1") as client:
+        client_id, secret = next(iter(DEFAULT_CLIENTS.items()))
+        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+        if scope is not None:
+            form["scope"] = scope
+        token = (await client.post("/oauth2/token", data=form)).json()
+        client.headers["Authorization"] = f"Bearer {token['access_token']}"
+        yield client
 
 
 async def test_sandbox_listing_defaults_caps_and_search() -> None:
@@ -1036,8 +901,7 @@ async def test_sandbox_listing_defaults_caps_and_search() -> None:
     for i in range(150):
         sb.add_recipient(f"user{i:03d}@example.com", "Ann", f"Lee{i:03d}")
     sb.add_recipient("Zed.Mixed@Example.com", "Zed", "Quist")
-    client = await sandbox_client(sb)
-    try:
+    async with sandbox_client(sb) as client:
         page = (await client.get("/api/v1/recipients")).json()
         assert (len(page["data"]), page["page"], page["pageSize"], page["total"]) == (20, 1, 20, 151)
         capped = (await client.get("/api/v1/recipients", params={"pageSize": 500, "page": 2})).json()
@@ -1050,15 +914,12 @@ async def test_sandbox_listing_defaults_caps_and_search() -> None:
         assert partial["total"] == 10
         bad = await client.get("/api/v1/recipients", params={"page": 0})
         assert bad.status_code == 400 and bad.json()["error"] == "VALIDATION_ERROR"
-    finally:
-        await client.aclose()
 
 
 async def test_sandbox_idempotency_replay_and_conflict() -> None:
     sb = GiftronautSandbox()
-    client = await sandbox_client(sb)
-    headers = {"X-Idempotency-Key": "k1"}
-    try:
+    async with sandbox_client(sb) as client:
+        headers = {"X-Idempotency-Key": "k1"}
         first = await client.post("/api/v1/recipients", json={"email": "a@example.com"}, headers=headers)
         replay = await client.post("/api/v1/recipients", json={"email": "a@example.com"}, headers=headers)
         assert (first.status_code, replay.status_code) == (201, 200) and first.json() == replay.json()
@@ -1067,15 +928,12 @@ async def test_sandbox_idempotency_replay_and_conflict() -> None:
         exists = await client.post("/api/v1/recipients", json={"email": "A@EXAMPLE.com"})
         assert exists.status_code == 409 and exists.json()["error"] == "RECIPIENT_EXISTS"
         assert sb.recipient_count() == 1
-    finally:
-        await client.aclose()
 
 
 async def test_sandbox_groups_members_and_request_ids() -> None:
     sb = GiftronautSandbox()
     rid = sb.add_recipient("a@example.com", "Ann", "Lee")
-    client = await sandbox_client(sb)
-    try:
+    async with sandbox_client(sb) as client:
         created = await client.post("/api/v1/recipient-groups", json={"groupName": "US Sales"})
         assert created.status_code == 201
         gid = created.json()["groupId"]
@@ -1099,14 +957,11 @@ async def test_sandbox_groups_members_and_request_ids() -> None:
         echoed = await client.get("/api/v1/recipient-groups", headers={"X-Request-Id": "trace-1"})
         assert echoed.headers["X-Request-Id"] == "trace-1"
         assert sb.count(mutating=True) == 8  # the refused writes count too: they hit write endpoints
-    finally:
-        await client.aclose()
 
 
 async def test_sandbox_group_names_are_unique_and_ids_integers() -> None:
     sb = GiftronautSandbox()
-    client = await sandbox_client(sb)
-    try:
+    async with sandbox_client(sb) as client:
         first = await client.post("/api/v1/recipient-groups", json={"groupName": "US Sales"})
         second = await client.post("/api/v1/recipient-groups", json={"groupName": "APAC"})
         assert (first.status_code, second.status_code) == (201, 201)
@@ -1125,15 +980,12 @@ async def test_sandbox_group_names_are_unique_and_ids_integers() -> None:
             lost = await client.get(f"/api/v1/recipient-groups/{bad}")
             assert lost.status_code == 404 and lost.json()["error"] == "GROUP_NOT_FOUND"
         assert len(sb.groups) == 2 and sb.count(mutating=True) == 6
-    finally:
-        await client.aclose()
 
 
 async def test_sandbox_idempotency_keys_are_at_most_128_characters_and_live_24_hours() -> None:
     now = [0.0]
     sb = GiftronautSandbox(clock=lambda: now[0], token_ttl=10 * 24 * 3600)
-    client = await sandbox_client(sb)
-    try:
+    async with sandbox_client(sb) as client:
         too_long = await client.post(
             "/api/v1/recipient-groups", json={"groupName": "A"}, headers={IDEMPOTENCY: "k" * 129}
         )
@@ -1146,29 +998,21 @@ async def test_sandbox_idempotency_keys_are_at_most_128_characters_and_live_24_h
         now[0] += 1  # 24 h after the first use: forgotten, so a different request under it is new
         fresh = await client.post("/api/v1/recipient-groups", json={"groupName": "B"}, headers=key)
         assert fresh.status_code == 201 and len(sb.groups) == 2
-    finally:
-        await client.aclose()
 
 
 async def test_sandbox_auth_scopes_and_rate_limit() -> None:
     sb = GiftronautSandbox(rate_limit=RateLimit(3, 60))
-    anonymous = httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url="http://127.0.0.1")
-    try:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sb), base_url="http://127.0.0.1") as anonymous:
         assert (await anonymous.get("/api/v1/recipients")).status_code == 401
         refused = await anonymous.post("/oauth2/token", data={"grant_type": "client_credentials", "client_id": "x"})
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
-    finally:
-        await anonymous.aclose()
-    reader = await sandbox_client(sb, scope="recipients.read")  # token requests are not rate limited
-    try:
+    async with sandbox_client(sb, scope="recipients.read") as reader:  # token requests are not rate limited
         assert (await reader.get("/api/v1/recipients")).status_code == 200
         forbidden = await reader.post("/api/v1/recipients", json={"email": "a@example.com"})
         assert forbidden.status_code == 403
         limited = await reader.get("/api/v1/recipients")
         assert limited.status_code == 429 and limited.json()["error"] == "RATE_LIMITED"
         assert int(limited.headers["Retry-After"]) >= 1
-    finally:
-        await reader.aclose()
 
 
 # --------------------------------------------------- other answers an independent server may give
@@ -1181,8 +1025,7 @@ async def test_bare_listings_from_a_server_capping_pages_lower_are_read_to_the_e
     emails = people(120)
     gid = sb.add_group("Team", emails)
     sb.add_group("Team B")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         found = await c.find_group(name="Team")  # the search listing: one page of 2, no cap can explain it
         assert found is not None and found.id == gid and found.member_count == 120
         assert len(api(sb)) == 1
@@ -1194,8 +1037,6 @@ async def test_bare_listings_from_a_server_capping_pages_lower_are_read_to_the_e
             assert sorted(m.key for m in members) == emails
             assert tally.read == 3 == len(api(sb))  # 50 + 50 + 20: the short page ends it
             assert [parse_qs(r.query)["page"] for r in api(sb)] == [["1"], ["2"], ["3"]]
-    finally:
-        await c.aclose()
 
 
 async def test_a_possibly_capped_first_directory_page_does_not_pass_for_the_whole_directory() -> None:
@@ -1206,14 +1047,11 @@ async def test_a_possibly_capped_first_directory_page_does_not_pass_for_the_whol
     for e in emails:
         sb.add_recipient(e)
     group = group_of(sb)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await apply_adds(c, group, contacts(emails))
         assert creates(sb) == 0 and sb.recipient_count() == 120
         assert directory_pages(sb) == 1 and searches(sb) == 70
         assert sb.group_emails(group.id) == set(emails)
-    finally:
-        await c.aclose()
 
 
 async def test_counts_given_as_numeric_strings_are_read() -> None:
@@ -1228,15 +1066,12 @@ async def test_counts_given_as_numeric_strings_are_read() -> None:
     sb = StringCounts(page_cap=50)
     emails = people(120)
     gid = sb.add_group("Team", emails)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None and group.member_count == 120
         sb.clear_log()
         assert sorted(m.key for m in await c.read_members(group)) == emails
         assert len(api(sb)) == 3  # total "120" at pageSize "50": pages 2 and 3 fetched at once
-    finally:
-        await c.aclose()
 
 
 @pytest.mark.parametrize("ttl", [30.0, 60.0])
@@ -1245,12 +1080,9 @@ async def test_a_token_living_less_than_the_refresh_margin_is_used_not_refused(t
     # margin) must not make the fresh token count as expired before its first use.
     sb = GiftronautSandbox(token_ttl=ttl)
     group = group_of(sb, "G", people(2))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         assert len(await c.read_members(group)) == 2
         assert len(await c.read_members(group)) == 2
-    finally:
-        await c.aclose()
     assert sb.token_requests == 1  # still valid for the second read: reused, not fetched again
     assert all(r.status in (200, 201) for r in sb.requests)
 
@@ -1270,10 +1102,7 @@ async def test_a_listing_echoing_the_page_size_asked_while_capping_lower_is_read
     sb = EchoesAsked(page_cap=50)
     emails = people(120)
     gid = sb.add_group("Team", emails)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         members = await c.read_members(RemoteGroup(gid, "Team"))
-    finally:
-        await c.aclose()
     assert sorted(m.key for m in members) == emails
     assert len(api(sb)) == 3

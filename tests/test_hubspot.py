@@ -27,11 +27,11 @@ from hubspot.crm import lists as hs_lists
 from sandboxes._core import Fault, Mount, RateLimit
 from sandboxes.hubspot import DEFAULT_TOKEN, HubSpotSandbox, rate_limit_body
 from sandboxes.server import ServerThread
-from syncd.config import Config, HubSpotSourceSettings, load_config
+from syncd.config import Config, load_config
 from syncd.errors import ConfigError, SourceError
 from syncd.model import Contact, PostalAddress, RejectCode, RunReport, Target
 from syncd.sources import HubSpotSource, PartialRead, build_sources, read_sources
-from syncd.sources.hubspot import quota
+from syncd.sources.hubspot import HubSpotSourceSettings, quota
 from tests.e2e import World, emails
 
 SERVER = "http://127.0.0.1"

@@ -6,8 +6,17 @@ from dataclasses import replace
 
 import pytest
 
-from connectors.base import Capabilities, MemberKeyKind, Pacing, PostalAddress, ResetKind
-from syncd.model import KnownReject, Member, OpKind, RemoteMember, RemovalPolicy, Strategy, fingerprint
+from connectors.base import (
+    Capabilities,
+    ConsentState,
+    MemberKeyKind,
+    MemberReject,
+    Pacing,
+    PostalAddress,
+    ResetKind,
+    Suppression,
+)
+from syncd.model import KnownReject, Member, OpKind, RejectCode, RemoteMember, RemovalPolicy, Strategy, fingerprint
 from syncd.planning import Guard, admit, email_problem, plan
 
 CAPS = Capabilities(
@@ -198,6 +207,30 @@ def test_reset_chosen_by_cost(
         assert sorted(c.email for c in op.contacts) == sorted(desired)
 
 
+def test_non_atomic_reset_empties_with_the_first_batch_then_adds_the_rest() -> None:
+    # incremental: 20 adds (2 requests) + 30 removes (3) = 5; the reset: purge with the first 10 (2), then 2 adds = 4
+    p = run(many(25), many(5) + many(30, "old"), caps=NON_ATOMIC, allow_non_atomic_reset=True)
+    assert p.strategy is Strategy.RESET and p.cost == 4
+    assert [(op.kind, op.size) for op in p.ops] == [(OpKind.RESET, 10), (OpKind.ADD, 10), (OpKind.ADD, 5)]
+    assert [c.email for op in p.ops for c in op.contacts] == many(25)  # every member the group ends with
+    assert len(p.to_add) == 20 and len(p.to_remove) == 30
+
+
+def test_reset_writes_only_the_members_the_provider_takes() -> None:
+    known = {"m0@x.com": KnownReject(fingerprint(Member(email="m0@x.com")), "unknown recipient")}
+    p = run(many(5), many(30, "old"), caps=ATOMIC, known_rejects=known)
+    (op,) = p.ops
+    assert op.kind is OpKind.RESET
+    assert [c.email for c in op.contacts] == many(5)[1:]
+    assert [r.email for r in p.rejected] == ["m0@x.com"]
+
+
+def test_reset_not_chosen_when_the_guard_holds_removals_back() -> None:
+    p = run(many(5), many(5) + many(30, "old"), caps=ATOMIC, guard=Guard())
+    assert p.strategy is Strategy.INCREMENTAL and p.ops == ()
+    assert len(p.held_back) == 30 and p.guard is not None
+
+
 def test_reset_not_chosen_when_policy_keeps_members() -> None:
     # `owned`: only 10 of the 30 undesired are ours; a reset would remove the other 20 too.
     actual = many(5) + many(30, "old")
@@ -330,6 +363,84 @@ def test_known_reject_skipped_until_source_changes() -> None:
         known_rejects=known,
     )
     assert [op.kind for op in p2.ops] == [OpKind.ADD] and not p2.rejected
+
+
+def test_unsupported_removals_are_not_held_back_by_the_guard() -> None:
+    # The API cannot remove: nothing is sent, so there is nothing for the guard to hold back.
+    p = run([], many(30), caps=NO_REMOVE, guard=Guard())
+    assert len(p.unsupported) == 30 and p.held_back == () and p.guard is None and p.ops == ()
+
+
+def _refusal(member: Member, **known: object):  # type: ignore[no-untyped-def]
+    p = plan(
+        group="G",
+        provider="stannp",
+        desired=(member,),
+        actual=(),
+        capabilities=POSTAL,
+        policy=RemovalPolicy.MIRROR,
+        guard=OPEN,
+        **known,  # type: ignore[arg-type]
+    )
+    assert not p.to_add and not p.ops
+    (reject,) = p.rejected
+    return reject
+
+
+def test_consent_comes_first_among_the_reasons_not_to_add() -> None:
+    bare = Member(email="b@x.com")  # lacks every field POSTAL requires
+    remembered = {"b@x.com": KnownReject(fingerprint(bare), "unsubscribed on 1 May", code="unsubscribed")}
+    suppressed = {"b@x.com": Suppression(ConsentState.BOUNCED, "hard bounce")}
+    refused = {"b@x.com": MemberReject("b@x.com", "unknown recipient", permanent=True)}
+
+    r = _refusal(bare, known_rejects=remembered, suppressed=suppressed, refused=refused)
+    assert (r.reason, r.code, r.detail, r.member) == (
+        "unsubscribed",
+        "unsubscribed",
+        "unsubscribed on 1 May (remembered)",
+        None,
+    )
+
+    r = _refusal(bare, suppressed=suppressed, refused=refused)
+    assert (r.reason, r.detail, r.member, r.permanent) == ("bounced", "bounced: hard bounce", bare, True)
+
+    r = _refusal(bare, refused=refused)
+    assert r.code is RejectCode.MISSING_FIELDS and r.member is None
+
+    full = Member(email="b@x.com", address=PostalAddress(line1="1 Main St", postcode="LS1 1AA", country="GB"))
+    r = _refusal(full, refused=refused)
+    assert (r.reason, r.code, r.member, r.permanent) == ("unknown recipient", "provider_rejected", full, True)
+
+
+def test_a_provider_refusal_for_consent_reports_the_state() -> None:
+    full = Member(email="b@x.com", address=PostalAddress(line1="1 Main St", postcode="LS1 1AA", country="GB"))
+    refused = {"b@x.com": MemberReject("b@x.com", "on the blacklist", permanent=True, code="blacklisted")}
+    r = _refusal(full, refused=refused)
+    assert (r.reason, r.code, r.detail) == ("blacklisted", "blacklisted", "blacklisted: on the blacklist")
+
+
+def test_plan_is_a_pure_function_of_its_arguments() -> None:
+    desired, actual = members(*many(12)), remote(*many(3), *many(4, "old"))
+    first = plan(
+        group="G",
+        provider="p",
+        desired=desired,
+        actual=actual,
+        capabilities=CAPS,
+        policy=RemovalPolicy.MIRROR,
+        guard=OPEN,
+    )
+    again = plan(
+        group="G",
+        provider="p",
+        desired=desired,
+        actual=actual,
+        capabilities=CAPS,
+        policy=RemovalPolicy.MIRROR,
+        guard=OPEN,
+    )
+    assert first == again and hash(first) == hash(again)  # frozen values, equal for equal inputs
+    assert desired == members(*many(12)) and actual == remote(*many(3), *many(4, "old"))  # inputs untouched
 
 
 def test_op_describes_itself_without_emails_unless_verbose() -> None:

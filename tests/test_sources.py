@@ -17,21 +17,32 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from pydantic import Field
 from sqlalchemy.engine import make_url
 
 from sandboxes._core import Fault, Mount
 from sandboxes.hubspot import DEFAULT_TOKEN, HubSpotSandbox
 from sandboxes.server import ServerThread
-from syncd.config import Config
-from syncd.errors import SourceError
-from syncd.model import DesiredGroup, PairResult, PairStatus, RunReport
+from syncd.config import Config, DeclaredGroup, SourceSettings, TargetSpec, load_config
+from syncd.errors import ConfigError, SourceError
+from syncd.model import Contact, DesiredGroup, PairResult, PairStatus, RunReport, Target
+from syncd.planning import admit
 from syncd.reconciler import PassOptions, Reconciler
-from syncd.sources import SqlSource, YamlSource, build_sources, read_sources
+from syncd.sources import (
+    SOURCES,
+    CheckLine,
+    SourceContext,
+    SourceSpec,
+    SqlSource,
+    YamlSource,
+    build_sources,
+    read_sources,
+)
 from syncd.state import Store
 from tests.e2e import SERVER, World, emails, provider_entries
 from tests.test_cli import syncd
@@ -663,3 +674,95 @@ async def test_sql_check_runs_the_query_and_says_what_it_yields(crm_db: Any, tmp
     assert [(c.ok, c.text) for c in await good.check()] == [(True, "2 groups, 3 members")]
     ((ok, text),) = [(c.ok, c.text) for c in await bad.check()]
     assert not ok and "the query failed" in text
+
+
+# ------------------------------------------------------------------------------------ a new source type
+# Everything a source type is, defined here and nowhere else: its settings, its factory, its `read`.
+
+
+class ExampleSourceSettings(SourceSettings):
+    """A source that exists only in this test: one group whose members are written in the entry."""
+
+    type: Literal["example"] = Field(description="The test's source.")
+    group: str = Field(description="The group it defines.")
+    members: list[str] = Field(default_factory=list, description="Its members' emails.")
+    targets: list[TargetSpec] | None = Field(default=None, description="Providers the group is synced to.")
+
+    def declared_groups(self) -> Iterator[DeclaredGroup]:
+        yield DeclaredGroup(("group",), self.group, self)
+
+
+@dataclass
+class ExampleSource:
+    settings: ExampleSourceSettings
+    config: Config
+    name: str
+
+    async def read(self) -> list[DesiredGroup]:
+        members, rejected = admit(Contact(email=email) for email in self.settings.members)
+        targets = tuple(Target(t.provider, t.group_id) for t in self.config.targets_of(self.settings))
+        group = DesiredGroup(self.settings.group, members, targets, source=self.name, rejected=rejected)
+        return [group]
+
+    async def check(self) -> list[CheckLine]:
+        return []
+
+
+def build_example(settings: ExampleSourceSettings, config: Config, ctx: SourceContext) -> ExampleSource:
+    return ExampleSource(settings, config, ctx.name)
+
+
+async def test_a_new_source_type_is_its_module_and_one_registry_line(
+    world: CrmWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = emails(3)
+    world.people(people)
+    entry = {"type": "example", "name": "ex", "group": "Example", "members": people, "targets": ["c8"]}
+    inline = [{"name": "Inline", "members": ["inline@example.com"], "targets": ["cr"]}]
+
+    with monkeypatch.context() as registered:
+        registered.setitem(SOURCES, "example", SourceSpec("example", ExampleSourceSettings, build_example))
+
+        config = world.config(inline, sources=[entry])
+        (settings,) = config.sources
+        assert isinstance(settings, ExampleSourceSettings) and settings.members == people
+        assert config.source_names() == ["ex"] and config.group_names() == ["Inline", "Example"]
+        assert config.group_targets()[1] == ("Example", [TargetSpec(provider="c8")])
+
+        # The config's own checks apply to it, with file:line:key messages.
+        _, said = _problems(world, [], {**entry, "memebrs": []})
+        assert said == ["sources[0].memebrs: unknown key (did you mean 'members'?)"]
+        path, said = _problems(world, [{"name": "example"}], {**entry, "targets": ["nope"]})
+        assert said == [
+            "sources[0].group: group name 'Example' is already used by groups[0] "
+            f"({path}:{_line_of(path, '- name: example')}): a group is defined in one place only (group names "
+            "are compared case-insensitively)",
+            "sources[0].targets[0]: no provider named 'nope' (configured: c8, cr)",
+        ]
+
+        # A pass reads it like any other source.
+        report = await world.run(config)
+        assert report.ok, report.errors
+        applied = pair(report, "Example", "c8")
+        assert (applied.status, applied.add) == (PairStatus.APPLIED, 3)
+        assert not [p for p in report.pairs if p.group == "Example" and p.provider == "cr"]
+        example_id = next(g for g, group in world.c8.groups.items() if group["name"] == "Example")
+        assert world.c8.group_emails(example_id) == set(people)
+
+    # Unregistered again, the type is unknown: the union is assembled from the registry at each load.
+    with pytest.raises(ConfigError) as info:
+        world.config(inline, sources=[entry])
+    assert str(info.value).endswith("sources[0].type: unknown source type 'example' (expected one of: hubspot, sql)")
+
+
+def _problems(world: World, groups: list[dict[str, Any]], source: dict[str, Any]) -> tuple[Path, list[str]]:
+    """The config file with these inline groups and this one source, and what loading it says (each line
+    without its leading file:line)."""
+    path = world.write_config(groups, sources=[source])
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return path, [line.split(": ", 1)[1] for line in str(info.value).splitlines()]
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line)

@@ -176,14 +176,11 @@ async def test_k_new_and_m_existing_cost_k_plus_ceil_m_over_1000_writes() -> Non
     new = emails(k, "new")
     # source order puts the new people among the existing ones, as a CRM would
     wanted = contacts(existing[:700] + new[:1] + existing[700:1800] + new[1:] + existing[1800:])
-    c = connect(sb)
-    group = RemoteGroup(gid, "Mailing")
-    try:
+    async with connect(sb) as c:
+        group = RemoteGroup(gid, "Mailing")
         with count_requests() as tally:
             await c.prepare_adds(wanted)
             results = [await c.add_members(group, chunk) for chunk in applier_chunks(wanted)]
-    finally:
-        await c.aclose()
     assert sum(len(r.done) for r in results) == k + m and not any(r.rejected for r in results)
     writes = k + math.ceil(m / 1000)
     reads = math.ceil((m + 1) / 1000)  # the one account listing, pages of 1000 (2500 → 3 pages)
@@ -202,11 +199,8 @@ async def test_one_call_with_everything_chunks_existing_ids_by_1000() -> None:
     existing = emails(2500, "old")
     seed(sb, existing)
     gid = sb.add_group("Mailing")
-    c = connect(sb, cache=warm_cache(sb))
-    try:
+    async with connect(sb, cache=warm_cache(sb)) as c:
         result = await c.add_members(RemoteGroup(gid, "Mailing"), contacts(emails(2, "new") + existing))
-    finally:
-        await c.aclose()
     assert len(result.done) == 2502
     assert sb.mutating_count == 2 + 3
     assert sb.count(mutating=False) == 3  # the two new emails are unknown to the cache: one listing
@@ -218,19 +212,13 @@ async def test_a_warm_cache_reads_no_account_listing() -> None:
     seed(sb, people)
     gid = sb.add_group("G")
     cache = MemoryRecipientCache()
-    first = connect(sb, cache=cache)
-    try:  # pass 1: a cold cache lists the account once and remembers every id
+    async with connect(sb, cache=cache) as first:  # pass 1: a cold cache lists the account once and remembers every id
         await first.add_members(RemoteGroup(gid, "G"), contacts(people[:2]))
-    finally:
-        await first.aclose()
     assert sb.count(path=LISTING) == 1 and len(cache.all()) == 5
     sb.clear_log()
-    second = connect(sb, cache=cache)  # pass 2: a new connector, syncd's persisted cache
-    try:
+    async with connect(sb, cache=cache) as second:  # pass 2: a new connector, syncd's persisted cache
         with count_requests() as tally:
             result = await second.add_members(RemoteGroup(gid, "G"), contacts(people))
-    finally:
-        await second.aclose()
     assert sorted(result.done) == people
     assert tally.as_dict() == {"read": 0, "write": 1}
     assert [(r.method, r.path) for r in sb.requests] == [("POST", f"/v1/groups/add/{gid}")]
@@ -241,14 +229,11 @@ async def test_the_account_is_listed_at_most_once_per_pass() -> None:
     sb = sandbox()
     seed(sb, emails(1500))
     gid = sb.add_group("G")
-    c = connect(sb)
-    group = RemoteGroup(gid, "G")
-    try:
+    async with connect(sb) as c:
+        group = RemoteGroup(gid, "G")
         await c.add_members(group, contacts(["a@example.com"]))  # unknown: lists the account (2 pages)
         await c.add_members(group, contacts(["b@example.com", *emails(3)]))  # unknown again: no second listing
         await c.prepare_adds(contacts(["c@example.com"]))
-    finally:
-        await c.aclose()
     assert sb.count(path=LISTING) == 2
     assert [dict(parse_qsl(r.query)) for r in sb.requests if r.path.endswith("/recipients/list")] == [
         {"offset": "0", "limit": "1000"},
@@ -262,16 +247,13 @@ async def test_prepare_adds_resolves_once_and_costs_nothing_when_the_cache_knows
     people = emails(4)
     seed(sb, people)
     gid = sb.add_group("G")
-    c = connect(sb, cache=warm_cache(sb))
-    try:
+    async with connect(sb, cache=warm_cache(sb)) as c:
         await c.prepare_adds(contacts(people))
         assert sb.count() == 0
         await c.prepare_adds(contacts(["new@example.com"]))  # someone unknown: the one listing
         assert sb.count() == 1
         sb.clear_log()
         result = await c.add_members(RemoteGroup(gid, "G"), contacts([*people, "new@example.com"]))
-    finally:
-        await c.aclose()
     assert len(result.done) == 5
     assert sb.count(mutating=False) == 0 and sb.count(path=ADD) == 1 and sb.count(path=NEW) == 1
 
@@ -280,12 +262,9 @@ async def test_new_recipients_are_created_and_joined_in_one_request_each() -> No
     sb = Recording()
     gid = sb.add_group("G")
     cache = MemoryRecipientCache()
-    c = connect(sb, cache=cache)
-    person = Contact("Ann.Lee@Example.com", "Ann", "Lee", ADDRESS)
-    try:
+    async with connect(sb, cache=cache) as c:
+        person = Contact("Ann.Lee@Example.com", "Ann", "Lee", ADDRESS)
         result = await c.add_members(RemoteGroup(gid, "G"), [person])
-    finally:
-        await c.aclose()
     assert result.done == ("ann.lee@example.com",)
     (rid,) = sb.recipients_with_email("ann.lee@example.com")
     assert cache.all() == {"ann.lee@example.com": rid}  # the new id is cached
@@ -312,13 +291,10 @@ async def test_new_recipients_are_created_and_joined_in_one_request_each() -> No
 async def test_an_email_that_exists_after_all_is_reused_not_duplicated() -> None:
     sb = sandbox()
     gid = sb.add_group("G")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds(contacts(["late@example.com"]))  # listed: nobody has this email yet
         rid = sb.add_recipient("LATE@example.com")  # ...then someone creates them in the dashboard
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(["late@example.com"]))
-    finally:
-        await c.aclose()
     assert result.done == ("late@example.com",)
     assert sb.recipients_with_email("late@example.com") == [rid]  # on_duplicate=ignore answered it
     assert sb.group_ids(gid) == [rid]
@@ -328,13 +304,10 @@ async def test_an_email_that_exists_after_all_is_reused_not_duplicated() -> None
 async def test_a_refused_contact_is_an_invalid_recipient_reject_and_the_rest_go_in() -> None:
     sb = sandbox()
     gid = sb.add_group("G")
-    c = connect(sb)
-    spelled_out = PostalAddress(line1="1 Road", city="York", postcode="YO1 7HH", country="United Kingdom")
-    refused = Contact("x@example.com", "Xan", "Ray", spelled_out)
-    try:
+    async with connect(sb) as c:
+        spelled_out = PostalAddress(line1="1 Road", city="York", postcode="YO1 7HH", country="United Kingdom")
+        refused = Contact("x@example.com", "Xan", "Ray", spelled_out)
         result = await c.add_members(RemoteGroup(gid, "G"), [*contacts(["a@example.com"]), refused])
-    finally:
-        await c.aclose()
     assert result.done == ("a@example.com",)
     (reject,) = result.rejected
     assert reject.email == "x@example.com" and reject.code == "invalid_recipient" and reject.permanent
@@ -350,12 +323,9 @@ async def test_a_stale_cached_id_refreshes_once_and_the_person_is_recreated() ->
     gid = sb.add_group("G")
     cache = warm_cache(sb)
     sb.delete_recipient(ids[2])  # deleted in the dashboard; the cache still vouches for it
-    c = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as c:
         with count_requests() as tally:
             result = await c.add_members(RemoteGroup(gid, "G"), contacts(people))
-    finally:
-        await c.aclose()
     assert sorted(result.done) == people and not result.rejected
     # refused (stale id) → one listing → the 4 valid ids → the deleted person created again
     assert [(r.method, r.path.split("/")[-2 if ADD in r.path else -1], r.status) for r in sb.requests] == [
@@ -375,14 +345,11 @@ async def test_a_recipient_deleted_after_the_listing_is_isolated_and_the_good_id
     people = emails(8)
     ids = seed(sb, people)
     gid = sb.add_group("G")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds(contacts([*people, "someone.new@example.com"]))  # lists the account
         sb.delete_recipient(ids[5])
         sb.clear_log()
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(people))
-    finally:
-        await c.aclose()
     assert sorted(result.done) == people and not result.rejected
     # 8 refused; the group still exists (1 read); halves: 4 ok + 4 refused → 2 ok + 2 refused → 1 ok + 1 refused
     assert sb.count(method="POST", path=ADD) == 7
@@ -395,14 +362,11 @@ async def test_adding_to_a_deleted_group_is_not_found() -> None:
     sb = sandbox()
     people = emails(2)
     seed(sb, people)
-    c = connect(sb, cache=warm_cache(sb))
-    try:
+    async with connect(sb, cache=warm_cache(sb)) as c:
         with pytest.raises(NotFound):
             await c.add_members(RemoteGroup("999", "Gone"), contacts(people))
         with pytest.raises(NotFound):
             await c.add_members(RemoteGroup("999", "Gone"), contacts(["new@example.com"]))
-    finally:
-        await c.aclose()
     assert sb.recipient_count() == 2
 
 
@@ -415,12 +379,9 @@ async def test_member_reads_page_at_1000(n: int, pages: int) -> None:
     people = emails(n)
     gid = sb.add_group("Big", people)
     cache = MemoryRecipientCache()
-    c = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as c:
         with count_requests() as tally:
             members = await c.read_members(RemoteGroup(gid, "Big"))
-    finally:
-        await c.aclose()
     assert sorted(m.key for m in members) == people and all(m.id for m in members)
     assert tally.read == pages == sb.count()
     queries = [dict(parse_qsl(r.query)) for r in sb.requests]
@@ -433,11 +394,8 @@ async def test_members_without_email_and_duplicate_copies_are_keyed_by_id() -> N
     gid = sb.add_group("G", ["a@example.com"])
     no_email = sb.add_recipient(None, group_ids=[gid])
     copy = sb.add_recipient("A@Example.com", group_ids=[gid])  # Stannp allows a second recipient with it
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         members = await c.read_members(RemoteGroup(gid, "G"))
-    finally:
-        await c.aclose()
     assert sorted(m.key for m in members) == sorted(["a@example.com", f"id:{no_email}", f"id:{copy}"])
     assert RemoteMember(email=None, id=copy) in members  # mirror removes the extra copy: one letter each
 
@@ -453,13 +411,10 @@ async def test_an_empty_read_checks_that_the_group_exists() -> None:
 
     for sb in (sandbox(), EmptyForUnknownGroups(limit=None)):
         gid = sb.add_group("Empty")
-        c = connect(sb)
-        try:
+        async with connect(sb) as c:
             assert await c.read_members(RemoteGroup(gid, "Empty")) == []
             with pytest.raises(NotFound):
                 await c.read_members(RemoteGroup("4040", "Gone"))
-        finally:
-            await c.aclose()
     assert sb.count(path="/groups/list$") == 1  # the group listing is read once and shared
 
 
@@ -471,8 +426,7 @@ async def test_find_group_pages_the_listing_once_per_pass() -> None:
     for i in range(120):
         sb.add_group(f"Team {i}")
     target = sb.add_group("Team")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         found = await c.find_group(name="Team")
         assert found is not None and found.id == target and found.member_count == 0
         assert sb.count() == 3  # 121 groups, pages of 50
@@ -483,32 +437,24 @@ async def test_find_group_pages_the_listing_once_per_pass() -> None:
         assert await c.find_group(group_id="1", name="Team 7") is not None  # unknown id: the name decides
         assert await c.find_group(name="team") is None  # exact names only
         assert sb.count() == 3  # answered from the pass's listing
-    finally:
-        await c.aclose()
 
 
 async def test_two_groups_with_one_name_ask_for_a_group_id() -> None:
     sb = sandbox()
     a, b = sb.add_group("Twin"), sb.add_group("Twin")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         with pytest.raises(FatalError, match=f"2 Stannp groups are named 'Twin' \\(ids {a}, {b}\\)"):
             await c.find_group(name="Twin")
-    finally:
-        await c.aclose()
 
 
 async def test_create_sends_an_idempotency_key_and_is_found_afterwards() -> None:
     sb = Recording()
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         assert await c.find_group(name="New") is None
         group = await c.create_group("New")
         assert group.id == next(iter(sb.groups)).__str__() and group.name == "New"
         again = await c.find_group(name="New")
         assert again is not None and again.id == group.id
-    finally:
-        await c.aclose()
     assert sb.mutating_count == 1 and sb.count() == 2  # the listing, the create; the find is answered locally
     assert [(r.method, r.path) for r in sb.requests] == [("GET", "/v1/groups/list"), ("POST", "/v1/groups/create")]
     assert json.loads(sb.requests[1].body) == {"name": "New"}
@@ -532,11 +478,8 @@ class LandsThenFails(StannpSandbox):
 
 async def test_a_create_that_landed_is_looked_up_not_sent_twice() -> None:
     sb = LandsThenFails(limit=None)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         group = await c.create_group("New")
-    finally:
-        await c.aclose()
     assert [g.name for g in sb.groups.values()] == ["New"] and group.id == str(next(iter(sb.groups)))
     assert sb.count(method="POST") == 1 and sb.count(method="GET", path="/groups/list$") == 1
 
@@ -544,11 +487,8 @@ async def test_a_create_that_landed_is_looked_up_not_sent_twice() -> None:
 async def test_a_create_that_did_not_land_is_sent_again_with_the_same_key() -> None:
     sb = Recording()
     sb.inject(Fault(status=503, method="POST", path="/groups/create$"))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         group = await c.create_group("New")
-    finally:
-        await c.aclose()
     assert [g.name for g in sb.groups.values()] == ["New"] and group.name == "New"
     keys = [h["x-idempotency-key"] for m, p, h in sb.headers if m == "POST"]
     assert len(keys) == 2 and keys[0] == keys[1]
@@ -604,11 +544,8 @@ async def test_a_lost_answer_to_a_create_is_resent_with_the_same_key_and_makes_o
     gid = sb.add_group("G")
     sb.inject(Fault(lost=True, method="POST", path="recipients/create"))  # served, then the answer is lost
     cache = MemoryRecipientCache()
-    c = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(["ann@example.com"]))
-    finally:
-        await c.aclose()
     assert result.done == ("ann@example.com",) and not result.rejected
     (rid,) = sb.recipients_with_email("ann@example.com")  # exactly one recipient
     assert sb.group_ids(gid) == [rid] and cache.all() == {"ann@example.com": rid}
@@ -637,13 +574,10 @@ async def test_thirty_lost_answers_in_a_row_make_thirty_recipients_and_no_duplic
         # the next 30 create requests lose their answer, whichever worker sends them (a retry too)
         sb.inject(Fault(lost=True, method="POST", path="recipients/create$", times=30))
         retry = {"backoff_base": 0, "max_retries": 30}
-    c = connect(sb, max_concurrency=concurrency, retry=retry)
-    wanted = contacts(existing[:200] + new + existing[200:])
-    try:
+    async with connect(sb, max_concurrency=concurrency, retry=retry) as c:
+        wanted = contacts(existing[:200] + new + existing[200:])
         await c.prepare_adds(wanted)
         results = [await c.add_members(RemoteGroup(gid, "G"), chunk) for chunk in applier_chunks(wanted)]
-    finally:
-        await c.aclose()
     assert sum(len(r.done) for r in results) == 530 and not any(r.rejected for r in results)
     assert sb.recipient_count() == 530  # 30 new recipients
     assert all(len(sb.recipients_with_email(e)) == 1 for e in new)  # no duplicate
@@ -664,11 +598,8 @@ async def test_a_lost_create_still_makes_one_recipient_where_the_key_is_not_hono
     sb = Recording(idempotency=False)
     gid = sb.add_group("G")
     sb.inject(Fault(lost=True, method="POST", path="recipients/create"))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(["ann@example.com"]))
-    finally:
-        await c.aclose()
     assert result.done == ("ann@example.com",)
     assert len(sb.recipients_with_email("ann@example.com")) == 1
     assert [r.status for r in sb.requests if r.path.endswith("/recipients/create")] == [200, 200]
@@ -681,12 +612,9 @@ async def test_lost_answers_to_adds_and_group_creates_are_not_failures() -> None
     seed(sb, people)
     sb.inject(Fault(lost=True, method="POST", path="groups/create$"))
     sb.inject(Fault(lost=True, method="POST", path="groups/add/"))
-    c = connect(sb, cache=warm_cache(sb))
-    try:
+    async with connect(sb, cache=warm_cache(sb)) as c:
         group = await c.create_group("New")  # landed: found by name, not sent again
         result = await c.add_members(group, contacts(people))  # resent with its key: 409, the first answer
-    finally:
-        await c.aclose()
     assert [g.name for g in sb.groups.values()] == ["New"] and sorted(result.done) == people
     assert [(r.method, r.path.rsplit("/", 2)[-2 if ADD in r.path else -1], r.status) for r in sb.requests] == [
         ("POST", "create", 200),
@@ -725,16 +653,13 @@ def test_a_409_replay_is_the_first_answer_and_any_other_409_an_error() -> None:
 async def test_a_409_replay_is_parsed_like_the_first_answer() -> None:
     sb = Recording()
     gid = sb.add_group("G")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         await c.prepare_adds(contacts(["ann@example.com"]))
         sb.inject(Fault(lost=True, method="POST", path="recipients/create"))
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(["ann@example.com"]))
         assert result.done == ("ann@example.com",)
         (rid,) = sb.recipients_with_email("ann@example.com")
         members = await c.read_members(RemoteGroup(gid, "G"))  # the id learnt from the 409 is the member's id
-    finally:
-        await c.aclose()
     assert members == [RemoteMember("ann@example.com", rid)]
     assert c.cache.get_many(["ann@example.com"]) == {"ann@example.com": rid}
 
@@ -745,14 +670,11 @@ async def test_no_request_carries_on_duplicate_update_or_an_idempotency_key_head
     existing = emails(3, "old")
     seed(sb, existing)
     base = "https://api-us1.stannp.com/v1" if region == "us" else "https://api-eu1.stannp.com/v1"
-    c = connect(sb, base_url=base, allow_non_atomic_reset=True)
-    try:
+    async with connect(sb, base_url=base, allow_non_atomic_reset=True) as c:
         group = await c.create_group("All")
         await c.add_members(group, contacts([*existing, *emails(3, "new")]))
         await c.remove_members(group, (await c.read_members(group))[:2])
         await c.reset_members(group, contacts([*existing[:1], "fresh@example.com"]))
-    finally:
-        await c.aclose()
     assert sb.group_emails(group.id) == {existing[0], "fresh@example.com"}
     assert not [p for _, p, h in sb.headers if "idempotency-key" in h]
     posts = [h for m, _, h in sb.headers if m == "POST"]
@@ -784,13 +706,10 @@ async def test_the_region_picks_the_create_endpoints_and_their_bodies(
     base_url: str, region: str | None, expected: str
 ) -> None:
     sb = Recording(region=expected)
-    c = connect(sb, base_url=base_url, region=region)
-    person = Contact("ann@example.com", "Ann", "Lee", US_ADDRESS)
-    try:
+    async with connect(sb, base_url=base_url, region=region) as c:
+        person = Contact("ann@example.com", "Ann", "Lee", US_ADDRESS)
         group = await c.create_group("Mail")
         result = await c.add_members(group, [person])
-    finally:
-        await c.aclose()
     assert result.done == ("ann@example.com",) and sb.group_emails(group.id) == {"ann@example.com"}
     fields = {
         "email": "ann@example.com",
@@ -822,11 +741,8 @@ async def test_a_us_reset_sends_no_delete_recipients_field_at_all() -> None:
     sb = Recording(region="us")
     seed(sb, ["a@example.com"])
     gid = sb.add_group("G", emails(2))
-    c = connect(sb, base_url="https://api-us1.stannp.com/v1", cache=warm_cache(sb))
-    try:
+    async with connect(sb, base_url="https://api-us1.stannp.com/v1", cache=warm_cache(sb)) as c:
         await c.reset_members(RemoteGroup(gid, "G"), contacts(["a@example.com"]))
-    finally:
-        await c.aclose()
     purge, add = sb.requests
     assert (purge.path, body_of(purge.body)) == ("/v1/groups/purge", {"id": gid})
     assert add.path == f"/v1/groups/add/{gid}" and sb.group_emails(gid) == {"a@example.com"}
@@ -888,13 +804,10 @@ async def test_a_member_missing_a_required_field_is_rejected_by_the_reconciler_b
 async def test_the_connector_itself_never_sends_a_contact_lacking_a_required_field() -> None:
     sb = sandbox()
     gid = sb.add_group("G")
-    c = connect(sb)
-    nameless = Contact("nameless@example.com", address=ADDRESS)
-    no_city = Contact("no.city@example.com", "Ann", "Lee", PostalAddress("1 Road", None, None, "LS1 1AA", "GB"))
-    try:
+    async with connect(sb) as c:
+        nameless = Contact("nameless@example.com", address=ADDRESS)
+        no_city = Contact("no.city@example.com", "Ann", "Lee", PostalAddress("1 Road", None, None, "LS1 1AA", "GB"))
         result = await c.add_members(RemoteGroup(gid, "G"), [nameless, *contacts(["ok@example.com"]), no_city])
-    finally:
-        await c.aclose()
     assert result.done == ("ok@example.com",)
     assert [(r.email, r.reason, r.code) for r in result.rejected] == [
         ("nameless@example.com", "missing fields stannp requires: first_name, last_name", "missing_fields"),
@@ -920,11 +833,8 @@ async def test_an_ignore_answer_naming_someone_elses_recipient_is_a_reject_not_a
         Contact("bob@example.com", "Bob", "Ray", bob),  # new
         Contact("bob.twin@example.com", "Bob", "Ray", bob),  # answered bob's recipient, created this pass
     ]
-    c = connect(sb, max_concurrency=1)
-    try:
+    async with connect(sb, max_concurrency=1) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), people)
-    finally:
-        await c.aclose()
     assert result.done == ("bob@example.com",)
     assert [(r.email, r.code) for r in result.rejected] == [
         ("ann.new@example.com", "duplicate_match"),
@@ -943,21 +853,15 @@ async def test_an_existing_recipient_that_ignore_did_not_join_is_added_on_the_ne
     gid = sb.add_group("G")
     group = RemoteGroup(gid, "G")
     cache = MemoryRecipientCache()
-    first = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as first:
         await first.prepare_adds(contacts(["late@example.com"]))  # listed: nobody has this email yet
         rid = sb.add_recipient("late@example.com")  # ...then someone creates them in the dashboard
         assert (await first.add_members(group, contacts(["late@example.com"]))).done == ("late@example.com",)
-    finally:
-        await first.aclose()
     assert sb.group_ids(gid) == [] and sb.recipients_with_email("late@example.com") == [rid]
     sb.clear_log()
-    second = connect(sb, cache=cache)
-    try:
+    async with connect(sb, cache=cache) as second:
         assert await second.read_members(group) == []
         await second.add_members(group, contacts(["late@example.com"]))
-    finally:
-        await second.aclose()
     assert sb.group_ids(gid) == [rid]
     assert [(r.method, r.path) for r in sb.requests] == [
         ("GET", "/v1/recipients/list"),
@@ -977,15 +881,12 @@ async def test_remove_is_a_post_and_a_405_switches_to_delete_for_good() -> None:
         sb = sandbox(remove_methods=methods)
         people = emails(4)
         gid = sb.add_group("G", people)
-        c = connect(sb)
-        group = RemoteGroup(gid, "G")
-        try:
+        async with connect(sb) as c:
+            group = RemoteGroup(gid, "G")
             read = await c.read_members(group)
             sb.clear_log()
             assert len((await c.remove_members(group, read[:1])).done) == 1
             assert len((await c.remove_members(group, read[1:2])).done) == 1
-        finally:
-            await c.aclose()
         assert [(r.method, r.status) for r in sb.requests] == expected
         assert sb.group_emails(gid) == set(people[2:])
 
@@ -997,9 +898,8 @@ async def test_remove_sends_comma_separated_ids_in_batches_and_is_idempotent() -
     sb = sandbox()
     people = emails(2500)
     gid = sb.add_group("G", people)
-    c = connect(sb)
-    group = RemoteGroup(gid, "G")
-    try:
+    async with connect(sb) as c:
+        group = RemoteGroup(gid, "G")
         members = await c.read_members(group)
         sb.clear_log()
         result = await c.remove_members(group, members[:2100])
@@ -1011,8 +911,6 @@ async def test_remove_sends_comma_separated_ids_in_batches_and_is_idempotent() -
         sb.clear_log()
         again = await c.remove_members(group, members[:3])  # not members any more: still a success
         assert len(again.done) == 3 and sb.count() == 1
-    finally:
-        await c.aclose()
     assert sb.recipient_count() == 2500  # removing from a group never deletes a recipient
 
 
@@ -1020,15 +918,12 @@ async def test_remove_of_a_deleted_recipient_still_removes_the_rest() -> None:
     sb = sandbox()
     people = emails(4)
     gid = sb.add_group("G", people)
-    c = connect(sb)
-    group = RemoteGroup(gid, "G")
-    try:
+    async with connect(sb) as c:
+        group = RemoteGroup(gid, "G")
         members = [m for m in await c.read_members(group) if m.key != people[3]]
         assert members[0].id is not None
         sb.delete_recipient(members[0].id)
         result = await c.remove_members(group, [*members, RemoteMember(email="never.seen@example.com")])
-    finally:
-        await c.aclose()
     assert sorted(result.done) == sorted([*people[:3], "never.seen@example.com"])
     assert sb.group_emails(gid) == {people[3]}
 
@@ -1044,9 +939,8 @@ async def test_reset_is_purge_then_adds_only_with_allow_non_atomic_reset_and_nev
     old, new = emails(1500, "old"), emails(1000, "new")  # 1 add + 2 removes, or a purge + 1 add
     seed(sb, new)
     gid = sb.add_group("G", old)
-    c = connect(sb, cache=warm_cache(sb), allow_non_atomic_reset=True)
-    group = RemoteGroup(gid, "G")
-    try:
+    async with connect(sb, cache=warm_cache(sb), allow_non_atomic_reset=True) as c:
+        group = RemoteGroup(gid, "G")
         actual = tuple(await c.read_members(group))
 
         def planned(allow: bool) -> Plan:
@@ -1068,8 +962,6 @@ async def test_reset_is_purge_then_adds_only_with_allow_non_atomic_reset_and_nev
         assert allowed.strategy is Strategy.RESET and [op.kind for op in allowed.ops] == [OpKind.RESET]
         sb.clear_log()
         result = await c.reset_members(group, allowed.ops[0].contacts)
-    finally:
-        await c.aclose()
     assert len(result.done) == 1000 and not result.rejected
     assert [(r.method, r.path) for r in sb.requests] == [
         ("POST", "/v1/groups/purge"),
@@ -1084,11 +976,8 @@ async def test_reset_is_purge_then_adds_only_with_allow_non_atomic_reset_and_nev
 async def test_a_reset_resolves_before_it_purges() -> None:
     sb = sandbox()
     gid = sb.add_group("G", emails(2, "old"))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         result = await c.reset_members(RemoteGroup(gid, "G"), contacts(["fresh@example.com"]))
-    finally:
-        await c.aclose()
     assert result.done == ("fresh@example.com",)
     assert [r.path.rsplit("/", 2)[-1] for r in sb.requests] == ["list", "purge", "create"]
     assert sb.group_emails(gid) == {"fresh@example.com"}
@@ -1181,15 +1070,12 @@ async def test_pacing_slows_as_remaining_falls() -> None:
     vt = VirtualTime()
     sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
     start = vt.now
-    c = paced(sb, vt, rate=5.0)
-    try:
+    async with paced(sb, vt, rate=5.0) as c:
         for _ in range(3):  # a window wide open: the plan's 5/s
             await c.api.request("GET", "groups/list")
         sb.consume(287)  # another client of the account takes most of the window: 10 left
         for _ in range(12):
             await c.api.request("GET", "groups/list")
-    finally:
-        await c.aclose()
     times = served(sb, start)
     assert len(times) == 15 and all(status == 200 for _, status in times)  # no 429
     gaps = [round(b[0] - a[0], 2) for a, b in itertools.pairwise(times)]
@@ -1206,12 +1092,9 @@ async def test_pacing_waits_for_the_reset_when_remaining_reaches_zero() -> None:
     sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
     start = vt.now
     sb.consume(299)  # one request left in this window
-    c = paced(sb, vt, rate=5.0, burst=5)
-    try:
+    async with paced(sb, vt, rate=5.0, burst=5) as c:
         for _ in range(3):
             await c.api.request("GET", "groups/list")
-    finally:
-        await c.aclose()
     times = served(sb, start)
     assert [status for _, status in times] == [200, 200, 200]  # waited instead of running into a 429
     assert times[0][0] == 0 and 60 <= times[1][0] <= 61 and times[2][0] - times[1][0] == pytest.approx(0.2, rel=0.01)
@@ -1222,11 +1105,8 @@ async def test_a_spent_window_is_waited_out_and_the_429_does_not_use_the_retry_b
     sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
     start = vt.now
     sb.consume(300)  # the window is spent before we start
-    c = paced(sb, vt, retries=0)
-    try:
+    async with paced(sb, vt, retries=0) as c:
         await c.api.request("GET", "groups/list")
-    finally:
-        await c.aclose()
     (t0, s0), (t1, s1) = served(sb, start)
     assert (s0, s1) == (429, 200)
     assert t0 == 0 and 60 <= t1 <= 61  # X-RateLimit-Reset said when; no Retry-After was needed
@@ -1237,11 +1117,8 @@ async def test_a_429_with_retry_after_is_honoured() -> None:
     sb = StannpSandbox(limit=None, clock=vt.clock)
     sb.inject(Fault(status=429, retry_after=2, body={"success": False, "error": "slow down"}))
     start = vt.now
-    c = paced(sb, vt, retries=0)
-    try:
+    async with paced(sb, vt, retries=0) as c:
         assert await c.find_group(name="x") is None
-    finally:
-        await c.aclose()
     assert [r.status for r in sb.requests] == [429, 200]
     ((t1, _),) = served(sb, start)  # the fault answer is not in the timeline; the retry is
     assert 2 <= t1 < 3
@@ -1252,15 +1129,12 @@ async def test_a_sync_of_600_new_people_at_300_per_minute_never_hits_the_limit()
     sb = StannpSandbox(limit=300, window=60, clock=vt.clock)
     gid = sb.add_group("G")
     start = vt.now
-    c = paced(sb, vt, rate=5.0, burst=5)
-    people = contacts(emails(600))
-    try:
+    async with paced(sb, vt, rate=5.0, burst=5) as c:
+        people = contacts(emails(600))
         with count_requests() as tally:
             await c.prepare_adds(people)
             for chunk in applier_chunks(people):
                 await c.add_members(RemoteGroup(gid, "G"), chunk)
-    finally:
-        await c.aclose()
     times = served(sb, start)
     assert tally.as_dict() == {"read": 1, "write": 600}
     assert all(status == 200 for _, status in times)
@@ -1328,14 +1202,13 @@ async def test_a_bad_key_is_an_auth_error_for_both_schemes_and_the_key_never_sho
     sb = sandbox()
     sb.add_group("G")
     for scheme in ("basic", "bearer"):
-        good, bad = connect(sb, auth_scheme=scheme), connect(sb, auth_scheme=scheme, api_key="wrong-key-123")
-        try:
+        async with (
+            connect(sb, auth_scheme=scheme) as good,
+            connect(sb, auth_scheme=scheme, api_key="wrong-key-123") as bad,
+        ):
             assert await good.find_group(name="G") is not None
             with pytest.raises(AuthError) as caught:
                 await bad.find_group(name="G")
-        finally:
-            await good.aclose()
-            await bad.aclose()
         assert caught.value.status == 401 and AUTH_ERROR in caught.value.message
         assert "wrong-key-123" not in str(caught.value)
     assert [r.status for r in sb.requests] == [200, 401, 200, 401]  # a bad key is not retried
@@ -1344,11 +1217,8 @@ async def test_a_bad_key_is_an_auth_error_for_both_schemes_and_the_key_never_sho
 async def test_basic_auth_is_the_key_with_an_empty_password_and_bearer_the_key() -> None:
     sb = Recording()
     for scheme in ("basic", "bearer"):
-        c = connect(sb, auth_scheme=scheme)
-        try:
+        async with connect(sb, auth_scheme=scheme) as c:
             await c.find_group(name="G")
-        finally:
-            await c.aclose()
     basic, bearer = (h["authorization"] for _, _, h in sb.headers)
     assert basic == "Basic " + base64.b64encode(f"{DEFAULT_KEY}:".encode()).decode()
     assert bearer == f"Bearer {DEFAULT_KEY}"
@@ -1374,8 +1244,7 @@ async def test_every_answer_carries_rate_limit_headers() -> None:
 async def test_ids_given_as_numbers_work_everywhere() -> None:
     sb = sandbox(int_ids=True)
     seed(sb, emails(3))
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         group = await c.create_group("Numbers")
         assert group.id.isdigit()
         assert (await c.find_group(group_id=group.id)) == group
@@ -1385,8 +1254,6 @@ async def test_ids_given_as_numbers_work_everywhere() -> None:
         assert sorted(m.key for m in read) == sorted([*emails(3), "new@example.com"])
         await c.remove_members(group, read[:1])
         await c.reset_members(group, contacts(emails(1)))
-    finally:
-        await c.aclose()
     assert sb.group_emails(group.id) == set(emails(1))
 
 
@@ -1410,16 +1277,13 @@ async def test_bare_bodies_without_a_data_envelope_are_accepted() -> None:
         return httpx.Response(200, json={"success": True, "data": 1})
 
     client = make_client(BASE, auth=BearerAuth(SecretStr("k")), transport=httpx.MockTransport(answer))
-    c = StannpConnector("stannp", client, pacing=Pacing(rate=0), cache=MemoryRecipientCache())
-    try:
+    async with StannpConnector("stannp", client, pacing=Pacing(rate=0), cache=MemoryRecipientCache()) as c:
         assert await c.find_group(name="Bare") == RemoteGroup("7", "Bare", 1)
         assert (await c.create_group("Made")).id == "8"
         assert await c.read_members(RemoteGroup("7", "Bare")) == [RemoteMember("x@y.org", "99")]
         added = await c.add_members(RemoteGroup("7", "Bare"), contacts(["n@y.org", "quiet@y.org"]))
         assert sorted(added.done) == ["n@y.org", "quiet@y.org"]
         assert c.cache.all() == {"x@y.org": "99", "n@y.org": "123"}
-    finally:
-        await c.aclose()
 
 
 # ------------------------------------------------------------------------------ settings and secrets
@@ -1467,25 +1331,21 @@ async def test_secrets_never_show() -> None:
     for text in (repr(s), str(s), s.model_dump_json()):
         assert "sk-secret-123456" not in text
     for scheme in ("basic", "bearer"):
-        c = connect(sandbox(), api_key="sk-secret-123456", auth_scheme=scheme)
-        assert "sk-secret-123456" not in repr(c) + repr(c.api.client.auth)
-        await c.aclose()
+        async with connect(sandbox(), api_key="sk-secret-123456", auth_scheme=scheme) as c:
+            assert "sk-secret-123456" not in repr(c) + repr(c.api.client.auth)
 
 
 async def test_no_email_or_key_in_logs(caplog: pytest.LogCaptureFixture) -> None:
     sb = sandbox()
     seed(sb, emails(3))
     gid = sb.add_group("G", emails(1, "old"))
-    c = connect(sb)
-    caplog.set_level(logging.DEBUG)
-    try:
+    async with connect(sb) as c:
+        caplog.set_level(logging.DEBUG)
         group = RemoteGroup(gid, "G")
         await c.add_members(group, contacts([*emails(3), "new@example.com"]))
         await c.add_members(group, [Contact("bad@example.com")])
         await c.remove_members(group, await c.read_members(group))
         await c.reset_members(group, contacts(emails(2)))
-    finally:
-        await c.aclose()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "@example.com" not in text and DEFAULT_KEY not in text
     assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("syncd.connectors"))
@@ -1602,15 +1462,12 @@ async def test_member_reads_survive_a_server_capping_pages_below_1000(
     sb = sandbox(page_cap=cap)
     people = emails(n)
     gid = sb.add_group("Big", people)
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         group = await c.find_group(group_id=gid) if known_count else RemoteGroup(gid, "Big")
         assert group is not None and (group.member_count == n) is known_count
         sb.clear_log()
         with count_requests() as tally:
             members = await c.read_members(group)
-    finally:
-        await c.aclose()
     assert sorted(m.key for m in members) == people
     assert tally.read == reads == sb.count()
 
@@ -1618,13 +1475,10 @@ async def test_member_reads_survive_a_server_capping_pages_below_1000(
 async def test_the_group_listing_survives_a_server_capping_pages_below_50() -> None:
     sb = sandbox(page_cap=20)
     ids = [sb.add_group(f"Team {i}") for i in range(45)]
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         found = await c.find_group(name="Team 44")
         assert found is not None and found.id == ids[44]
         assert [dict(parse_qsl(r.query))["offset"] for r in sb.requests] == ["0", "20", "40"]
-    finally:
-        await c.aclose()
 
 
 async def test_the_account_listing_survives_a_capped_page_so_existing_people_are_not_created() -> None:
@@ -1632,11 +1486,8 @@ async def test_the_account_listing_survives_a_capped_page_so_existing_people_are
     existing = emails(250)
     seed(sb, existing)
     gid = sb.add_group("G")
-    c = connect(sb)
-    try:
+    async with connect(sb) as c:
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(existing))
-    finally:
-        await c.aclose()
     assert sorted(result.done) == existing and not result.rejected
     assert sb.count(path=LISTING) == 3  # 100 + 100 + 50
     assert sb.count(path=NEW) == 0 and sb.count(path=ADD) == 1  # one groups/add, no recipients/new
@@ -1651,15 +1502,12 @@ async def test_the_default_auth_works_whichever_way_the_server_takes_the_key(
     # taking only one of them must work with the default settings, at the cost of one refused request at most.
     sb = sandbox(schemes=schemes)
     gid = sb.add_group("G", emails(3))
-    c = connect(sb, auth_scheme=None)  # the default
-    try:
+    async with connect(sb, auth_scheme=None) as c:  # the default
         with count_requests() as tally:
             group = await c.find_group(group_id=gid)
             assert group is not None
             assert sorted(m.key for m in await c.read_members(group)) == emails(3)
             await c.add_members(group, contacts(["new@example.com"]))
-    finally:
-        await c.aclose()
     assert [r.status for r in sb.requests].count(401) == first_401s  # learnt once, kept afterwards
     assert all(r.status == 200 for r in sb.requests[first_401s:])
     assert tally.as_dict() == {"read": 3, "write": 1}  # a refused scheme is not a request of the pair's
@@ -1667,11 +1515,8 @@ async def test_the_default_auth_works_whichever_way_the_server_takes_the_key(
 
 async def test_a_bad_key_with_the_default_auth_is_tried_both_ways_then_an_auth_error() -> None:
     sb = sandbox()
-    c = connect(sb, auth_scheme=None, api_key="wrong-key-123")
-    try:
+    async with connect(sb, auth_scheme=None, api_key="wrong-key-123") as c:
         with pytest.raises(AuthError) as caught:
             await c.find_group(name="G")
-    finally:
-        await c.aclose()
     assert caught.value.status == 401 and "wrong-key-123" not in str(caught.value) + repr(c.api.client.auth)
     assert [r.status for r in sb.requests] == [401, 401]

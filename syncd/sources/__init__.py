@@ -4,6 +4,7 @@
 * `hubspot`: HubSpot lists (`sources: [{type: hubspot, …}]`);
 * `sql`: one query against any database SQLAlchemy reaches (`sources: [{type: sql, …}]`).
 
+Each `sources:` entry type is a module owning its settings model, found through `syncd.sources.registry`.
 `build_sources(config)` builds them all from the config; `read_sources` reads them for one pass. A source that
 fails raises `SourceError`, and the pass then leaves every group of that source untouched (fail closed: an
 empty or broken read must never look like "remove everyone"); see `syncd.sources.base`.
@@ -14,9 +15,10 @@ from __future__ import annotations
 import httpx
 
 from connectors.http import RequestHooks
-from syncd.config import Config, HubSpotSourceSettings
-from syncd.sources.base import CheckLine, LastPass, PartialRead, ReadResult, Source, read_sources
+from syncd.config import Config
+from syncd.sources.base import CheckLine, LastPass, PartialRead, ReadResult, Source, SourceContext, read_sources
 from syncd.sources.hubspot import HubSpotSource
+from syncd.sources.registry import SOURCES, SourceSpec, build_source
 from syncd.sources.sql import SqlSource
 from syncd.sources.yaml import YamlSource
 
@@ -31,22 +33,23 @@ def build_sources(
     bound to a sandbox) and `hooks` (syncd's metrics) go to the sources that speak HTTP."""
     sources: list[Source] = [YamlSource(config)]
     for entry, name in zip(config.sources, config.source_names(), strict=True):
-        if isinstance(entry, HubSpotSourceSettings):
-            sources.append(HubSpotSource(entry, config, name=name, transport=transport, hooks=hooks))
-        else:
-            sources.append(SqlSource(entry, config, name=name))
+        sources.append(build_source(entry, config, SourceContext(name, transport, hooks)))
     return sources
 
 
 __all__ = [
+    "SOURCES",
     "CheckLine",
     "HubSpotSource",
     "LastPass",
     "PartialRead",
     "ReadResult",
     "Source",
+    "SourceContext",
+    "SourceSpec",
     "SqlSource",
     "YamlSource",
+    "build_source",
     "build_sources",
     "read_sources",
 ]

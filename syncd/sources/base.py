@@ -22,6 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import httpx
+
+from connectors.http import RequestHooks
 from syncd.errors import SourceError
 from syncd.model import DesiredGroup
 
@@ -65,6 +68,16 @@ class PartialRead(SourceError):
         self.groups = tuple(groups)
 
 
+@dataclass(frozen=True)
+class SourceContext:
+    """What `build_sources` hands a source factory (`syncd.sources.registry`) besides its settings and the
+    config."""
+
+    name: str  # what reports, logs and metrics call the source ("hubspot", "sql#2", or the configured name)
+    transport: httpx.AsyncBaseTransport | None = None  # tests: an ASGI transport bound to a sandbox
+    hooks: RequestHooks | None = None  # syncd's metrics, for sources that speak HTTP
+
+
 @dataclass
 class ReadResult:
     groups: list[DesiredGroup] = field(default_factory=list)
@@ -75,15 +88,30 @@ async def read_sources(sources: Sequence[Source], last_pass: LastPass | None = N
     """Read every source concurrently; see the module docstring for what fails closed."""
     answers = await asyncio.gather(*(_read_one(source) for source in sources))
     result = ReadResult()
+    read = _keep_answers(sources, answers, result.errors)
+    kept = _without_conflicts(read, result.errors)
+    result.groups = _without_suspect_empties(kept, last_pass, result.errors)
+    return result
+
+
+def _keep_answers(
+    sources: Sequence[Source], answers: Sequence[tuple[list[DesiredGroup], str | None]], errors: list[str]
+) -> list[tuple[Source, list[DesiredGroup]]]:
+    """Each source with the groups it yielded; its error, if any, goes to `errors`."""
     by_source: list[tuple[Source, list[DesiredGroup]]] = []
     for source, (groups, error) in zip(sources, answers, strict=True):
         if error is not None:
             # A partial read names the groups it left untouched; otherwise that is every group of the source.
             log.error("%s", error if groups else f"{error}; its groups are left untouched this pass")
-            result.errors.append(error)
+            errors.append(error)
         by_source.append((source, groups))
+    return by_source
 
-    # A group name yielded by two sources: neither definition wins.
+
+def _without_conflicts(
+    by_source: Sequence[tuple[Source, list[DesiredGroup]]], errors: list[str]
+) -> list[tuple[Source, DesiredGroup]]:
+    """Every group with its source, except those whose name two sources yield: neither definition wins."""
     owners: dict[str, list[str]] = {}
     for source, groups in by_source:
         for group in groups:
@@ -91,7 +119,6 @@ async def read_sources(sources: Sequence[Source], last_pass: LastPass | None = N
             if source.name not in names:
                 names.append(source.name)
     conflicts = {key for key, names in owners.items() if len(names) > 1}
-    kept = [(s, g) for s, groups in by_source for g in groups if g.name.casefold() not in conflicts]
     for key in sorted(conflicts):
         name = next(g.name for _, gs in by_source for g in gs if g.name.casefold() == key)
         message = (
@@ -99,14 +126,21 @@ async def read_sources(sources: Sequence[Source], last_pass: LastPass | None = N
             "is applied this pass; give each group one source"
         )
         log.error("%s", message)
-        result.errors.append(message)
+        errors.append(message)
+    return [(s, g) for s, groups in by_source for g in groups if g.name.casefold() not in conflicts]
 
-    # A CRM group that had members on the last real pass and now has none: suspect, left untouched.
-    empty = [group for source, group in kept if getattr(source, "guard_empty", False) and not group.members]
+
+def _without_suspect_empties(
+    kept: Sequence[tuple[Source, DesiredGroup]], last_pass: LastPass | None, errors: list[str]
+) -> list[DesiredGroup]:
+    """The groups, except a CRM group that had members on the last real pass and now has none: suspect, it is
+    left untouched."""
+    empty = [group for source, group in kept if _guards_empty(source) and not group.members]
     before = last_pass.last_desired([g.name for g in empty]) if empty and last_pass is not None else {}
+    groups: list[DesiredGroup] = []
     for source, group in kept:
         had = before.get(group.name, 0) if not group.members else 0
-        if had > 0 and getattr(source, "guard_empty", False):
+        if had > 0 and _guards_empty(source):
             message = str(
                 SourceError(
                     source.name,
@@ -116,10 +150,14 @@ async def read_sources(sources: Sequence[Source], last_pass: LastPass | None = N
                 )
             )
             log.error("%s", message)
-            result.errors.append(message)
+            errors.append(message)
             continue
-        result.groups.append(group)
-    return result
+        groups.append(group)
+    return groups
+
+
+def _guards_empty(source: Source) -> bool:
+    return bool(getattr(source, "guard_empty", False))
 
 
 async def _read_one(source: Source) -> tuple[list[DesiredGroup], str | None]:

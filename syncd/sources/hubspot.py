@@ -59,18 +59,24 @@ Failure is per group: a list that cannot be read (404, not contacts, still proce
 retries, a fault mid-pagination) leaves that group untouched and is reported; the source's other lists still
 apply. A refused token (401/403) or the daily limit fails the whole source (a `SourceError`, not a
 `PartialRead`), and nothing more is sent to HubSpot that pass.
+
+The keys of a `type: hubspot` entry of `sources:` are `HubSpotSourceSettings`, defined here and registered
+with `build` in `syncd.sources.registry`; the config loader knows them only through that registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, Literal, TypeVar
 
 import httpx
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from connectors.base import (
     AuthError,
@@ -95,11 +101,23 @@ from connectors.http import (
     json_body,
     make_client,
 )
-from syncd.config import Config, HubSpotGroupSpec, HubSpotSourceSettings
+from connectors.settings import RetrySettings, check_api_url
+from syncd.config.models import (
+    MODEL_CONFIG,
+    REMOVAL_POLICY_TEXT,
+    SOURCE_NAME_PATTERN,
+    Config,
+    DeclaredGroup,
+    SourceSettings,
+    TargetSpec,
+    check_group_name,
+    check_targets_once,
+)
+from syncd.config.problems import ProblemList
 from syncd.errors import SourceError
-from syncd.model import DesiredGroup, Reject, RejectCode, Target
+from syncd.model import DesiredGroup, Reject, RejectCode, RemovalPolicy, Target
 from syncd.planning import admit
-from syncd.sources.base import CheckLine, PartialRead
+from syncd.sources.base import CheckLine, PartialRead, SourceContext
 
 log = logging.getLogger("syncd.sources.hubspot")
 
@@ -111,6 +129,190 @@ CONTACTS = "0-1"  # objectTypeId of contacts
 COMPLETE = "COMPLETE"  # processingStatus of a list whose memberships are final
 DONE = frozenset({COMPLETE, "COMPLETED"})  # the spec's examples spell it both ways
 DAILY = "DAILY"  # policyName of the daily limit's 429
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+# The member fields a CRM property can fill, as `properties:` keys name them.
+MEMBER_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "address.line1",
+    "address.line2",
+    "address.city",
+    "address.postcode",
+    "address.country",
+)
+# HubSpot contact properties read for every member; `properties:` adds to (or replaces) these.
+HUBSPOT_DEFAULT_PROPERTIES = {"email": "email", "first_name": "firstname", "last_name": "lastname"}
+HUBSPOT_BASE_URL = "https://api.hubapi.com"
+# HubSpot's burst limit, per app, in requests per 10 seconds, by the account's subscription tier (HubSpot's
+# usage-guidelines page): free and starter 100, professional and enterprise 190, 250 with the API limit increase.
+HubSpotTier = Literal["free", "starter", "professional", "enterprise", "api_limit_increase"]
+HUBSPOT_BURST_LIMITS: dict[str, int] = {
+    "free": 100,
+    "starter": 100,
+    "professional": 190,
+    "enterprise": 190,
+    "api_limit_increase": 250,
+}
+HUBSPOT_BURST_WINDOW = 10.0  # seconds
+_HUBSPOT_PROPERTY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
+class HubSpotGroupSpec(BaseModel):
+    """A desired group whose members are the contacts of one HubSpot list."""
+
+    model_config = MODEL_CONFIG
+
+    name: str = Field(
+        description="The group's name; also its name at the providers when syncd creates it. Unique across "
+        "the whole config (inline groups and every source), compared case-insensitively."
+    )
+    list_id: str = Field(
+        description="The HubSpot list's id (the number in the list's URL; the v3 lists API's listId). Its "
+        "current contacts are the group's members."
+    )
+    targets: list[TargetSpec] | None = Field(
+        default=None,
+        description="Providers this group is synced to: names, or {provider, group_id} mappings. "
+        "Default: every configured provider.",
+    )
+    removal_policy: RemovalPolicy | None = Field(default=None, description=REMOVAL_POLICY_TEXT)
+    max_removals: int | None = Field(default=None, ge=0, description="Overrides safety.max_removals for this group.")
+    max_removal_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Overrides safety.max_removal_ratio for this group."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_group_name(value)
+
+    @field_validator("list_id", mode="before")
+    @classmethod
+    def _list_id(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            value = value.strip()
+            if not value.isdigit():
+                raise ValueError(f"a HubSpot list id is a number (the listId in the list's URL), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _targets_once(self) -> HubSpotGroupSpec:
+        check_targets_once(self.targets)
+        return self
+
+
+class HubSpotSourceSettings(SourceSettings):
+    """Desired groups read from HubSpot lists: each group is one list's contacts (CRM v3 lists API)."""
+
+    type: Literal["hubspot"] = Field(description="HubSpot CRM: groups are HubSpot lists of contacts.")
+    name: str | None = Field(
+        default=None,
+        pattern=SOURCE_NAME_PATTERN,
+        description="What reports, logs and metrics call this source. Default: hubspot (hubspot#2, … when "
+        "there are several).",
+    )
+    token: SecretStr = Field(
+        description="A HubSpot private app's access token (sent as a Bearer header). It needs the scopes "
+        "crm.lists.read and crm.objects.contacts.read; syncd only reads."
+    )
+    base_url: str = Field(
+        default=HUBSPOT_BASE_URL,
+        description="HubSpot's API root. https, except on a loopback host (the bundled sandbox).",
+    )
+    groups: list[HubSpotGroupSpec] = Field(
+        description="The groups this source defines: {name, list_id} each, with optional targets."
+    )
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Which HubSpot contact property fills which member field: keys are member fields (email, "
+        "first_name, last_name, address.line1, address.line2, address.city, address.postcode, "
+        "address.country), values HubSpot property names, e.g. {address.line1: address, address.postcode: "
+        "zip, address.country: country}. Defaults: email: email, first_name: firstname, last_name: lastname.",
+    )
+    allow_empty: bool = Field(
+        default=False,
+        description="Accept a list that comes back empty although its group had members on the last pass. "
+        "By default that pass leaves the group untouched and reports an error (an empty answer is more often "
+        "a broken list or filter than the truth). The removal guard still applies.",
+    )
+    tier: HubSpotTier = Field(
+        default="free",
+        description="The HubSpot account's subscription tier, which sets HubSpot's burst limit per app and so "
+        "syncd's default pace: free and starter 100 requests per 10 seconds, professional and enterprise 190, "
+        "api_limit_increase (the API limit increase add-on, on any tier) 250. Default free: the lowest limit, "
+        "safe on every account. An explicit rate_limit overrides it.",
+    )
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per second to HubSpot. Default: the tier's burst limit spread over its 10 seconds "
+        "(10 for free and starter, 19 for professional and enterprise, 25 with the API limit increase), so that "
+        "no 10 seconds ever see more than the limit. The burst limit is per app (requests with the same "
+        "private app token elsewhere count too); syncd also pauses when HubSpot's X-HubSpot-RateLimit-Remaining "
+        "reaches 0, and waits out a 429. HubSpot's daily limit (per account) is not waited for: when it is used "
+        "up, the source's groups are left untouched until the next pass.",
+    )
+    burst: int = Field(
+        default=1, ge=1, description="Requests that may go at once after a quiet spell. Default 1 (never above rate)."
+    )
+    max_concurrency: int = Field(default=4, ge=1, description="Requests in flight at once. Default 4.")
+    timeout: float = Field(
+        default=30.0, gt=0, description="Seconds before a request times out (it is then retried, see retry)."
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry behaviour (as for providers).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return check_api_url(value)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[HubSpotGroupSpec]) -> list[HubSpotGroupSpec]:
+        if not value:
+            raise ValueError("give at least one group ({name, list_id})")
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = ProblemList()
+        for field, prop in value.items():
+            if field not in MEMBER_FIELDS:
+                close = difflib.get_close_matches(field, MEMBER_FIELDS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "expected one of: " + ", ".join(MEMBER_FIELDS)
+                problems.add((field,), f"not a member field ({hint})")
+            elif not isinstance(prop, str) or not _HUBSPOT_PROPERTY.match(prop.strip()):
+                problems.add((field,), f"not a HubSpot property name: {prop!r}")
+        problems.check()
+        return {field: prop.strip() for field, prop in value.items()}
+
+    def declared_groups(self) -> Iterator[DeclaredGroup]:
+        for gi, spec in enumerate(self.groups):
+            yield DeclaredGroup(("groups", gi, "name"), spec.name, spec)
+
+    @property
+    def property_map(self) -> dict[str, str]:
+        """Member field -> HubSpot property, defaults included."""
+        return {**HUBSPOT_DEFAULT_PROPERTIES, **self.properties}
+
+    @property
+    def burst_limit(self) -> int:
+        """HubSpot's burst limit for this tier: requests per app per 10 seconds."""
+        return HUBSPOT_BURST_LIMITS[self.tier]
+
+    @property
+    def pacing_rate(self) -> float:
+        """Requests per second: `rate_limit` when set, else the tier's burst limit spread over its window."""
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return self.burst_limit / HUBSPOT_BURST_WINDOW
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -553,4 +755,18 @@ def _unusable(found: dict[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["HubSpotSource", "classify", "daily_limit_message", "error_message", "quota"]
+def build(settings: HubSpotSourceSettings, config: Config, ctx: SourceContext) -> HubSpotSource:
+    """The registry's factory (`syncd.sources.registry`)."""
+    return HubSpotSource(settings, config, name=ctx.name, transport=ctx.transport, hooks=ctx.hooks)
+
+
+__all__ = [
+    "HubSpotGroupSpec",
+    "HubSpotSource",
+    "HubSpotSourceSettings",
+    "build",
+    "classify",
+    "daily_limit_message",
+    "error_message",
+    "quota",
+]

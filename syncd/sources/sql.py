@@ -22,6 +22,9 @@ Fail closed:
 
 The URL's password never appears in an error, a log line or a repr: messages name the URL with the password
 masked and carry only the first line of the driver's error (PostgreSQL's DETAIL lines can quote row values).
+
+The keys of a `type: sql` entry of `sources:` are `SqlSourceSettings`, defined here and registered with `build`
+in `syncd.sources.registry`; the config loader knows them only through that registry.
 """
 
 from __future__ import annotations
@@ -30,20 +33,33 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import Field, field_validator, model_validator
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from connectors.base import Contact, PostalAddress
-from syncd.config import Config, SqlSourceSettings
+from syncd.config.models import (
+    REMOVAL_POLICY_TEXT,
+    SOURCE_NAME_PATTERN,
+    Config,
+    DeclaredGroup,
+    SourceSettings,
+    TargetSpec,
+    check_group_name,
+    check_targets_once,
+    database_url,
+)
+from syncd.config.problems import ProblemList
 from syncd.errors import SourceError
-from syncd.model import DesiredGroup, Reject, RejectCode, Target
+from syncd.model import DesiredGroup, Reject, RejectCode, RemovalPolicy, Target
 from syncd.planning import admit
-from syncd.sources.base import CheckLine
+from syncd.sources.base import CheckLine, SourceContext
 
 log = logging.getLogger("syncd.sources.sql")
 
@@ -52,6 +68,115 @@ MEMBER_COLUMNS = ("email", "first_name", "last_name", *ADDRESS_COLUMNS)
 GROUP_COLUMN = "group"
 
 Rows = tuple[list[str], list[Sequence[Any]]]
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+class SqlSourceSettings(SourceSettings):
+    """Desired groups read with one SQL query: one row per (group, member)."""
+
+    type: Literal["sql"] = Field(description="Any database SQLAlchemy can reach (a CRM replica, a warehouse).")
+    name: str | None = Field(
+        default=None,
+        pattern=SOURCE_NAME_PATTERN,
+        description="What reports, logs and metrics call this source. Default: sql (sql#2, … when there are several).",
+    )
+    url: str = Field(
+        description="SQLAlchemy URL of the database, e.g. postgresql+psycopg://reader:${CRM_DB_PASSWORD}@"
+        "replica/crm or sqlite:///crm.db (postgresql:// means psycopg 3). Its driver must be installed. The "
+        "password is never printed; give syncd a read-only account (syncd also runs the query in a read-only "
+        "transaction where the database supports it)."
+    )
+    query: str = Field(
+        description="The query. One row per member; columns by name: email (required), first_name, "
+        "last_name, line1, line2, city, postcode, country, and `group` (the group's name) unless the source "
+        'sets `group`. Quote the column name: SELECT segment AS "group", email FROM …'
+    )
+    group: str | None = Field(
+        default=None,
+        description="Put every row in this one group (the query then has no `group` column). Without it the "
+        "rows' `group` column names the groups, which are then known only when the query runs.",
+    )
+    targets: list[TargetSpec] | None = Field(
+        default=None,
+        description="Providers every group of this source is synced to: names, or {provider, group_id} "
+        "mappings (group_id only with a fixed `group`). Default: every configured provider.",
+    )
+    removal_policy: RemovalPolicy | None = Field(default=None, description=REMOVAL_POLICY_TEXT + " For every group.")
+    max_removals: int | None = Field(
+        default=None, ge=0, description="Overrides safety.max_removals for every group of this source."
+    )
+    max_removal_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Overrides safety.max_removal_ratio for every group of this source."
+    )
+    allow_empty: bool = Field(
+        default=False,
+        description="Accept an empty answer: a query that returns no rows, or a fixed `group` that had members "
+        "on the last pass and now has none. By default such a pass leaves the groups untouched and reports "
+        "an error. The removal guard still applies.",
+    )
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds the query (connecting included) may take; then it is cancelled and the source "
+        "fails for this pass, changing nothing.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        url = database_url(value)
+        try:
+            url.get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(f"unknown database dialect {url.drivername!r}") from None
+        return url.render_as_string(hide_password=False)
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        value = value.strip().rstrip(";").strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        return None if value is None else check_group_name(value)
+
+    @model_validator(mode="after")
+    def _targets(self) -> SqlSourceSettings:
+        check_targets_once(self.targets)
+        if self.group is None:
+            pinned = [i for i, t in enumerate(self.targets or ()) if t.group_id]
+            if pinned:
+                problems = ProblemList()
+                problems.add(
+                    ("targets", pinned[0]),
+                    "group_id pins one provider group, but this source's groups come from its query's "
+                    "`group` column: set `group` (one fixed group) or drop group_id",
+                )
+                problems.check()
+        return self
+
+    def declared_groups(self) -> Iterator[DeclaredGroup]:
+        """The fixed `group`; or, without one, the groups the query's rows name (name None), whose targets
+        are still checked."""
+        yield DeclaredGroup(("group",), self.group, self)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked (``***``): fit for logs and output."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for key, value in super().__repr_args__():
+            yield key, (self.safe_url if key == "url" else value)
+
+
+# ------------------------------------------------------------------------------------------- source
 
 
 class _Interrupt:
@@ -316,4 +441,9 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-__all__ = ["SqlSource"]
+def build(settings: SqlSourceSettings, config: Config, ctx: SourceContext) -> SqlSource:
+    """The registry's factory (`syncd.sources.registry`)."""
+    return SqlSource(settings, config, name=ctx.name)
+
+
+__all__ = ["SqlSource", "SqlSourceSettings", "build"]

@@ -1,4 +1,9 @@
-"""The inline `groups:` of the config file as a source of desired groups."""
+"""The inline `groups:` of the config file as a source of desired groups.
+
+Its settings are the config's own `groups:` key (`syncd.config.models.GroupSpec`): the `Config` root declares
+it, so it cannot live here, and it is no `sources:` entry type, so it is not in `syncd.sources.registry`;
+`build_sources` always puts this source first.
+"""
 
 from __future__ import annotations
 

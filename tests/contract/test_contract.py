@@ -14,7 +14,6 @@ import pytest
 
 from connectors.base import (
     AuthError,
-    Connector,
     ResetKind,
     UnsupportedOperation,
 )
@@ -23,31 +22,23 @@ from sandboxes._core import Fault
 from tests.contract.harness import Harness
 
 
-async def close(connector: Connector) -> None:
-    await connector.aclose()
-
-
 async def test_find_group_by_name_and_id(harness: Harness) -> None:
     sandbox = harness.sandbox()
     name = harness.group_name(sandbox, "Contract Find")
     gid = harness.seed_group(sandbox, name)
     harness.seed_group(sandbox, name + " Plus")  # a partial-name match must not be taken for it
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         by_name = await c.find_group(name=name)
         assert by_name is not None and by_name.id == gid and by_name.name == name
         by_id = await c.find_group(group_id=gid)
         assert by_id is not None and by_id.id == gid
         assert await c.find_group(name=harness.group_name(sandbox, "No Such Group")) is None
-    finally:
-        await close(c)
 
 
 async def test_create_group(harness: Harness) -> None:
     sandbox = harness.sandbox()
     name = harness.group_name(sandbox, "Contract Created")
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         if not c.capabilities.can_create_group:
             with pytest.raises(UnsupportedOperation):
                 await c.create_group(name)
@@ -59,8 +50,6 @@ async def test_create_group(harness: Harness) -> None:
         found = await c.find_group(name=name)
         assert found is not None and found.id == group.id
         assert harness.members(sandbox, group.id) == set()
-    finally:
-        await close(c)
 
 
 async def test_add_then_read(harness: Harness) -> None:
@@ -68,8 +57,7 @@ async def test_add_then_read(harness: Harness) -> None:
     people = harness.people(5)
     harness.seed_people(sandbox, people)
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Add"))
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         result = await c.add_members(group, [harness.contact(e) for e in people])
@@ -77,8 +65,6 @@ async def test_add_then_read(harness: Harness) -> None:
         assert harness.members(sandbox, gid) == set(people)
         read = await c.read_members(group)
         assert sorted(m.key for m in read) == sorted(people)
-    finally:
-        await close(c)
 
 
 async def test_add_keeps_spelling_and_matches_case_insensitively(harness: Harness) -> None:
@@ -86,24 +72,20 @@ async def test_add_keeps_spelling_and_matches_case_insensitively(harness: Harnes
     person = harness.people(1, prefix="Mixed.Case", domain="Example.com")[0]  # as the provider spells it
     harness.seed_people(sandbox, [person])
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Case"))
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         result = await c.add_members(group, [harness.contact(person)])
         assert not result.rejected
         read = await c.read_members(group)
         assert [m.key for m in read] == [person.lower()]
-    finally:
-        await close(c)
 
 
 async def test_remove(harness: Harness) -> None:
     sandbox = harness.sandbox()
     people = harness.people(4)
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Remove"), people)
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         members = {m.key: m for m in await c.read_members(group)}
@@ -116,8 +98,6 @@ async def test_remove(harness: Harness) -> None:
         result = await c.remove_members(group, gone)
         assert sorted(result.done) == sorted(people[:2])
         assert harness.members(sandbox, gid) == set(people[2:])
-    finally:
-        await close(c)
 
 
 async def test_reset(harness: Harness) -> None:
@@ -126,8 +106,7 @@ async def test_reset(harness: Harness) -> None:
     before, after = people[: len(people) // 2], people[len(people) // 2 :]
     harness.seed_people(sandbox, after)
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Reset"), before + after[:1])
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         if c.capabilities.reset is ResetKind.NONE:
@@ -140,8 +119,6 @@ async def test_reset(harness: Harness) -> None:
         assert harness.members(sandbox, gid) == set(after)
         if c.capabilities.reset is ResetKind.ATOMIC:
             assert sandbox.mutating_count == 1
-    finally:
-        await close(c)
 
 
 async def test_idempotent_add_and_remove(harness: Harness) -> None:
@@ -149,8 +126,7 @@ async def test_idempotent_add_and_remove(harness: Harness) -> None:
     people = harness.people(3)
     harness.seed_people(sandbox, people)
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Idem"), people[:1])
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         first = await c.add_members(group, [harness.contact(e) for e in people])
@@ -164,23 +140,19 @@ async def test_idempotent_add_and_remove(harness: Harness) -> None:
             again = await c.remove_members(group, target)  # already gone: still a success
             assert not again.rejected
             assert harness.members(sandbox, gid) == set(people[:2])
-    finally:
-        await close(c)
 
 
 async def test_one_full_batch_is_one_write(harness: Harness) -> None:
     """An add of exactly `max_add_batch` known people costs exactly one mutating request per batch (a batch as
     large as the people the provider has, where it has fewer)."""
     sandbox = harness.sandbox()
-    c0 = harness.connector(sandbox)
-    caps = c0.capabilities
-    await c0.aclose()
+    async with harness.connector(sandbox) as c0:
+        caps = c0.capabilities
     people = harness.people(min(caps.max_add_batch, 1000))
     size = len(people)
     harness.seed_people(sandbox, people)
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Batch"))
-    c = harness.connector(sandbox, **({} if size == caps.max_add_batch else {"batch_size": size}))
-    try:
+    async with harness.connector(sandbox, **({} if size == caps.max_add_batch else {"batch_size": size})) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         await c.read_members(group)  # warm any directory the connector reads first
@@ -188,26 +160,20 @@ async def test_one_full_batch_is_one_write(harness: Harness) -> None:
         result = await c.add_members(group, [harness.contact(e) for e in people])
         assert len(result.done) == size
         assert sandbox.mutating_count == 1
-    finally:
-        await close(c)
 
 
 async def test_batch_size_setting_is_capped(harness: Harness) -> None:
     """A batch_size above the API's cap is the cap (the default batch may be smaller than the cap)."""
     sandbox = harness.sandbox()
-    c = harness.connector(sandbox, batch_size=10**9)
-    small = harness.connector(sandbox, batch_size=1)
-    try:
-        default = harness.connector(sandbox)
-        capped = harness.connector(sandbox, batch_size=10**8)
+    async with (
+        harness.connector(sandbox, batch_size=10**9) as c,
+        harness.connector(sandbox, batch_size=1) as small,
+        harness.connector(sandbox) as default,
+        harness.connector(sandbox, batch_size=10**8) as capped,
+    ):
         cap = c.capabilities.max_add_batch
         assert default.capabilities.max_add_batch <= cap == capped.capabilities.max_add_batch < 10**8
         assert small.capabilities.max_add_batch == 1 and small.capabilities.max_remove_batch == 1
-        await default.aclose()
-        await capped.aclose()
-    finally:
-        await close(c)
-        await close(small)
 
 
 @pytest.mark.parametrize("extra", [0, 1])
@@ -220,8 +186,7 @@ async def test_pagination_at_the_cap(harness: Harness, extra: int) -> None:
     if len(people) < n:
         pytest.skip(f"the {harness.type} server knows {len(people)} people, fewer than a page")
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Pages"), people)
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         sandbox.clear_log()
@@ -233,8 +198,6 @@ async def test_pagination_at_the_cap(harness: Harness, extra: int) -> None:
         expected = harness.read_requests(n)
         if expected is not None:
             assert tally.read == expected == sandbox.count()
-    finally:
-        await close(c)
 
 
 async def test_rejects_do_not_sink_the_batch(harness: Harness) -> None:
@@ -245,8 +208,7 @@ async def test_rejects_do_not_sink_the_batch(harness: Harness) -> None:
     if not bad:
         pytest.skip(f"{harness.type} accepts any valid email")
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Rejects"))
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         await c.read_members(group)
@@ -256,8 +218,6 @@ async def test_rejects_do_not_sink_the_batch(harness: Harness) -> None:
         assert sorted(r.email.lower() for r in result.rejected) == sorted(b.email.lower() for b in bad)
         assert all(r.reason for r in result.rejected)
         assert harness.members(sandbox, gid) == set(good)
-    finally:
-        await close(c)
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -266,8 +226,7 @@ async def test_retries_survive_rate_limits_and_server_errors(harness: Harness, s
     people = harness.people(2)
     harness.seed_people(sandbox, people)
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Retry"))
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         await c.read_members(group)
@@ -276,21 +235,16 @@ async def test_retries_survive_rate_limits_and_server_errors(harness: Harness, s
         assert sorted(result.done) == people
         assert harness.members(sandbox, gid) == set(people)
         assert sum(1 for r in sandbox.requests if r.status == status) == 2
-    finally:
-        await close(c)
 
 
 async def test_bad_credentials_are_fatal(harness: Harness) -> None:
     sandbox = harness.sandbox()
     name = harness.group_name(sandbox, "Contract Auth")
     harness.seed_group(sandbox, name)
-    c = harness.connector(sandbox, bad_credentials=True)
-    try:
+    async with harness.connector(sandbox, bad_credentials=True) as c:
         with pytest.raises(AuthError):
             await c.find_group(name=name)
         assert sandbox.mutating_count == 0
-    finally:
-        await close(c)
 
 
 async def test_token_expiring_mid_run_is_refreshed(harness: Harness) -> None:
@@ -298,8 +252,7 @@ async def test_token_expiring_mid_run_is_refreshed(harness: Harness) -> None:
     people = harness.people(2)
     harness.seed_people(sandbox, people)
     gid = harness.seed_group(sandbox, harness.group_name(sandbox, "Contract Token"))
-    c = harness.connector(sandbox)
-    try:
+    async with harness.connector(sandbox) as c:
         group = await c.find_group(group_id=gid)
         assert group is not None
         if not harness.expire_tokens(sandbox):
@@ -309,5 +262,3 @@ async def test_token_expiring_mid_run_is_refreshed(harness: Harness) -> None:
             result = await c.add_members(group, [harness.contact(e) for e in people])
         assert not result.rejected
         assert harness.members(sandbox, gid) == set(people)
-    finally:
-        await close(c)

@@ -44,22 +44,17 @@ async def test_lists_are_created_and_a_name_taken_in_another_case_is_that_list(
 ) -> None:
     server = harness.sandbox()
     name = unique("Real Create")
-    c = connector(harness, server)
-    try:
+    async with connector(harness, server) as c:
         assert await c.find_group(name=name) is None
         assert await c.can_create_groups() is True  # from the Allow header of the GET d/ just read
         created = await c.create_group(name)
-        again = await connector(harness, server).create_group(name.upper())
-    finally:
-        await c.aclose()
+        async with connector(harness, server) as other:
+            again = await other.create_group(name.upper())
     assert created.name == name and again == created
     assert trail(server, real) == [("GET", "", 200), ("POST", "", 201), ("POST", "", 400), ("GET", "", 200)]
-    fresh = connector(harness, server)
-    server.clear_log()
-    try:
+    async with connector(harness, server) as fresh:
+        server.clear_log()
         assert await fresh.can_create_groups() is True
-    finally:
-        await fresh.aclose()
     assert trail(server, real) == [("OPTIONS", "", 200)]  # no listing read yet: one OPTIONS, nothing written
 
 
@@ -74,13 +69,10 @@ async def test_addresses_match_case_sensitively_and_a_source_spelling_goes_in_lo
         refused = client.post(f"{real.root}{gid}/add/", json=[alice.upper()])
     assert (refused.status_code, refused.json()) == (400, INVALID)
     ghost = real.unknown[0].upper() + real.unknown[1:]
-    c = connector(harness, server)
-    try:
+    async with connector(harness, server) as c:
         group = RemoteGroup(gid, "Real Case")
         result = await c.add_members(group, [Contact(alice.title()), Contact(bob), Contact(ghost)])
         members = await c.read_members(group)
-    finally:
-        await c.aclose()
     assert sorted(result.done) == sorted([alice, bob])
     assert [(r.email, r.reason) for r in result.rejected] == [(ghost, UNKNOWN_SPELLING)]
     assert sorted(m.key for m in members) == sorted([alice, bob])
@@ -101,27 +93,21 @@ async def test_a_list_that_no_longer_exists(harness: RealBitcasterHarness, real:
         assert answer.status_code == 500 and answer.headers["Content-Type"].startswith("text/html")
     assert (members.status_code, members.json()) == (200, [])
     server = harness.sandbox()
-    c = connector(harness, server)
-    try:
+    async with connector(harness, server) as c:
         with pytest.raises(NotFound, match=f"Bitcaster list {gone} .*no longer exists"):
             await c.read_members(RemoteGroup(gone, "Gone"))
         with pytest.raises(NotFound, match=f"Bitcaster list {gone} no longer exists"):
             await c.add_members(RemoteGroup(gone, "Gone"), [Contact(real.addresses[0])])
         assert await c.find_group(group_id=gone) is None  # the listing this pass read knows: no request
-    finally:
-        await c.aclose()
     assert trail(server, real) == [
         ("GET", f"{gone}/m/", 200),  # [] ...
         ("GET", "", 200),  # ... and d/ does not list it
         ("POST", f"{gone}/add/", 500),  # checked against d/ before any retry
         ("GET", "", 200),
     ]
-    fresh = connector(harness, server)
-    server.clear_log()
-    try:
+    async with connector(harness, server) as fresh:
+        server.clear_log()
         assert await fresh.find_group(group_id=gone) is None
-    finally:
-        await fresh.aclose()
     assert trail(server, real) == [("GET", f"{gone}/", 500), ("GET", "", 200)]
 
 
@@ -137,12 +123,9 @@ async def test_auth_errors_say_what_to_fix(
     harness: RealBitcasterHarness, real: RealBitcaster, overrides: dict[str, str], status: int, words: tuple[str, ...]
 ) -> None:
     server = harness.sandbox()
-    c = connector(harness, server, **overrides)
-    try:
+    async with connector(harness, server, **overrides) as c:
         with pytest.raises(AuthError) as caught:
             await c.find_group(name="anything")
-    finally:
-        await c.aclose()
     assert caught.value.status == status and real.token not in caught.value.message
     for word in words:
         assert word in caught.value.message
@@ -158,13 +141,10 @@ async def test_window_pacing_against_the_real_throttle(harness: RealBitcasterHar
     flush_throttle(real.throttle_redis)
     with real.client() as other:
         assert {other.head(real.root).status_code for _ in range(25)} == {200}
-    c = connector(harness, server, throttle_requests=30)  # the default pacing, window included
-    started = time.monotonic()
-    try:
+    async with connector(harness, server, throttle_requests=30) as c:  # the default pacing, window included
+        started = time.monotonic()
         for _ in range(35):
             assert len(await c.read_members(RemoteGroup(gid, "Real Pacing"))) == 1
-    finally:
-        await c.aclose()
     elapsed = time.monotonic() - started
     statuses = [r.status for r in server.requests]
     print(f"real bitcaster: 35 reads after another client's 25: {elapsed:.1f} s, statuses {statuses}")
