@@ -106,6 +106,7 @@ from connectors.base import (
     Suppression,
     UnsupportedOperation,
     email_key,
+    in_bulk,
 )
 from connectors.batching import SizeLimit, create_or_find, send_shrinking
 from connectors.http import (
@@ -307,6 +308,14 @@ def _active(receiver: dict[str, Any]) -> bool:
     return _stamp(receiver, "deactivated") == 0 and _stamp(receiver, "activated", 1) > 0
 
 
+def _active_fast(receiver: dict[str, Any]) -> bool:
+    """`_active`, answered at once for the usual receiver (both stamps plain integers)."""
+    deactivated, activated = receiver.get("deactivated"), receiver.get("activated")
+    if type(deactivated) is int and type(activated) is int:
+        return deactivated == 0 and activated > 0
+    return _active(receiver)
+
+
 def _by_key(receivers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {email_key(r["email"]): r for r in receivers if isinstance(r.get("email"), str)}
 
@@ -423,17 +432,27 @@ class CleverReachConnector(Closing):
 
     # -- members ------------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> Sequence[RemoteMember]:
-        receivers = await self._read_receivers(group, "active")
-        members = [
-            RemoteMember(email=r["email"], id=str(r["id"]) if r.get("id") is not None else None)
-            for r in receivers
-            if isinstance(r.get("email"), str) and _active(r)  # `type=active`, checked again
-        ]
-        unique: dict[str, RemoteMember] = {}
-        for member in members:
-            unique.setdefault(member.key, member)  # a receiver moving between pages can be read twice
-        log.debug("%s: group %s has %d active receivers", self.name, group.id, len(unique))
-        return list(unique.values())
+        members: list[RemoteMember] = []
+        seen: set[str] = set()
+
+        def take(page: list[dict[str, Any]]) -> None:
+            """A page's active receivers, as members, as the page comes (no page is kept). The collector pauses
+            while a page's members are made, never across a request (an answer kept alive by a reference cycle
+            would wait for it)."""
+            with in_bulk():
+                for r in page:
+                    email = r.get("email")
+                    if not isinstance(email, str) or not _active_fast(r):  # `type=active`, checked again
+                        continue
+                    rid = r.get("id")
+                    member = RemoteMember(email, None if rid is None else str(rid))
+                    if member.key not in seen:  # a receiver moving between pages can be read twice
+                        seen.add(member.key)
+                        members.append(member)
+
+        await self._read_receivers(group, "active", take)
+        log.debug("%s: group %s has %d active receivers", self.name, group.id, len(members))
+        return members
 
     async def suppressed(
         self, group: RemoteGroup | None, keys: Sequence[str], *, undo: Mapping[str, float]
@@ -550,11 +569,20 @@ class CleverReachConnector(Closing):
     async def _inactive_receivers(self, group: RemoteGroup) -> dict[str, dict[str, Any]]:
         async with self._inactive_lock:
             if group.id not in self._inactive:
-                receivers = await self._read_receivers(group, "inactive")
-                self._inactive[group.id] = {k: r for k, r in _by_key(receivers).items() if not _active(r)}
+                inactive: dict[str, dict[str, Any]] = {}
+
+                def take(page: list[dict[str, Any]]) -> None:
+                    inactive.update((k, r) for k, r in _by_key(page).items() if not _active(r))
+
+                await self._read_receivers(group, "inactive", take)
+                self._inactive[group.id] = inactive
             return self._inactive[group.id]
 
-    async def _read_receivers(self, group: RemoteGroup, kind: str) -> list[dict[str, Any]]:
+    async def _read_receivers(
+        self, group: RemoteGroup, kind: str, take: Callable[[list[dict[str, Any]]], None]
+    ) -> None:
+        """Read a group's receivers of one `type`, page by page, handing each page to `take` as it comes: a
+        million receivers are never all held as the answer's objects."""
         path = f"groups/{_seg(group.id)}/receivers"
         # No total in the answer: a full page may have a successor, a short one is the last, unless the first
         # page is short in a way a server cap (or an ignored `pagesize`: 50 by default) would explain.
@@ -563,9 +591,10 @@ class CleverReachConnector(Closing):
         async def fetch(page: int) -> tuple[list[dict[str, Any]], int | None]:
             params = {"page": page, "pagesize": PAGE_SIZE, "type": kind}
             receivers = _receivers(await self.api.json("GET", path, params=params), f"{kind} receivers read")
-            return receivers, page + 1 if end.more(len(receivers)) else None
+            take(receivers)
+            return [], page + 1 if end.more(len(receivers)) else None
 
-        return await paginate(fetch, 0)
+        await paginate(fetch, 0)
 
     # -- writes -------------------------------------------------------------------------------------
     @staticmethod

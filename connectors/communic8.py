@@ -63,9 +63,10 @@ of 10 requests/s with bursts of 5 and 4 requests in flight. Override them with `
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 from urllib.parse import quote
@@ -93,6 +94,7 @@ from connectors.base import (
     RemoteMember,
     ResetKind,
     email_key,
+    in_bulk,
 )
 from connectors.batching import chunks, create_or_find, isolate
 from connectors.http import (
@@ -106,7 +108,9 @@ from connectors.http import (
     body_or_none,
     derive_url,
     error_for_status,
+    json_body,
     make_client,
+    off_loop,
     paginate,
 )
 from connectors.settings import BuildContext, ProviderSettings, check_token_url
@@ -115,6 +119,7 @@ log = logging.getLogger("syncd.connectors.communic8")
 
 API_ROOT = "/int/v1"
 PAGE_SIZE = 100  # the largest page `limit` is assumed to allow (unverified)
+LOOKUP_CHUNK = 5000  # email keys per recipient-cache look-up; a key the cache lacks ends the look-ups
 DEFAULT_LIMIT = 20  # the documented default `limit`: what a server that ignores ours would send
 CREATE_ATTEMPTS = 3  # a group create that may or may not have landed is looked up by name, then re-sent
 
@@ -208,11 +213,35 @@ def _message(response: httpx.Response) -> str:
     return ""
 
 
+_UNPARSED = object()
+_NOT_JSON = object()
+_BODY = "_syncd_json"  # where an answer keeps its parsed body: every answer is parsed once, however large
+
+
+def _parsed(response: httpx.Response) -> Any:
+    """The answer's JSON body, parsed on the first call and kept on the response (`_NOT_JSON` when it is not
+    JSON): classifying an answer and reading it cost one parse (a group's answer holds all its member ids)."""
+    body = getattr(response, _BODY, _UNPARSED)
+    if body is _UNPARSED:
+        body = body_or_none(response) if response.content else None
+        if body is None and response.content.strip() != b"null":
+            body = _NOT_JSON
+        setattr(response, _BODY, body)
+    return body
+
+
+def _answer(response: httpx.Response) -> Any:
+    """The JSON body of an accepted answer, or the ProtocolError `connectors.http.json_body` raises for one that
+    is not JSON."""
+    body = _parsed(response)
+    return json_body(response) if body is _NOT_JSON else body
+
+
 def classify(response: httpx.Response) -> ConnectorError | None:
     """Errors of the Communic8 API family: HTTP errors, and HTTP 200 answers with `success: false`."""
     if response.status_code >= 400:
         return error_for_status(response, _message(response))
-    body = body_or_none(response)  # not JSON: the parser raises ProtocolError where it expected JSON
+    body = _parsed(response)  # not JSON: the parser raises ProtocolError where it expected JSON
     if not isinstance(body, dict) or body.get("success") is not False:
         return None
     message = str(body.get("message") or "success: false without a message")
@@ -271,7 +300,8 @@ def _leads(obj: Any, where: str, *, required: bool = True) -> list[str] | None:
         if rid is None:
             raise ProtocolError(f"{where}: a lead that is not a recipient id")
         ids.append(rid)
-    return list(dict.fromkeys(ids))  # de-duplicated, order kept
+    unique = dict.fromkeys(ids)  # de-duplicated, order kept
+    return ids if len(unique) == len(ids) else list(unique)
 
 
 # ------------------------------------------------------------------------------------- errorLog entries
@@ -422,11 +452,11 @@ class Communic8Connector(Closing):
             hooks=hooks,
         )
         self.cache: RecipientCache = cache if cache is not None else NullRecipientCache()
-        # email-key -> recipient id of every recipient known to exist: the cache, until a directory read
-        # this pass replaces it with the authoritative list.
-        self._ids: dict[str, str] | None = None
-        self._by_id: dict[str, str] | None = None  # recipient id -> email (memo of the inverse of _ids)
-        self._spelling: dict[str, str] = {}  # recipient id -> email as the directory spells it
+        # email-key -> recipient id of the recipients known to exist: those looked up in the cache this pass
+        # (the keys an add needed), until a directory read replaces it with the whole, authoritative list.
+        self._ids: dict[str, str] = {}
+        self._by_id: dict[str, str] | None = None  # after a directory read: recipient id -> email (its inverse)
+        self._spelling: dict[str, str] = {}  # recipient id -> email as the directory spells it, where not its key
         self._suppressed: set[str] = set()  # email keys the directory lists with `suppressed: true`
         self._directory_read = False
         self._directory_lock = asyncio.Lock()  # concurrent pairs share one directory read
@@ -442,7 +472,7 @@ class Communic8Connector(Closing):
         if group_id is not None:
             where = "GET /recipientGroup/{id}"
             try:
-                obj = _data(await self.api.json("GET", _group_path(group_id)), where)
+                obj = _data(await self._call("GET", _group_path(group_id)), where)
             except NotFound:  # HTTP 404 "Not Found", or success:false "Object does not exist"
                 obj = None
             if obj is not None:
@@ -459,7 +489,8 @@ class Communic8Connector(Closing):
         end = PageEnd(PAGE_SIZE, default=DEFAULT_LIMIT)
 
         async def fetch(skip: int) -> tuple[list[Any], int | None]:
-            body = await self.api.json("GET", "recipientGroup", params={"name": name, "limit": PAGE_SIZE, "skip": skip})
+            params = {"name": name, "limit": PAGE_SIZE, "skip": skip}
+            body = await self._call("GET", "recipientGroup", params=params)
             page = _data(body, where)
             if not isinstance(page, list):
                 raise ProtocolError(f"{where}: data is not a list")
@@ -485,7 +516,7 @@ class Communic8Connector(Closing):
         where = "POST /recipientGroup"
 
         async def create() -> RemoteGroup:
-            obj = _data(await self.api.json("POST", "recipientGroup", json={"name": name}, idempotent=False), where)
+            obj = _data(await self._call("POST", "recipientGroup", json={"name": name}, idempotent=False), where)
             group = _group(obj, where)
             # Created with a name only, so it has no members, whether or not the answer lists its leads.
             self._handoff[group.id] = _leads(obj, where, required=False) or []
@@ -501,14 +532,23 @@ class Communic8Connector(Closing):
     async def read_members(self, group: RemoteGroup) -> list[RemoteMember]:
         leads = self._handoff.pop(group.id, None)
         if leads is None:
-            where = "GET /recipientGroup/{id}"
-            leads = _required(_leads(_data(await self.api.json("GET", _group_path(group.id)), where), where))
-        emails = self._emails_by_id()
-        if not self._directory_read and any(lead not in emails for lead in leads):
-            await self._read_directory()
-            emails = self._emails_by_id()
+            leads = await self._group_lead_list(group)
+        emails = await self._emails_of(leads)
         # A lead still unknown after a directory read has no email we can see: keep it, keyed by id.
-        return [RemoteMember(email=emails.get(lead), id=lead) for lead in leads]
+        return await asyncio.to_thread(_members, leads, emails)  # a million objects: off the event loop
+
+    async def _emails_of(self, leads: Sequence[str]) -> Mapping[str, str]:
+        """Recipient id -> email for these leads: the ids looked up in the cache (a steady-state pass reads
+        nothing else), the directory (read once) when one of them is not cached."""
+        if not leads:
+            return {}
+        if not self._directory_read:
+            found = await off_loop(self.cache.keys_by_id, leads)
+            if len(found) >= len(leads):
+                return found
+            del found
+            await self._read_directory()
+        return self._emails_by_id()
 
     async def check_adds(self, group: RemoteGroup | None, contacts: Sequence[Contact]) -> list[MemberReject]:
         """`AddChecker`: the contacts an add would refuse (no recipient, or suppressed), decided as `add_members`
@@ -542,7 +582,7 @@ class Communic8Connector(Closing):
                     refused_as_is = not refused  # the same batch again would be refused again
                 # Someone deleted a recipient since we looked: halve the batch until the culprits stand alone.
                 ok, bad = await isolate(post, send, refused=refused_as_is)
-                self._forget([c.key for c in bad])
+                await self._forget([c.key for c in bad])
                 rejected += [MemberReject(c.email, NOT_A_RECIPIENT, code="unknown_recipient") for c in bad]
             done += [c.key for c in ok if c.key not in refusals]
         return BatchResult(tuple(done), (*rejected, *refusals.values()))
@@ -554,6 +594,8 @@ class Communic8Connector(Closing):
         # calls of its own (the two fields are mutually exclusive).
         by_id = [m for m in members if m.id]
         by_email = [m for m in members if not m.id and m.email]
+        if by_email and not self._directory_read:  # their ids, where cached, name them in an errorLog too
+            self._ids.update(await off_loop(self.cache.get_many, [m.key for m in by_email if m.key not in self._ids]))
         refusals: dict[str, MemberReject] = {}
         for field, group_members in (("recipientIds", by_id), ("recipientEmails", by_email)):
             for chunk in chunks(group_members, size):
@@ -611,8 +653,9 @@ class Communic8Connector(Closing):
         if reset:
             payload["reset"] = True
         data = await self._send(group, "POST", payload)
-        known = self._known()
-        targets = [_Target(c.key, c.email, c.key, known.get(c.key)) for c in contacts]
+        if not _error_log(data)[1]:
+            return {}
+        targets = [_Target(c.key, c.email, c.key, self._ids.get(c.key)) for c in contacts]
         return await self._refused(group, data, targets, present=True)
 
     async def _send(self, group: RemoteGroup, method: str, payload: dict[str, Any]) -> Any:
@@ -620,11 +663,15 @@ class Communic8Connector(Closing):
         # Adding a member twice or removing an absent one is a no-op, so these calls are safe to retry.
         path = _group_path(group.id) + "/recipients"
         where = f"{method} /recipientGroup/{{id}}/recipients"
-        return _data(await self.api.json(method, path, json=payload, idempotent=True), where)
+        return _data(await self._call(method, path, json=payload, idempotent=True), where)
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        """One request through `ApiClient`; its JSON body, parsed once (`_answer`)."""
+        return _answer(await self.api.request(method, url, **kwargs))
 
     def _member_target(self, member: RemoteMember) -> _Target:
         key = email_key(member.email) if member.email else None
-        rid = member.id or (self._known().get(key) if key else None)
+        rid = member.id or (self._ids.get(key) if key else None)
         return _Target(member.key, member.email or member.key, key, rid)
 
     async def _refused(
@@ -674,32 +721,31 @@ class Communic8Connector(Closing):
 
     def _with_ids(self, targets: Sequence[_Target]) -> list[_Target]:
         """The targets, each with its recipient id where it lacked one and the known recipients have it."""
-        known = self._known()
+        known = self._ids
         return [
             t if t.rid or not t.email_key else _Target(t.key, t.email, t.email_key, known.get(t.email_key))
             for t in targets
         ]
 
-    async def _group_leads(self, group: RemoteGroup) -> set[str]:
+    async def _group_lead_list(self, group: RemoteGroup) -> list[str]:
         where = "GET /recipientGroup/{id}"
-        return set(_required(_leads(_data(await self.api.json("GET", _group_path(group.id)), where), where)))
+        return _required(_leads(_data(await self._call("GET", _group_path(group.id)), where), where))
+
+    async def _group_leads(self, group: RemoteGroup) -> set[str]:
+        return set(await self._group_lead_list(group))
 
     # -- which recipients exist ---------------------------------------------------------------------
-    def _known(self) -> dict[str, str]:
-        if self._ids is None:
-            self._ids = dict(self.cache.all())
-        return self._ids
-
     def _emails_by_id(self) -> dict[str, str]:
+        """After a directory read: recipient id -> email, as the directory spells it (built once)."""
         if self._by_id is None:
-            self._by_id = {rid: key for key, rid in self._known().items()}
+            self._by_id = {rid: key for key, rid in self._ids.items()}
             self._by_id.update(self._spelling)
         return self._by_id
 
     def _partition(self, contacts: Sequence[Contact]) -> tuple[list[Contact], list[MemberReject]]:
         """Sendable contacts, and rejects: people who are no recipient, and recipients the directory (as far as
         it was read this pass) lists as suppressed."""
-        known = self._known()
+        known = self._ids
         send: list[Contact] = []
         rejected: list[MemberReject] = []
         for c in contacts:
@@ -714,62 +760,80 @@ class Communic8Connector(Closing):
     async def _existing(self, contacts: Sequence[Contact]) -> tuple[list[Contact], list[MemberReject]]:
         """Split contacts into those known to exist (sendable) and rejects, reading the directory (once)
         when the cache does not vouch for all of them."""
-        known = self._known()
-        if not self._directory_read and any(c.key not in known for c in contacts):
+        if not self._directory_read and not await self._looked_up(c.key for c in contacts if c.key not in self._ids):
             await self._read_directory()
-        return self._partition(contacts)
+        return await asyncio.to_thread(self._partition, contacts)  # a million look-ups: off the event loop
 
-    def _forget(self, keys: Sequence[str]) -> None:
+    async def _looked_up(self, keys: Iterable[str]) -> bool:
+        """Whether the cache knows every one of these keys; those it knows are learnt. The keys are looked up a
+        chunk at a time, and no further than the first chunk with one the cache lacks: the directory read that
+        follows tells about all of them."""
+        it = iter(keys)
+        while chunk := set(itertools.islice(it, LOOKUP_CHUNK)):
+            found = await off_loop(self.cache.get_many, list(chunk))
+            self._ids.update(found)
+            if len(found) < len(chunk):
+                return False
+        return True
+
+    async def _forget(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        known = self._known()
         for key in keys:
-            known.pop(key, None)
+            self._ids.pop(key, None)
         self._by_id = None
-        self.cache.forget(keys)
+        await off_loop(self.cache.forget, keys)
 
     async def _read_directory(self) -> None:
-        """Read every recipient (`GET /recipient`, paged) once per connector instance; it replaces what
-        the cache said (entries of deleted recipients are forgotten) and is written back to the cache."""
+        """Read every recipient (`GET /recipient`, paged) once per connector instance; it replaces what the
+        cache said (entries of deleted recipients are forgotten, only new and changed ones are written back).
+        Each page is taken in as it comes: nothing but the email -> id map is kept."""
         async with self._directory_lock:
             if self._directory_read:
                 return
             where = "GET /recipient"
             end = PageEnd(PAGE_SIZE, default=DEFAULT_LIMIT)
-
-            async def fetch(skip: int) -> tuple[list[Any], int | None]:
-                body = await self.api.json("GET", "recipient", params={"limit": PAGE_SIZE, "skip": skip})
-                page = _data(body, where)
-                if not isinstance(page, list):
-                    raise ProtocolError(f"{where}: data is not a list")
-                return page, skip + len(page) if end.more(len(page), _count(body.get("total"))) else None
-
             ids: dict[str, str] = {}
             spelling: dict[str, str] = {}
             suppressed: set[str] = set()
-            for item in await paginate(fetch, 0):
-                rid = _oid(item.get("_id")) if isinstance(item, dict) else None
-                if rid is None:
-                    raise ProtocolError(f"{where}: recipient without an _id")
-                email = item.get("email")
-                if isinstance(email, str) and email.strip():
-                    ids[email_key(email)] = rid
-                    spelling[rid] = email.strip()
-                    if item.get("suppressed") is True:
-                        suppressed.add(email_key(email))
-            stale = [key for key in self._known() if key not in ids]
-            if stale:
-                self.cache.forget(stale)
-            self.cache.put_many(ids)
+
+            async def fetch(skip: int) -> tuple[list[Any], int | None]:
+                body = await self._call("GET", "recipient", params={"limit": PAGE_SIZE, "skip": skip})
+                page = _data(body, where)
+                if not isinstance(page, list):
+                    raise ProtocolError(f"{where}: data is not a list")
+                for item in page:
+                    _take_recipient(item, where, ids, spelling, suppressed)
+                return [], skip + len(page) if end.more(len(page), _count(body.get("total"))) else None
+
+            await paginate(fetch, 0)
+            await off_loop(self.cache.replace_all, ids)
             self._ids, self._spelling, self._by_id, self._suppressed = ids, spelling, None, suppressed
             self._directory_read = True
             log.debug(
-                "%s: recipient directory read: %d recipients (%d suppressed), %d stale cache entries",
-                self.name,
-                len(ids),
-                len(suppressed),
-                len(stale),
+                "%s: recipient directory read: %d recipients (%d suppressed)", self.name, len(ids), len(suppressed)
             )
+
+
+def _members(leads: Sequence[str], emails: Mapping[str, str]) -> list[RemoteMember]:
+    with in_bulk():
+        return [RemoteMember(emails.get(lead), lead) for lead in leads]
+
+
+def _take_recipient(item: Any, where: str, ids: dict[str, str], spelling: dict[str, str], suppressed: set[str]) -> None:
+    """One recipient of a directory page into the maps being built."""
+    rid = _oid(item.get("_id")) if isinstance(item, dict) else None
+    if rid is None:
+        raise ProtocolError(f"{where}: recipient without an _id")
+    email = item.get("email")
+    if isinstance(email, str) and email.strip():
+        spelled = email.strip()
+        key = email_key(spelled)
+        ids[key] = rid
+        if spelled != key:
+            spelling[rid] = spelled
+        if item.get("suppressed") is True:
+            suppressed.add(key)
 
 
 def _required(leads: list[str] | None) -> list[str]:

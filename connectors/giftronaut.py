@@ -113,6 +113,7 @@ from connectors.http import (
     derive_url,
     error_for_status,
     make_client,
+    off_loop,
     retry_after,
 )
 from connectors.settings import BuildContext, ProviderSettings, check_token_url
@@ -599,7 +600,7 @@ class GiftronautConnector(Closing):
                 raise ProtocolError(f"{where}: member without recipientId and email")
             member = RemoteMember(email=email, id=rid)
             members.setdefault(member.key, member)  # a member moving between pages can be read twice
-        self._remember(_ids(items))
+        await self._remember(_ids(items))
         self._note_group_size(len(members))
         log.debug("%s: group %s has %d members", self.name, group.id, len(members))
         return list(members.values())
@@ -661,11 +662,11 @@ class GiftronautConnector(Closing):
                     raise  # an uncoded 404 twice: it is the group that is missing
                 refreshed = True
                 log.debug("%s: recipient id %s refused on add (%s); resolving again", self.name, rid, exc.status)
-                self._forget(contact.key)
+                await self._forget(contact.key)
                 await self._search(contact.email)
 
     async def _remove_one(self, group: RemoteGroup, member: RemoteMember) -> MemberReject | None:
-        rid = member.id or (self._known().get(member.key) if member.email else None)
+        rid = member.id or ((await self._known()).get(member.key) if member.email else None)
         if rid is None and member.email:
             rid = await self._search(member.email)
             if rid is None:
@@ -682,12 +683,12 @@ class GiftronautConnector(Closing):
 
     async def _recipient_id(self, contact: Contact) -> str | MemberReject:
         """The contact's recipient id: known, resolved, or created now."""
-        rid = self._known().get(contact.key)
+        rid = (await self._known()).get(contact.key)
         if rid is not None:
             return rid
-        if not self._resolved(contact.key):
+        if not await self._resolved(contact.key):
             await self._ensure([contact])
-            rid = self._known().get(contact.key)
+            rid = (await self._known()).get(contact.key)
             if rid is not None:
                 return rid
         return await self._create_recipient(contact)
@@ -696,7 +697,7 @@ class GiftronautConnector(Closing):
         key = contact.key
         lock = self._create_locks.setdefault(key, asyncio.Lock())
         async with lock:  # the same person added to several groups at once is created once
-            rid = self._known().get(key)
+            rid = (await self._known()).get(key)
             if rid is not None:
                 return rid
             if key in self._refused:
@@ -734,32 +735,32 @@ class GiftronautConnector(Closing):
                 raise ProtocolError("POST /recipients: answer without a recipientId")
             if email is not None and email_key(email) != key:
                 raise ProtocolError("POST /recipients: answered a recipient with another email")
-            self._remember({key: rid})  # at once: a pass killed after this point does not create it again
+            await self._remember({key: rid})  # at once: a pass killed after this point does not create it again
             return rid
 
     # -- resolving emails to recipient ids ----------------------------------------------------------
-    def _known(self) -> dict[str, str]:
+    async def _known(self) -> dict[str, str]:
         if self._known_ids is None:
-            self._known_ids = dict(self.cache.all())
+            self._known_ids = dict(await off_loop(self.cache.all))
         return self._known_ids
 
-    def _resolved(self, key: str) -> bool:
-        return key in self._known() or key in self._absent or self._directory_complete
+    async def _resolved(self, key: str) -> bool:
+        return key in (await self._known()) or key in self._absent or self._directory_complete
 
-    def _remember(self, ids: dict[str, str]) -> None:
+    async def _remember(self, ids: dict[str, str]) -> None:
         if not ids:
             return
-        known = self._known()
+        known = await self._known()
         fresh = {k: v for k, v in ids.items() if known.get(k) != v}
         known.update(ids)
         self._absent.difference_update(ids)
         if fresh:
-            self.cache.put_many(fresh)
+            await off_loop(self.cache.put_many, fresh)
 
-    def _forget(self, key: str) -> None:
-        self._known().pop(key, None)
+    async def _forget(self, key: str) -> None:
+        (await self._known()).pop(key, None)
         self._absent.discard(key)
-        self.cache.forget([key])
+        await off_loop(self.cache.forget, [key])
 
     def _note_group_size(self, size: int | None) -> None:
         if size is not None:
@@ -767,7 +768,7 @@ class GiftronautConnector(Closing):
 
     async def _ensure(self, contacts: Sequence[Contact]) -> None:
         """Make sure every contact's key is resolved (known id, or known absent)."""
-        missing = [c for c in contacts if not self._resolved(c.key)]
+        missing = [c for c in contacts if not await self._resolved(c.key)]
         if not missing:
             return
         for contact in missing:
@@ -776,7 +777,7 @@ class GiftronautConnector(Closing):
             batch, self._wanted = self._wanted, {}
             for contact in missing:  # ours may have been taken by a holder that failed
                 batch.setdefault(contact.key, contact)
-            todo = [c for c in batch.values() if not self._resolved(c.key)]
+            todo = [c for c in batch.values() if not await self._resolved(c.key)]
             if todo:
                 await self._resolve(todo)
 
@@ -786,16 +787,16 @@ class GiftronautConnector(Closing):
 
     async def _resolve(self, contacts: Sequence[Contact]) -> None:
         """Find the ids of these unknown emails by the cheaper way: one search each, or the whole directory."""
-        unknown = [c for c in contacts if not self._resolved(c.key)]
+        unknown = [c for c in contacts if not await self._resolved(c.key)]
         if not unknown:
             return
         if self._directory_total is None and 1 not in self._directory_pages:
             # What the directory costs is ceil(total/100) pages. Known: at least the recipients we know of.
-            floor = max(len(self._known()), self._largest_group)
+            floor = max(len(await self._known()), self._largest_group)
             if len(unknown) > max(1, math.ceil(floor / PAGE_SIZE)):
                 # It might be cheaper than searching: its first page says its size (and resolves up to 100).
                 await self._directory_page(1)
-                unknown = [c for c in unknown if not self._resolved(c.key)]
+                unknown = [c for c in unknown if not await self._resolved(c.key)]
                 if not unknown:
                     return
         if self._directory_total is not None:
@@ -812,7 +813,7 @@ class GiftronautConnector(Closing):
         where = "GET /recipients"
         body = await self.api.json("GET", "recipients", params={"page": page, "pageSize": PAGE_SIZE})
         items, total, size = _listing(body, where)
-        self._remember(_ids(items))
+        await self._remember(_ids(items))
         self._directory_pages.add(page)
         if page == 1:
             if total is not None:
@@ -833,7 +834,7 @@ class GiftronautConnector(Closing):
             params = {"searchKeyword": email.strip(), "pageSize": PAGE_SIZE, "page": page}
             items, total, size = _listing(await self.api.json("GET", "recipients", params=params), where)
             ids = _ids(items)
-            self._remember(ids)  # every exact email seen is knowledge for later
+            await self._remember(ids)  # every exact email seen is knowledge for later
             if key in ids:
                 return ids[key]
             end = end or _page_end(size)

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import httpx
 from pydantic import SecretStr
@@ -236,6 +236,25 @@ class TokenBucket:
             self._quota_until = now + reset_in
 
 
+class Limiter(Protocol):
+    """What paces one provider's requests: `TokenBucket` in one process; syncd's `SharedBucket` when several
+    replicas share one budget through their state DB. `acquire` returns the request's time in the window."""
+
+    window: tuple[int, float] | None
+
+    async def acquire(self) -> float: ...
+
+    def settle(self, sent_at: float) -> float: ...
+
+    def forget(self, sent_at: float) -> None: ...
+
+    def window_frees_in(self) -> float | None: ...
+
+    def pause_for(self, seconds: float) -> None: ...
+
+    def observe_quota(self, remaining: int, reset_in: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Quota:
     remaining: int
@@ -315,6 +334,19 @@ def error_for_status(response: httpx.Response, message: str, *, status: int | No
     return FatalError(text, status=status)
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def off_loop(call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Await a `RecipientCache` call in a worker thread. syncd's cache is its state database: the event loop
+    never waits on it (a million-entry directory written back would stall it for seconds)."""
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
+LARGE_BODY = 256 * 1024  # bytes of a JSON answer above which it is parsed in a worker thread
+
+
 def body_or_none(response: httpx.Response) -> Any:
     """The JSON body, or None when there is none (error answers: an HTML page, plain text, nothing)."""
     try:
@@ -353,6 +385,7 @@ class ApiClient:
         retry: RetryPolicy | None = None,
         hooks: RequestHooks | None = None,
         quota: Callable[[httpx.Response], Quota | None] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.client = client
         self.provider = provider
@@ -360,7 +393,7 @@ class ApiClient:
         self.retry = retry or RetryPolicy()
         self.hooks: RequestHooks = hooks or NoHooks()
         self.quota = quota
-        self.bucket = TokenBucket(pacing.rate, pacing.burst, window=pacing.window)
+        self.bucket: Limiter = limiter or TokenBucket(pacing.rate, pacing.burst, window=pacing.window)
         self._slots = asyncio.Semaphore(max(1, pacing.max_concurrency))
 
     async def request(
@@ -413,7 +446,10 @@ class ApiClient:
             return _Attempt(None, dropped, "error", not isinstance(exc, httpx.ConnectError))
         except ConnectorError as exc:  # raised by an auth flow (token endpoint trouble)
             return _Attempt(None, exc, str(exc.status or "error"), True)
-        error = self.classify(response) or _unfollowed_redirect(method, url, response)
+        # A classifier may parse the body (and keep the parse): a large one in a worker thread, off the loop.
+        large = len(response.content) > LARGE_BODY
+        error = await asyncio.to_thread(self.classify, response) if large else self.classify(response)
+        error = error or _unfollowed_redirect(method, url, response)
         return _Attempt(response, error, str(response.status_code), True)
 
     def _count(self, attempt: _Attempt, method: str, kind: RequestKind) -> None:
@@ -466,7 +502,10 @@ class ApiClient:
         self.bucket.pause_for(delay)
 
     async def json(self, method: str, url: str, **kwargs: Any) -> Any:
-        return json_body(await self.request(method, url, **kwargs))
+        response = await self.request(method, url, **kwargs)
+        if len(response.content) > LARGE_BODY:  # a page of thousands of members: parsed off the event loop
+            return await asyncio.to_thread(json_body, response)
+        return json_body(response)
 
     async def pause(self, attempt: int, error: RetriableError) -> None:
         """Wait as before retry number `attempt` of a request that failed with `error`, for a caller that
@@ -820,6 +859,7 @@ __all__ = [
     "BearerAuth",
     "ClientAuth",
     "ClientCredentialsAuth",
+    "Limiter",
     "NoHooks",
     "PageEnd",
     "Quota",

@@ -13,6 +13,7 @@ from typing import Any
 
 from connectors import bitcaster, cleverreach, communic8, giftronaut, stannp
 from connectors.base import Connector
+from connectors.http import ApiClient
 from connectors.settings import BuildContext, ProviderSettings
 
 
@@ -38,5 +39,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
 def build_connector(settings: ProviderSettings, ctx: BuildContext) -> Connector:
     """The connector of this provider entry. Its `capabilities` are the ones configured, pacing included
     (`ProviderSettings.capabilities`, applied by its `build`), so the engine sizes batches and its own
-    concurrency to what is in force."""
-    return PROVIDERS[settings.type].build(settings, ctx)
+    concurrency to what is in force. A context that brings a `limiter` replaces the connector's own pacing with
+    it (every connector sends through its `api`, an `ApiClient`)."""
+    connector = PROVIDERS[settings.type].build(settings, ctx)
+    api = getattr(connector, "api", None)
+    if ctx.limiter is not None and isinstance(api, ApiClient):
+        api.bucket = ctx.limiter(settings.name, connector.capabilities.pacing)
+    return connector

@@ -12,13 +12,14 @@ reads the result from `connector.capabilities`.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.base import Capabilities, NullRecipientCache, Pacing, RecipientCache
-from connectors.http import NoHooks, RequestHooks, RetryPolicy
+from connectors.http import Limiter, NoHooks, RequestHooks, RetryPolicy
 
 LOOPBACK_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -147,3 +148,6 @@ class BuildContext:
     transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.ASGITransport(sandbox)
     hooks: RequestHooks = field(default_factory=NoHooks)
     cache: RecipientCache = field(default_factory=NullRecipientCache)
+    # What paces the provider's requests instead of the connector's own TokenBucket: several replicas sharing
+    # one budget (syncd's SharedBucket). Called with the provider's name and the pacing in force.
+    limiter: Callable[[str, Pacing], Limiter] | None = None

@@ -147,6 +147,7 @@ from connectors.http import (
     error_for_status,
     json_body,
     make_client,
+    off_loop,
     paginate,
     quota_from_headers,
 )
@@ -668,30 +669,30 @@ class StannpConnector(Closing):
                 ids_by_key.setdefault(key, []).append(rid)
                 spelling.setdefault(rid, email)
             order.append((key, rid))
-        cached = self.cache.get_many(list(ids_by_key))
+        cached = await off_loop(self.cache.get_many, list(ids_by_key))
         known = {**cached, **self._ids}
         # One member per email: the recipient syncd already knows, else the first; other copies by id.
         chosen = {k: (known[k] if known.get(k) in rids else rids[0]) for k, rids in ids_by_key.items()}
         members = [
             RemoteMember(email=spelling[rid] if key and chosen[key] == rid else None, id=rid) for key, rid in order
         ]
-        self._learn(chosen, cached)
+        await self._learn(chosen, cached)
         extra = len(order) - len(chosen) - sum(1 for key, _ in order if key is None)
         log.debug("%s: group %s has %d recipients (%d duplicate copies)", self.name, group.id, len(order), extra)
         return members
 
     # -- which recipients exist --------------------------------------------------------------------
-    def _learn(self, ids: dict[str, str], cached: dict[str, str] | None = None) -> None:
+    async def _learn(self, ids: dict[str, str], cached: dict[str, str] | None = None) -> None:
         """Remember email key -> id for this pass, and write what changed to the persisted cache."""
         self._ids.update(ids)
         self._owner.update({rid: key for key, rid in ids.items()})
         if cached is None:
-            cached = self.cache.get_many(list(ids))
+            cached = await off_loop(self.cache.get_many, list(ids))
         changed = {k: v for k, v in ids.items() if cached.get(k) != v}
         if changed:
-            self.cache.put_many(changed)
+            await off_loop(self.cache.put_many, changed)
 
-    def _forget(self, keys: Sequence[str]) -> None:
+    async def _forget(self, keys: Sequence[str]) -> None:
         if not keys:
             return
         for key in keys:
@@ -700,7 +701,7 @@ class StannpConnector(Closing):
                 self._listed.discard(rid)
             if rid is not None and self._owner.get(rid) == key:
                 del self._owner[rid]
-        self.cache.forget(keys)
+        await off_loop(self.cache.forget, keys)
 
     async def prepare_adds(self, contacts: Sequence[Contact]) -> list[Contact]:
         """Resolve everything this pass will add, once: ids from the cache, and one listing of the account's
@@ -711,7 +712,7 @@ class StannpConnector(Closing):
         missing = [k for k in dict.fromkeys(c.key for c in contacts) if k not in self._ids]
         # after a listing, what it did not name does not exist
         if missing and self._listed is None:
-            self._ids.update(self.cache.get_many(missing))
+            self._ids.update(await off_loop(self.cache.get_many, missing))
             if any(k not in self._ids for k in missing):
                 await self._list_account()
         return sorted(contacts, key=lambda c: c.key not in self._ids)
@@ -740,18 +741,18 @@ class StannpConnector(Closing):
                 if email:
                     owner[rid] = email_key(email)
                     ids_by_key.setdefault(owner[rid], []).append(rid)
-            cached = self.cache.all()
+            cached = await off_loop(self.cache.all)
             believed = {**cached, **self._ids}
             # An entry is stale when its id is gone or now belongs to another email (ids created this pass
             # are valid even if the listing was read before they existed).
             stale = [k for k, v in believed.items() if owner.get(v) != k and v not in self._created]
             for key in stale:
                 self._ids.pop(key, None)
-            self.cache.forget([k for k in stale if k in cached])
+            await off_loop(self.cache.forget, [k for k in stale if k in cached])
             chosen = {k: (believed[k] if believed.get(k) in rids else rids[0]) for k, rids in ids_by_key.items()}
             self._listed = listed | self._created
             self._owner.update(owner)
-            self._learn(chosen, {k: v for k, v in cached.items() if k not in stale})
+            await self._learn(chosen, {k: v for k, v in cached.items() if k not in stale})
             log.debug(
                 "%s: account recipients listed: %d recipients, %d stale cache entries",
                 self.name,
@@ -823,7 +824,7 @@ class StannpConnector(Closing):
                 send.append((contact, rid))
             else:
                 gone.append(contact)
-        self._forget([c.key for c in gone])
+        await self._forget([c.key for c in gone])
         if send and send != list(pairs):
             try:
                 await add(send)
@@ -834,7 +835,7 @@ class StannpConnector(Closing):
             return [], gone
         await self._require_group(group, fresh=True)  # a vanished group must not look like vanished people
         ok, bad = await isolate(add, send, refused=True)
-        self._forget([c.key for c, _ in bad])
+        await self._forget([c.key for c, _ in bad])
         return [c for c, _ in ok], gone + [c for c, _ in bad]
 
     async def _create_all(
@@ -883,7 +884,7 @@ class StannpConnector(Closing):
                     self._created.add(rid)
                     if self._listed is not None:
                         self._listed.add(rid)
-                self._learn({contact.key: rid})
+                await self._learn({contact.key: rid})
 
         await asyncio.gather(*(worker() for _ in range(min(self._workers, len(sendable)))))
         if failure:
@@ -928,7 +929,7 @@ class StannpConnector(Closing):
         by_email = [m for m in members if not m.id and m.email]
         if by_email:  # members read from the group carry ids; these come from elsewhere
             keys = [m.key for m in by_email]
-            self._ids.update(self.cache.get_many([k for k in keys if k not in self._ids]))
+            self._ids.update(await off_loop(self.cache.get_many, [k for k in keys if k not in self._ids]))
             if any(k not in self._ids for k in keys) and self._listed is None:
                 await self._list_account()
             # A person who is no recipient at all is in no group: nothing to remove.

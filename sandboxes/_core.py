@@ -216,6 +216,9 @@ class SandboxApp:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.rate_limit: RateLimit | None = None
+        # Bumped by every request to a write endpoint (and by helpers that change what a listing holds): a
+        # sandbox may keep a listing between the pages of one read while it is unchanged (no quadratic paging).
+        self.generation = 0
         # A real server serves requests concurrently from threads in `syncd sandbox`; tests read the log
         # from another thread. Handlers are synchronous and short, so one lock keeps state consistent.
         self.lock = threading.RLock()
@@ -271,12 +274,13 @@ class SandboxApp:
             return
         if scope["type"] != "http":
             return
-        body = b""
+        parts: list[bytes] = []
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            parts.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
+        body = b"".join(parts)
         request = Request(
             method=scope["method"].upper(),
             path=scope["path"],
@@ -308,6 +312,7 @@ class SandboxApp:
             if fault.lost:
                 with self.lock:
                     served = self._dispatch(request, route, params, allowed)
+                    self.generation += int(mutating)
                     self._record(request, served.status, mutating)
                 raise httpx.RemoteProtocolError("sandbox lost the answer after serving the request")
             if fault.status:
@@ -320,6 +325,8 @@ class SandboxApp:
                 return response
         with self.lock:
             response = self._dispatch(request, route, params, allowed)
+            if mutating:
+                self.generation += 1
             self.decorate(request, response)
             self._record(request, response.status, mutating)
         return response

@@ -113,6 +113,11 @@ class Communic8Sandbox(SandboxApp):
         self.recipients: dict[str, dict[str, Any]] = {}  # _id -> recipient object
         self.groups: dict[str, dict[str, Any]] = {}  # _id -> group object (insertion order = listing order)
         self._by_email: dict[str, str] = {}  # lower-cased email -> recipient _id (email is the unique key)
+        # The directory as a list while it is unchanged, so that each page of a listing costs its own length
+        # (`itertools.islice` over the dict would walk every skipped recipient: 10,000 pages of a million).
+        self._listing: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
+        # group id -> (its leads list, the set of it), so that an add does not rebuild a million-member set
+        self._lead_sets: dict[str, tuple[list[str], set[str]]] = {}
         # Mongo ObjectId-like: 4 bytes of time, 5 random bytes, a 3-byte counter.
         self._machine = os.urandom(5).hex()
         self._counter = itertools.count(int.from_bytes(os.urandom(2), "big"))
@@ -148,6 +153,7 @@ class Communic8Sandbox(SandboxApp):
                 "suppressed": suppressed,
             }
             self._by_email[email.strip().lower()] = rid
+            self.generation += 1
             return rid
 
     def set_flags(self, email: str, *, active: bool | None = None, suppressed: bool | None = None) -> None:
@@ -177,6 +183,7 @@ class Communic8Sandbox(SandboxApp):
                 return
             del self.recipients[rid]
             del self._by_email[email.strip().lower()]
+            self.generation += 1
             for group in self.groups.values():
                 if rid in group["leads"]:
                     self._set_leads(group, [lead for lead in group["leads"] if lead != rid])
@@ -344,19 +351,33 @@ class Communic8Sandbox(SandboxApp):
         return [self._recipient_id(e) for e in given]
 
     def _change_leads(self, group: dict[str, Any], wanted: list[str], *, add: bool, reset: bool) -> int:
-        """Adds `wanted` to the group's leads, replaces them (`reset`), or removes them; how many changed."""
+        """Adds `wanted` to the group's leads, replaces them (`reset`), or removes them; how many changed. Costs
+        the size of the change, not of the group (an add to a million-member group appends in place)."""
         leads: list[str] = group["leads"]
         if reset:
             self._set_leads(group, wanted)
             return len(wanted)
+        present = self._lead_set(group)
         if add:
-            present = set(leads)  # a set: a list scan per member would make big groups quadratic
             new = [rid for rid in wanted if rid not in present]
-            self._set_leads(group, leads + new)
+            if new:
+                leads.extend(new)
+                present.update(new)
+                self._touch(group)
             return len(new)
-        gone = set(wanted) & set(leads)
-        self._set_leads(group, [lead for lead in leads if lead not in gone])
+        gone = present.intersection(wanted)
+        if gone:
+            self._set_leads(group, [lead for lead in leads if lead not in gone])
         return len(gone)
+
+    def _lead_set(self, group: dict[str, Any]) -> set[str]:
+        """The set of the group's leads, kept with the list it was made of while that list is unchanged."""
+        leads: list[str] = group["leads"]
+        known = self._lead_sets.get(group["_id"])
+        if known is None or known[0] is not leads or len(known[1]) != len(leads):
+            known = (leads, set(leads))
+            self._lead_sets[group["_id"]] = known
+        return known[1]
 
     def _log_entry(self, rid: str) -> Any:
         email = self.recipients[rid]["email"]
@@ -371,7 +392,10 @@ class Communic8Sandbox(SandboxApp):
 
     def _list_recipients(self, request: Request) -> dict[str, Any]:
         limit, skip = _page(request, self.page_cap)
-        page = itertools.islice(self.recipients.values(), skip, skip + limit)  # no copy of the whole directory
+        version = (self.generation, len(self.recipients))
+        if skip == 0 or self._listing is None or self._listing[0] != version:
+            self._listing = (version, list(self.recipients.values()))  # a listing's first page, or a change
+        page = self._listing[1][skip : skip + limit]
         return {"success": True, "data": [dict(r) for r in page], "total": len(self.recipients)}
 
     # -- state --------------------------------------------------------------------------------------
@@ -401,7 +425,13 @@ class Communic8Sandbox(SandboxApp):
 
     def _set_leads(self, group: dict[str, Any], leads: list[str]) -> None:
         if leads != group["leads"]:
-            group.update(leads=leads, leadsTotal=len(leads), mDate=_now(), __v=group["__v"] + 1)
+            group["leads"] = leads
+            self._touch(group)
+
+    @staticmethod
+    def _touch(group: dict[str, Any]) -> None:
+        """The group's leads changed (in place or replaced): its count, modification date and version follow."""
+        group.update(leadsTotal=len(group["leads"]), mDate=_now(), __v=group["__v"] + 1)
 
 
 def _numeric_ids(value: Any) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -80,16 +80,16 @@ class Applied:
 class ApplySink(Protocol):
     """Receives results as they happen (the reconciler writes them to the state DB at once)."""
 
-    def group_created(self, group: RemoteGroup) -> None: ...
+    async def group_created(self, group: RemoteGroup) -> None: ...
 
-    def recorded(self, outcome: OpOutcome) -> None: ...
+    async def recorded(self, outcome: OpOutcome) -> None: ...
 
 
 class NullSink:
-    def group_created(self, group: RemoteGroup) -> None:
+    async def group_created(self, group: RemoteGroup) -> None:
         return None
 
-    def recorded(self, outcome: OpOutcome) -> None:
+    async def recorded(self, outcome: OpOutcome) -> None:
         return None
 
 
@@ -113,8 +113,12 @@ class Applier:
         sink: ApplySink | None = None,
         workers: int | None = None,
         stop: asyncio.Event | None = None,
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.connector = connector
+        # Awaited before every op that writes to the provider: it raises to stop the pair (a replica whose queue
+        # job was taken over: syncd.state.fence).
+        self.before_write = before_write
         self.dry_run = dry_run
         self.sink: ApplySink = sink or NullSink()
         # Ops in flight per pair: as many as the provider takes requests at once, so the rest wait here, where
@@ -142,7 +146,7 @@ class Applier:
         _note_removes(notes, plan, cannot, LedgerOutcome.UNSUPPORTED, unsupported)
         _note_refusals(notes, plan)
         if notes.ledger:
-            self.sink.recorded(notes)
+            await self.sink.recorded(notes)
 
         ops = await self._prepare(plan)
         aborted: list[str] = []  # set once: the reason nothing else is attempted
@@ -154,7 +158,7 @@ class Applier:
                 for op in pending:  # a shared iterator: each op is taken by exactly one worker
                     outcome = await self._one(op, plan, out, remove_reason, aborted)
                     out.absorb(outcome)
-                    self.sink.recorded(outcome)
+                    await self.sink.recorded(outcome)
 
             await asyncio.gather(*(worker() for _ in range(min(self.workers, len(phase)))))
         return out
@@ -208,6 +212,8 @@ class Applier:
         if self.dry_run:
             self._would(op, plan, outcome, remove_reason)
             return outcome
+        if self.before_write is not None:
+            await self.before_write()
         try:
             await self._send(op, plan, out, outcome, remove_reason)
         except (AuthError, NotFound) as exc:
@@ -221,7 +227,7 @@ class Applier:
     async def _send(self, op: Op, plan: Plan, out: Applied, outcome: OpOutcome, remove_reason: str) -> None:
         if op.kind is OpKind.CREATE_GROUP:
             out.group = await self.connector.create_group(op.group)
-            self.sink.group_created(out.group)
+            await self.sink.group_created(out.group)
             return
         if out.group is None:
             raise NotFound(f"group {op.group!r} does not exist on {op.provider}")

@@ -31,23 +31,33 @@ def _config_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("SYNCD_CONFIG") or "syncd.yaml")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    logging_options = argparse.ArgumentParser(add_help=False)  # every command
-    logging_options.add_argument(
+def _logging_options(argument_default: object = None) -> argparse.ArgumentParser:
+    """The options every command takes (`argument_default=argparse.SUPPRESS` for a sub-command's copy: see
+    `_rejects_parser`)."""
+    options = argparse.ArgumentParser(add_help=False, argument_default=argument_default)
+    options.add_argument(
         "--log-format",
         choices=["auto", "text", "json"],
         help="log lines as text or JSON (default: $SYNCD_LOG_FORMAT, else text on a terminal, JSON otherwise)",
     )
-    logging_options.add_argument(
+    options.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="default: $SYNCD_LOG_LEVEL, else info (warning for demo, whose report says it all); debug names members",
     )
-    config_option = argparse.ArgumentParser(add_help=False)  # every command that reads the config
-    config_option.add_argument(
-        "--config", metavar="PATH", help="config file (default: $SYNCD_CONFIG, else ./syncd.yaml)"
-    )
-    common = [config_option, logging_options]
+    return options
+
+
+def _config_option(argument_default: object = None) -> argparse.ArgumentParser:
+    """`--config`, which every command that reads the config takes."""
+    options = argparse.ArgumentParser(add_help=False, argument_default=argument_default)
+    options.add_argument("--config", metavar="PATH", help="config file (default: $SYNCD_CONFIG, else ./syncd.yaml)")
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    logging_options = _logging_options()  # every command
+    common = [_config_option(), logging_options]
 
     parser = argparse.ArgumentParser(
         prog="syncd", description="Keep mailing-provider groups equal to a source of truth."
@@ -135,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="one line per entry (text, the default), or a JSON array with one entry object per line (json)",
     )
 
+    _status_parser(sub, common)
+    _rejects_parser(sub, common)
+
     serve = sub.add_parser(
         "serve",
         parents=common,
@@ -169,6 +182,87 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this machine only)"
     )
     return parser
+
+
+def _status_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: list[argparse.ArgumentParser]
+) -> None:
+    status = sub.add_parser(
+        "status",
+        parents=common,
+        help="per pair, from the state DB: its last pass's status, desired and actual counts, what it left pending, "
+        "rejects, why blocked",
+        description="Where each (group, provider) pair stands after its last pass, from the state DB alone (the "
+        "config's state section: no provider credential is needed, and nothing is written): the status of that "
+        "pass (as its run report said), when it was, the desired and actual member counts, what it left to add "
+        "and remove, the members it rejected, and why its removals were held back. The last pass of a pair is "
+        "its latest one in a real run (dry runs only with --include-dry-runs). Pairs that never had a pass are "
+        "not listed. Times are UTC.",
+    )
+    status.add_argument("--group", metavar="NAME", help="only this group's pairs")
+    status.add_argument("--provider", metavar="NAME", help="only this provider's pairs")
+    status.add_argument(
+        "--include-dry-runs",
+        action="store_true",
+        help="a dry run may be a pair's last pass too (then its status is what it would have done)",
+    )
+    status.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default="text",
+        help="a table (text, the default; coloured on a terminal unless NO_COLOR is set), or one JSON object: "
+        '{"pairs": [{"group", "provider", "status", "last_run", "desired", "actual", "pending_add", '
+        '"pending_remove", "rejected", "blocked_reason"}]} (json)',
+    )
+
+
+def _rejects_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: list[argparse.ArgumentParser]
+) -> None:
+    rejects = sub.add_parser(
+        "rejects",
+        parents=common,
+        help="the remembered permanent rejects (clear: forget them, so the next pass tries those members again)",
+        description="The permanent rejects syncd remembers (a member a provider refused for good: unknown there, "
+        "unsubscribed, bounced, blacklisted, ...), oldest first: such a member is not sent again until their "
+        "source data changes, or until `syncd rejects clear` forgets the reject. Group '' (text: (every group)) "
+        "is a reject remembered for every group of its provider, from before rejects were kept per group. Reads "
+        "only the state DB (no provider credential is needed). Times are UTC.",
+    )
+    rejects.add_argument(
+        "--group", metavar="NAME", help="only this group's rejects (and those remembered for every group)"
+    )
+    rejects.add_argument("--provider", metavar="NAME", help="only this provider's rejects")
+    rejects.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json", "csv"],
+        default="text",
+        help='a table (text, the default), one JSON object {"rejects": [{"provider", "group", "email", "code", '
+        '"reason", "first_seen", "last_seen"}]} (json), or CSV with a header row and those columns (csv)',
+    )
+    actions = rejects.add_subparsers(dest="rejects_command", metavar="ACTION")
+    # The options `rejects` itself takes default to "not given" here, so `syncd rejects --group G clear` keeps G.
+    clear = actions.add_parser(
+        "clear",
+        parents=[_config_option(argparse.SUPPRESS), _logging_options(argparse.SUPPRESS)],
+        argument_default=argparse.SUPPRESS,
+        help="forget remembered rejects, so the next pass tries those members again",
+        description="Forget the remembered permanent rejects that match (at least one of --group, --provider, "
+        "--member; or --all), so the next pass tries those members again, and say how many were forgotten. "
+        "Writes to the state DB.",
+    )
+    clear.add_argument(
+        "--group",
+        metavar="NAME",
+        help="this group's rejects (and those remembered for every group of a provider, which hold it back too)",
+    )
+    clear.add_argument("--provider", metavar="NAME", help="this provider's rejects")
+    clear.add_argument(
+        "--member", metavar="EMAIL", default=None, help="this member's rejects (matched case-insensitively)"
+    )
+    clear.add_argument("--all", action="store_true", default=False, help="every remembered reject")
 
 
 def _limit(text: str) -> int:
@@ -235,6 +329,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_validate(args)
         if args.command == "history":
             return cmd_history(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "rejects":
+            return cmd_rejects(args)
         if args.command == "demo":
             from syncd.demo import run_demo
 
@@ -457,6 +555,107 @@ def _print_history(rows: Iterable[HistoryRow], limit: int | None, *, json_lines:
     elif count == 0:
         out.write("no ledger entries match\n")
     return more
+
+
+# ----------------------------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Each pair's last pass, from the state DB opened read-only. Exit 0 whatever the statuses say."""
+    from syncd.report import render_status, status_as_dict
+
+    store = _open_state_read_only(args)
+    if store is None:
+        states = []
+    else:
+        try:
+            states = store.pair_states(group=args.group, provider=args.provider, include_dry_runs=args.include_dry_runs)
+        finally:
+            store.close()
+    if args.output == "json":
+        print(json.dumps(status_as_dict(states), indent=2))
+        return EXIT_OK
+    filtered = args.group is not None or args.provider is not None
+    render_status(
+        states,
+        sys.stdout,
+        now=datetime.now(UTC),
+        colour=_colour(sys.stdout),
+        empty="no pair matches" if filtered else "no pair has had a pass yet",
+    )
+    return EXIT_OK
+
+
+def _colour(out: TextIO) -> bool:
+    """Colour for a terminal, unless NO_COLOR is set (https://no-color.org) or the terminal is dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):  # no such stream, or a closed one
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- rejects
+
+
+def cmd_rejects(args: argparse.Namespace) -> int:
+    if args.rejects_command == "clear":
+        return cmd_rejects_clear(args)
+    from syncd.report import rejects_as_dict, render_rejects, write_rejects_csv
+
+    store = _open_state_read_only(args)
+    if store is None:
+        rows = []
+    else:
+        try:
+            rows = store.reject_rows(provider=args.provider, group=args.group)
+        finally:
+            store.close()
+    if args.output == "json":
+        print(json.dumps(rejects_as_dict(rows), indent=2))
+    elif args.output == "csv":
+        write_rejects_csv(rows, sys.stdout)
+    else:
+        filtered = args.group is not None or args.provider is not None
+        render_rejects(rows, sys.stdout, empty="no remembered rejects match" if filtered else "no remembered rejects")
+    return EXIT_OK
+
+
+def cmd_rejects_clear(args: argparse.Namespace) -> int:
+    """Forget rejects. Refused (exit 2, as a usage error) without a filter or --all, or with both."""
+    from syncd.config import load_state_settings
+    from syncd.state import Store
+
+    filters = {"provider": args.provider, "group": args.group, "member": args.member}
+    given = [f"--{name}" for name, value in filters.items() if value is not None]
+    if given and args.all:
+        return _usage_error("rejects clear", f"--all clears every reject: leave out {', '.join(given)}")
+    if not (given or args.all):
+        return _usage_error(
+            "rejects clear", "say which rejects to forget: --group, --provider or --member (or --all for every one)"
+        )
+    state = load_state_settings(_config_path(args.config))
+    existing = Store.open_read_only(state.url)  # nothing remembered yet: say so, and create no state DB
+    if existing is None:
+        print(f"syncd: no state DB at {state.safe_url} yet: nothing has run with this config", file=sys.stderr)
+        print("no remembered rejects match: nothing cleared")
+        return EXIT_OK
+    existing.close()
+    with Store.open(state.url) as store:
+        cleared = store.forget_rejects(**filters)
+    if not cleared:
+        print("no remembered rejects match: nothing cleared")
+    else:
+        noun = "reject" if cleared == 1 else "rejects"
+        print(f"cleared {cleared} remembered {noun}: the next pass tries those members again")
+    return EXIT_OK
+
+
+def _usage_error(command: str, problem: str) -> int:
+    """A mistake in the options argparse cannot see: said as argparse says its own, with its exit code (2)."""
+    print(f"syncd {command}: error: {problem}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -211,5 +211,7 @@ def setup_logging(fmt: str | None = "auto", level: str | None = "info", stream: 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # APScheduler narrates every job at INFO; syncd.scheduling reports skipped and missed passes itself.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # Procrastinate (the replicas' queue) narrates every job at INFO; syncd logs each pair's pass itself.
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
     # uvicorn (the /metrics server of `syncd serve`): syncd.server logs the address itself.
     logging.getLogger("uvicorn").setLevel(logging.WARNING)

@@ -19,6 +19,17 @@ from syncd.sources import CheckLine, build_sources
 from syncd.state import Binding, Store
 
 
+async def _check_queue(config: Config, out: TextIO) -> int:
+    """On PostgreSQL, the replicas' queue (Procrastinate) must be there: 1 problem when it is not."""
+    if not config.state.url.startswith("postgresql"):
+        return 0
+    from syncd.scheduling.queue import check_schema  # the `postgres` extra
+
+    why = await check_schema(config.state.url)
+    print(f"queue (replicas of syncd serve): {why or 'ok'}", file=out)
+    return 1 if why else 0
+
+
 async def check_online(config: Config, out: TextIO) -> int:
     """Print one line per provider and per (group, provider) pair; return how many problems were found."""
     problems = 0
@@ -33,6 +44,7 @@ async def check_online(config: Config, out: TextIO) -> int:
             print(f"state DB {config.state.safe_url}: not created yet (the first run creates it)", file=out)
         else:
             print(f"state DB {store.url}: ok", file=out)
+            problems += await _check_queue(config, out)
     try:
         for settings in config.providers:
             try:

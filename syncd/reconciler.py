@@ -12,7 +12,7 @@ import contextlib
 import logging
 import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -55,6 +55,8 @@ from syncd.model import (
 from syncd.planning import Guard, missing_fields, plan
 from syncd.sources import Source, build_sources, read_sources
 from syncd.state import Binding, Store, StoredReject
+from syncd.state.budget import SharedBucket
+from syncd.state.fence import Fence, FencedOut, current_fence
 
 log = logging.getLogger("syncd.reconciler")
 
@@ -83,11 +85,12 @@ class PassOptions:
     groups: frozenset[str] = frozenset()  # only these groups (case-insensitive); empty = all
     providers: frozenset[str] = frozenset()  # only these providers; empty = all
     pairs: frozenset[tuple[str, str]] | None = None  # only these (casefolded group, provider) pairs
+    skip_groups: frozenset[str] = frozenset()  # not these groups (casefolded): other queue jobs work them
     allow_mass_removal: bool = False
     trigger: str = "cli"
-    # Several replicas on one PostgreSQL state DB: a pair is worked only under a lease held by this id.
-    lease_holder: str | None = None
-    lease_ttl: float = 300.0  # seconds; renewed while the pair runs, so a dead replica's lease lapses
+    # Several replicas on one PostgreSQL state DB: the queue job this pass works its pair under. Every state
+    # write checks it is still this replica's, and so does the applier before each provider write.
+    fence: Fence | None = None
 
 
 class PlanHook(Protocol):
@@ -143,6 +146,11 @@ class _Providers:
         return provider in self.connectors or provider in self.unusable
 
 
+# State DB calls run in a worker thread (the event loop never waits on the database); asyncio.to_thread carries
+# the caller's context along, the queue job's fence included (syncd.state.fence).
+_db = asyncio.to_thread
+
+
 class _StoreSink:
     """Writes one pair's results to the state DB as each op completes: a pass killed halfway keeps its ledger,
     the members it added (for the `owned` policy) and the binding of a group it created."""
@@ -155,14 +163,15 @@ class _StoreSink:
         self.total = sum(op.size for op in plan.ops)
         self.done = 0
 
-    def group_created(self, group: RemoteGroup) -> None:
-        self.store.save_binding(Binding(self.pair.group.name, self.pair.target.provider, group.id, group.name, True))
+    async def group_created(self, group: RemoteGroup) -> None:
+        binding = Binding(self.pair.group.name, self.pair.target.provider, group.id, group.name, True)
+        await _db(self.store.save_binding, binding)
 
-    def recorded(self, outcome: OpOutcome) -> None:
-        self.store.record_ledger(self.run_id, outcome.ledger)
+    async def recorded(self, outcome: OpOutcome) -> None:
+        await _db(self.store.record_ledger, self.run_id, outcome.ledger)
         self._show_progress(outcome)
         if not self.dry_run:
-            self._remember(outcome)
+            await _db(self._remember, outcome)
 
     def _show_progress(self, outcome: OpOutcome) -> None:
         if self.progress is None or not self.total:
@@ -250,14 +259,23 @@ class Reconciler:
         and the run is recorded as interrupted."""
         started = time.monotonic()
         selection = {"groups": sorted(options.groups), "providers": sorted(options.providers)}
-        run_id = self.store.start_run(dry_run=options.dry_run, trigger=options.trigger, selection=selection)
+        token = current_fence.set(options.fence)
+        try:
+            return await self._run(options, stop, started, selection)
+        finally:
+            current_fence.reset(token)
+
+    async def _run(
+        self, options: PassOptions, stop: asyncio.Event | None, started: float, selection: dict[str, list[str]]
+    ) -> RunReport:
+        run_id = await _db(self.store.start_run, dry_run=options.dry_run, trigger=options.trigger, selection=selection)
         bind_field("run_id", run_id)  # every line the pass (and the pair tasks it starts) logs names its run
         try:
             return await self._pass(run_id, options, stop, started)
         except asyncio.CancelledError:
             # Cancelled (the daemon's stop bound ran out, Ctrl-C): the run is recorded as interrupted, not left
             # "running" forever.
-            with contextlib.suppress(SyncdError):
+            with contextlib.suppress(SyncdError):  # in this thread: a cancelled task awaits nothing more
                 self.store.finish_run(run_id, outcome="interrupted", errors=["syncd was stopped before the pass ended"])
             self.metrics.observe_run("interrupted", time.monotonic() - started)
             log.info("run %s recorded as interrupted", run_id[:8])
@@ -265,7 +283,7 @@ class Reconciler:
         except Exception as exc:
             # The pass cannot go on (the state DB went away, a bug): it still does not stay "running" forever.
             with contextlib.suppress(SyncdError):
-                self.store.finish_run(run_id, outcome="failure", errors=[f"the pass ended early: {exc}"])
+                await _db(self.store.finish_run, run_id, outcome="failure", errors=[f"the pass ended early: {exc}"])
             raise
 
     async def _pass(self, run_id: str, options: PassOptions, stop: asyncio.Event | None, started: float) -> RunReport:
@@ -274,8 +292,8 @@ class Reconciler:
             providers = await self._build_connectors(open_connectors, groups, options)
             selected = self._select(groups, providers, options)
             ran = await self._run_pairs(selected, providers, options, run_id, stop)
-        results = self._collect(selected, providers, ran, run_id)
-        return self._record_run(run_id, options, stop, started, results, errors)
+        results = await self._collect(selected, providers, ran, run_id)
+        return await self._record_run(run_id, options, stop, started, results, errors)
 
     async def _read_sources(self, options: PassOptions) -> tuple[list[DesiredGroup], list[str]]:
         """The desired groups (of the chosen ones, if any), and the sources' errors.
@@ -287,7 +305,11 @@ class Reconciler:
         wanted = {g.casefold() for g in options.groups}
         sources = [s for s in self.sources if self._may_yield(s, wanted)]
         read = await read_sources(sources, self.store)
-        return [g for g in read.groups if not wanted or g.name.casefold() in wanted], read.errors
+        return [
+            g
+            for g in read.groups
+            if (not wanted or g.name.casefold() in wanted) and g.name.casefold() not in options.skip_groups
+        ], read.errors
 
     @staticmethod
     def _may_yield(source: Source, wanted: set[str]) -> bool:
@@ -317,8 +339,14 @@ class Reconciler:
         return providers
 
     def _connector(self, settings: ProviderSettings) -> Connector:
+        # On a shared (PostgreSQL) state DB, every replica, and every `syncd run` next to them, paces its requests
+        # to a provider from one budget in the database (syncd.state.budget).
+        shared = self.store.dialect == "postgresql"
         ctx = BuildContext(
-            transport=self.transport, hooks=self.metrics, cache=self.store.recipient_cache(settings.name)
+            transport=self.transport,
+            hooks=self.metrics,
+            cache=self.store.recipient_cache(settings.name),
+            limiter=(lambda provider, pacing: SharedBucket(self.store, provider, pacing)) if shared else None,
         )
         return build_connector(settings, ctx)
 
@@ -348,7 +376,7 @@ class Reconciler:
         pairs of unusable providers. Every pair runs to its end, whatever happens to the others: none is left
         running unawaited while the connectors close under it. An exception a pair let out is its answer."""
         pairs = [
-            _Pair(g, t, providers.connectors[t.provider], self.store.known_rejects(t.provider, g.name))
+            _Pair(g, t, providers.connectors[t.provider], await _db(self.store.known_rejects, t.provider, g.name))
             for g, t in selected
             if t.provider in providers.connectors
         ]
@@ -356,7 +384,7 @@ class Reconciler:
             *(self._run_pair(pair, options, run_id, stop) for pair in pairs), return_exceptions=True
         )
 
-    def _collect(
+    async def _collect(
         self,
         selected: Sequence[tuple[DesiredGroup, Target]],
         providers: _Providers,
@@ -373,12 +401,12 @@ class Reconciler:
         results: list[PairResult] = []
         for g, t in selected:
             why = providers.unusable.get(t.provider)
-            result = next(answers) if why is None else self._unusable(g, t.provider, run_id, why)
+            result = next(answers) if why is None else await self._unusable(g, t.provider, run_id, why)
             if isinstance(result, PairResult):
                 results.append(result)
         return results
 
-    def _record_run(
+    async def _record_run(
         self,
         run_id: str,
         options: PassOptions,
@@ -390,7 +418,7 @@ class Reconciler:
         report = RunReport(run_id=run_id, dry_run=options.dry_run, pairs=tuple(results), errors=tuple(errors))
         outcome = "interrupted" if stop is not None and stop.is_set() else self._outcome(report)
         report = replace(report, outcome=outcome)
-        self.store.finish_run(run_id, outcome=outcome, errors=errors)
+        await _db(self.store.finish_run, run_id, outcome=outcome, errors=errors)
         self.metrics.observe_run(outcome, time.monotonic() - started)
         log.info(
             "pass %s%s: %d pairs, outcome %s",
@@ -420,28 +448,10 @@ class Reconciler:
     async def _run_pair(
         self, pair: _Pair, options: PassOptions, run_id: str, stop: asyncio.Event | None
     ) -> PairResult | None:
-        """The pair's result; None when it was not worked (syncd is stopping, or another replica holds it)."""
+        """The pair's result; None when it was not worked (syncd is stopping)."""
         if stop is not None and stop.is_set():
             return None
-        holder = options.lease_holder
-        if holder is None:
-            return await self._work_pair(pair, options, run_id, stop)
-        group, provider = pair.group.name, pair.target.provider
-        if not self.store.acquire_lease(group, provider, holder, options.lease_ttl):
-            log.info("group %r → %s: another replica holds its lease; skipped this pass", group, provider)
-            return None
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(options.lease_ttl / 3)
-                self.store.acquire_lease(group, provider, holder, options.lease_ttl)
-
-        renewal = asyncio.create_task(renew())
-        try:
-            return await self._work_pair(pair, options, run_id, stop)
-        finally:
-            renewal.cancel()
-            self.store.release_lease(group, provider, holder)
+        return await self._work_pair(pair, options, run_id, stop)
 
     async def _work_pair(
         self, pair: _Pair, options: PassOptions, run_id: str, stop: asyncio.Event | None
@@ -454,7 +464,9 @@ class Reconciler:
                 policy = group.removal_policy or (
                     RemovalPolicy.MIRROR if created_by_syncd or remote is None else RemovalPolicy.OWNED
                 )
-                the_plan = plan(
+                # pure CPU, a second or more for a million members: in a worker thread, so the loop goes on
+                the_plan = await asyncio.to_thread(
+                    plan,
                     group=group.name,
                     provider=provider,
                     desired=group.members,
@@ -462,7 +474,9 @@ class Reconciler:
                     capabilities=pair.connector.capabilities,
                     policy=policy,
                     guard=self._guard(group, options),
-                    owned=self.store.owned(bound_as, provider) if policy is RemovalPolicy.OWNED else frozenset(),
+                    owned=await _db(self.store.owned, bound_as, provider)
+                    if policy is RemovalPolicy.OWNED
+                    else frozenset(),
                     known_rejects=pair.known_rejects,
                     suppressed=suppressed,
                     refused=refused,
@@ -471,16 +485,24 @@ class Reconciler:
                 if self.plan_hook is not None:
                     the_plan = await self.plan_hook(group, the_plan, actual)
                 sink = _StoreSink(self.store, run_id, pair, the_plan, dry_run=options.dry_run, progress=self.progress)
-                applier = Applier(pair.connector, dry_run=options.dry_run, sink=sink, stop=stop)
+                applier = Applier(
+                    pair.connector,
+                    dry_run=options.dry_run,
+                    sink=sink,
+                    stop=stop,
+                    before_write=self._fence_check(options),
+                )
                 quiet = [m.key for m in (*the_plan.held_back, *the_plan.unsupported)]
-                noted = self.store.noted_removals(bound_as, provider, quiet) if quiet else {}
+                noted = await _db(self.store.noted_removals, bound_as, provider, quiet) if quiet else {}
                 applied = await applier.apply(the_plan, remote, remove_reason=REMOVE_REASONS[policy], noted=noted)
+            except FencedOut:
+                raise  # another replica has the pair now: nothing more is written for it here
             except (ConnectorError, SyncdError) as exc:
-                return self._failed(pair, run_id, str(exc))
+                return await self._failed(pair, run_id, str(exc))
             except Exception as exc:  # a bug must not take the other pairs down with it
                 log.exception("pair %r → %s crashed", group.name, provider)
-                return self._failed(pair, run_id, f"internal error: {type(exc).__name__}: {exc}")
-        return self._finish(pair, run_id, options, the_plan, applied)
+                return await self._failed(pair, run_id, f"internal error: {type(exc).__name__}: {exc}")
+        return await self._finish(pair, run_id, options, the_plan, applied)
 
     async def _provider_says(
         self, pair: _Pair, remote: RemoteGroup | None, actual: Sequence[RemoteMember] | None, bound_as: str
@@ -489,7 +511,7 @@ class Reconciler:
         remembered as rejects): who it holds as unsubscribed, bounced or blacklisted (consent first; a removal
         syncd itself made, as its ledger says, is not held against the member: it is the one suppression syncd
         may undo), then who an add would refuse. A dry run asks the same, so it reports what the run will do."""
-        candidates = _candidates(pair, actual)
+        candidates = await asyncio.to_thread(_candidates, pair, actual)
         suppressed = await self._suppressed(pair, remote, candidates, bound_as)
         required = pair.connector.capabilities.required_fields
         addable = [m for m in candidates if m.key not in suppressed and not missing_fields(m, required)]
@@ -502,9 +524,22 @@ class Reconciler:
         if not candidates or not isinstance(connector, ConsentReader):
             return {}
         keys = [m.key for m in candidates]
-        removed = self.store.removals_by_syncd(bound_as, pair.target.provider, keys) if remote else {}
+        removed = await _db(self.store.removals_by_syncd, bound_as, pair.target.provider, keys) if remote else {}
         undo = {key: at.timestamp() for key, at in removed.items()}
         return await connector.suppressed(remote, keys, undo=undo)
+
+    def _fence_check(self, options: PassOptions) -> Callable[[], Awaitable[None]] | None:
+        """What the applier awaits before each provider write: on a queue job, that the job is still this
+        replica's (syncd.state.fence); nothing otherwise."""
+        fence, store = options.fence, self.store
+        if fence is None:
+            return None
+
+        async def check() -> None:
+            if not await _db(store.fence_holds, fence):
+                raise FencedOut(fence.describe())
+
+        return check
 
     def _guard(self, group: DesiredGroup, options: PassOptions) -> Guard:
         safety = self.config.safety
@@ -526,13 +561,13 @@ class Reconciler:
         duplicate; a group renamed in its source only in case keeps its binding (group names are compared
         case-insensitively), which a real run then files under the new spelling."""
         name, provider = pair.group.name, pair.target.provider
-        binding = self.store.binding(name, provider)
+        binding = await _db(self.store.binding, name, provider)
         bound_as = name
         if binding is not None and binding.group != name:
             if options.dry_run:
                 bound_as = binding.group
             else:
-                self.store.rename_group(binding.group, name, provider)
+                await _db(self.store.rename_group, binding.group, name, provider)
         if binding is not None and not pair.target.group_id:
             remote = RemoteGroup(binding.remote_id, binding.remote_name)
             try:
@@ -559,11 +594,11 @@ class Reconciler:
             if remote is None:
                 raise BindError(f"{provider} has no group with id {pair.target.group_id!r} (from the group's target)")
             created = binding is not None and binding.remote_id == remote.id and binding.created_by_syncd
-            self._save_binding(name, provider, remote, created, options)
+            await self._save_binding(name, provider, remote, created, options)
             return remote, created
         remote = await connector.find_group(name=name)
         if remote is not None:
-            self._save_binding(name, provider, remote, False, options)
+            await self._save_binding(name, provider, remote, False, options)
             return remote, False
         if not await _can_create_groups(connector):
             raise BindError(
@@ -572,20 +607,20 @@ class Reconciler:
             )
         return None, True
 
-    def _save_binding(
+    async def _save_binding(
         self, group: str, provider: str, remote: RemoteGroup, created: bool, options: PassOptions
     ) -> None:
         if not options.dry_run:
-            self.store.save_binding(Binding(group, provider, remote.id, remote.name, created))
+            await _db(self.store.save_binding, Binding(group, provider, remote.id, remote.name, created))
 
     # -- recording ------------------------------------------------------------------------------------
-    def _failed(self, pair: _Pair, run_id: str, message: str) -> PairResult:
-        return self._record_failure(pair.group, pair.target.provider, run_id, message, pair.tally.as_dict())
+    async def _failed(self, pair: _Pair, run_id: str, message: str) -> PairResult:
+        return await self._record_failure(pair.group, pair.target.provider, run_id, message, pair.tally.as_dict())
 
-    def _unusable(self, group: DesiredGroup, provider: str, run_id: str, message: str) -> PairResult:
-        return self._record_failure(group, provider, run_id, message, RequestTally().as_dict())
+    async def _unusable(self, group: DesiredGroup, provider: str, run_id: str, message: str) -> PairResult:
+        return await self._record_failure(group, provider, run_id, message, RequestTally().as_dict())
 
-    def _record_failure(
+    async def _record_failure(
         self, group: DesiredGroup, provider: str, run_id: str, message: str, requests: dict[str, int]
     ) -> PairResult:
         log.error("group %r → %s failed: %s", group.name, provider, message)
@@ -602,12 +637,12 @@ class Reconciler:
             requests=requests,
             error=message,
         )
-        self._record_pair(run_id, result, None, dry_run=False, pending=_Changes())
+        await self._record_pair(run_id, result, None, dry_run=False, pending=None)
         if self.pair_done is not None:
             self.pair_done(result)
         return result
 
-    def _finish(self, pair: _Pair, run_id: str, options: PassOptions, p: Plan, applied: Applied) -> PairResult:
+    async def _finish(self, pair: _Pair, run_id: str, options: PassOptions, p: Plan, applied: Applied) -> PairResult:
         dry = options.dry_run
         changes = _Changes.of(p, applied, dry_run=dry)
         result = PairResult(
@@ -627,22 +662,27 @@ class Reconciler:
             held_back=len(p.held_back),
             unchecked_add=len(p.to_add) if dry and not pair.connector.capabilities.adds_verifiable else 0,
         )
-        self._record_pair(run_id, result, applied.group, dry_run=dry, pending=changes)
+        await self._record_pair(run_id, result, applied.group, dry_run=dry, pending=changes)
         self._log(result, p)
         if self.pair_done is not None:
             self.pair_done(result)
         return result
 
-    def _record_pair(
-        self, run_id: str, result: PairResult, remote: RemoteGroup | None, *, dry_run: bool, pending: _Changes
+    async def _record_pair(
+        self, run_id: str, result: PairResult, remote: RemoteGroup | None, *, dry_run: bool, pending: _Changes | None
     ) -> None:
-        self.store.record_pair(run_id, result, remote_group_id=remote.id if remote else None)
-        self.metrics.observe_pair(
+        """Record the pair and its metrics; `pending` None: the pass failed before it read the group."""
+        await _db(
+            self.store.record_pair,
+            run_id,
             result,
-            dry_run=dry_run,
-            now=time.time(),
-            pending_add=pending.pending_add,
-            pending_remove=pending.pending_remove,
+            remote_group_id=remote.id if remote else None,
+            pending_add=pending.pending_add if pending else None,
+            pending_remove=pending.pending_remove if pending else None,
+        )
+        known = pending or _Changes()
+        self.metrics.observe_pair(
+            result, dry_run=dry_run, now=time.time(), pending_add=known.pending_add, pending_remove=known.pending_remove
         )
 
     @staticmethod

@@ -2,17 +2,34 @@
 
 `syncd run`, `plan`, `apply` and `syncd demo` print the same thing, so it lives here, not in the CLI. What
 each status means is written once, in the README ("Statuses and exit codes"), and in `PairStatus`.
+
+Also what the state DB says for the operator: `syncd status` (where each pair stands after its last pass, as a
+table, coloured on a terminal, or the JSON the HTTP API serves too) and `syncd rejects` (the remembered permanent
+rejects: a table, JSON or CSV). They take the store's records through the protocols below (this layer does not
+import the state package).
 """
 
 from __future__ import annotations
 
+import csv
 import shlex
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol, TextIO
 
 from syncd.model import PairResult, PairStatus, RunReport
 
-__all__ = ["render_report"]
+__all__ = [
+    "RejectEntry",
+    "StatusEntry",
+    "rejects_as_dict",
+    "render_rejects",
+    "render_report",
+    "render_status",
+    "short_time",
+    "status_as_dict",
+    "write_rejects_csv",
+]
 
 _HEADER = ("GROUP", "PROVIDER", "STRATEGY", "ADD", "REMOVE", "REJECTED", "STATUS", "REQUESTS")
 _RIGHT = {3, 4, 5}  # the counts are right-aligned
@@ -92,3 +109,206 @@ def _summary(report: RunReport) -> str:
     if parts:
         return f"  {', and '.join(parts)}."
     return "  nothing to change." if report.dry_run else "  nothing changed."
+
+
+# ------------------------------------------------------------------------------------------ syncd status
+
+
+class StatusEntry(Protocol):
+    """Where a pair stands after its last pass (`syncd.state.records.PairState`)."""
+
+    @property
+    def group(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def last_run(self) -> datetime: ...
+    @property
+    def status(self) -> PairStatus: ...
+    @property
+    def desired(self) -> int: ...
+    @property
+    def actual(self) -> int | None: ...
+    @property
+    def pending_add(self) -> int | None: ...
+    @property
+    def pending_remove(self) -> int | None: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def blocked_reason(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+_STATUS_HEADER = ("GROUP", "PROVIDER", "STATUS", "LAST PASS", "DESIRED", "ACTUAL", "PENDING", "REJECTED", "WHY BLOCKED")
+_STATUS_RIGHT = {4, 5, 7}  # the counts
+_STATUS_COLUMN = 2
+_GREEN, _YELLOW, _RED = "32", "33", "31"  # SGR colour codes
+_COLOURS = {
+    PairStatus.IN_SYNC: _GREEN,
+    PairStatus.APPLIED: _GREEN,
+    PairStatus.PENDING: _YELLOW,
+    PairStatus.BLOCKED: _RED,
+    PairStatus.PARTIAL: _RED,
+    PairStatus.FAILED: _RED,
+}
+
+
+def status_as_dict(entries: Sequence[StatusEntry]) -> dict[str, Any]:
+    """`syncd status -o json` (and the HTTP API's `/api/v1/pairs`): `{"pairs": [...]}`, `last_run` in ISO 8601."""
+    return {
+        "pairs": [
+            {
+                "group": e.group,
+                "provider": e.provider,
+                "status": str(e.status),
+                "last_run": e.last_run.isoformat(),
+                "desired": e.desired,
+                "actual": e.actual,
+                "pending_add": e.pending_add,
+                "pending_remove": e.pending_remove,
+                "rejected": e.rejected,
+                "blocked_reason": e.blocked_reason,
+            }
+            for e in entries
+        ]
+    }
+
+
+def render_status(
+    entries: Sequence[StatusEntry], out: TextIO, *, now: datetime, colour: bool = False, empty: str = ""
+) -> None:
+    """The pairs as a table read at a glance (the status coloured when `colour`), then the errors of failed
+    pairs; `empty` (or a sentence saying no pair has had a pass) when there is none."""
+    if not entries:
+        print(empty or "no pair has had a pass yet", file=out)
+        return
+    rows = [_STATUS_HEADER, *_status_rows(entries, now)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_STATUS_HEADER))]
+    for n, row in enumerate(rows):
+        cells = []
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            padded = cell.rjust(width) if i in _STATUS_RIGHT else cell.ljust(width)
+            if colour and n and i == _STATUS_COLUMN:
+                padded = _paint(cell, _COLOURS[entries[n - 1].status]) + padded[len(cell) :]
+            cells.append(padded)
+        print("  ".join(cells).rstrip(), file=out)
+    for e in entries:
+        if e.error:
+            print(f"error: {e.group} → {e.provider}: {e.error}", file=out)
+
+
+def _status_rows(entries: Sequence[StatusEntry], now: datetime) -> list[tuple[str, ...]]:
+    adds = [f"+{e.pending_add}" for e in entries if e.pending_add is not None]
+    removes = [f"-{e.pending_remove}" for e in entries if e.pending_remove is not None]
+    add_width = max(map(len, adds), default=0)
+    remove_width = max(map(len, removes), default=0)
+    rows: list[tuple[str, ...]] = []
+    for e in entries:
+        if e.pending_add is None or e.pending_remove is None:
+            pending = "?"  # not known: a pass from before syncd kept it, or one that never read the group
+        else:
+            pending = f"+{e.pending_add}".rjust(add_width) + " " + f"-{e.pending_remove}".rjust(remove_width)
+        rows.append(
+            (
+                e.group,
+                e.provider,
+                str(e.status),
+                short_time(e.last_run, now) + (" (dry run)" if e.dry_run else ""),
+                str(e.desired),
+                "?" if e.actual is None else str(e.actual),
+                pending,
+                str(e.rejected),
+                e.blocked_reason or "",
+            )
+        )
+    return rows
+
+
+def _paint(text: str, sgr: str) -> str:
+    return f"\x1b[{sgr}m{text}\x1b[0m"
+
+
+def short_time(when: datetime, now: datetime) -> str:
+    """A time as a table shows it: how long ago within the last day ("just now", "12m ago", "5h ago"), else the
+    UTC date and time ("2026-12-05 09:30")."""
+    seconds = (now - when).total_seconds()
+    if -60 < seconds < 60:  # a clock a little ahead is "just now" too
+        return "just now"
+    if 0 < seconds < 3600:
+        return f"{int(seconds // 60)}m ago"
+    if 0 < seconds < 86400:
+        return f"{int(seconds // 3600)}h ago"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+
+# ----------------------------------------------------------------------------------------- syncd rejects
+
+
+class RejectEntry(Protocol):
+    """A remembered permanent reject (`syncd.state.records.RejectRow`)."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def group(self) -> str: ...  # '' = every group of the provider
+    @property
+    def email(self) -> str: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def first_seen(self) -> datetime: ...
+    @property
+    def last_seen(self) -> datetime: ...
+
+
+_REJECT_FIELDS = ("provider", "group", "email", "code", "reason", "first_seen", "last_seen")
+_REJECTS_HEADER = ("PROVIDER", "GROUP", "EMAIL", "CODE", "FIRST SEEN", "LAST SEEN", "REASON")
+EVERY_GROUP = "(every group)"  # how the text table shows group '' (remembered before rejects were kept per group)
+
+
+def _reject_values(r: RejectEntry) -> tuple[str, ...]:
+    return (r.provider, r.group, r.email, r.code, r.reason, r.first_seen.isoformat(), r.last_seen.isoformat())
+
+
+def rejects_as_dict(entries: Sequence[RejectEntry]) -> dict[str, Any]:
+    """`syncd rejects -o json`: `{"rejects": [{"provider", "group", "email", "code", "reason", "first_seen",
+    "last_seen"}]}`, times in ISO 8601, group '' for a reject remembered for every group of its provider."""
+    return {"rejects": [dict(zip(_REJECT_FIELDS, _reject_values(r), strict=True)) for r in entries]}
+
+
+def write_rejects_csv(entries: Sequence[RejectEntry], out: TextIO) -> None:
+    """`syncd rejects -o csv`: a header row, then one row per reject, the fields of the JSON in its order."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(_REJECT_FIELDS)
+    writer.writerows(_reject_values(r) for r in entries)
+
+
+def render_rejects(entries: Sequence[RejectEntry], out: TextIO, *, empty: str = "") -> None:
+    """The rejects as a table, oldest first as given; times in UTC to the minute."""
+    if not entries:
+        print(empty or "no remembered rejects", file=out)
+        return
+    rows = [
+        _REJECTS_HEADER,
+        *(
+            (
+                r.provider,
+                r.group or EVERY_GROUP,
+                r.email,
+                r.code,
+                f"{r.first_seen.astimezone(UTC):%Y-%m-%d %H:%M}",
+                f"{r.last_seen.astimezone(UTC):%Y-%m-%d %H:%M}",
+                r.reason,
+            )
+            for r in entries
+        ),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_REJECTS_HEADER))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)

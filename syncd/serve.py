@@ -13,12 +13,28 @@ Lifecycle:
 * Stop (SIGTERM/SIGINT): no new pass is scheduled and `/readyz` turns 503; the running pass's stop event is
   set, so its requests in flight finish, nothing new starts and the run is recorded as ``interrupted``. If it
   has not ended within the stop bound (``--stop-timeout``, default `STOP_TIMEOUT`, less `CLEANUP_RESERVE`)
-  or a second signal comes, it is cancelled, and the pass closes its run as interrupted. Then this replica's
-  leases are released, the DB closed, the HTTP server stopped, "stopped after …" is logged, and the process
-  exits 0 right away: `serve` ends it without the interpreter's teardown (see there).
+  or a second signal comes, it is cancelled, and the pass closes its run as interrupted. Then the DB is
+  closed, the HTTP server stopped, "stopped after …" is logged, and the process exits 0 right away: `serve`
+  ends it without the interpreter's teardown (see there).
 
-Each replica works pairs under leases held by a unique id, ``host:pid:random`` (`lease_holder_id`), so
-several replicas can share one PostgreSQL state DB.
+Two ways to schedule, by the state DB (syncd.scheduling): on SQLite one process runs whole passes with
+APScheduler; on PostgreSQL every replica is a Procrastinate worker, each (group, provider) pair a periodic job
+run once per period on one replica at a time, a dead replica's pairs taken over after `server.stalled_after`
+(`syncd.scheduling.queue`). Each replica has a unique name, ``host:pid:random`` (`replica_name`).
+
+The API (syncd.api, with `server.api_token`) starts passes too (`start_api_pass`), and a pass it starts and a
+scheduled one never work one pair at once: on SQLite the daemon keeps the pairs being worked
+(`syncd.scheduling.claims.LocalClaims`: a scheduled pass claims them all, waiting for the API's passes to end; an
+API pass claims its own, or is refused: 409); on PostgreSQL an API pass takes its pairs' locks in the queue itself
+(`QueueScheduler.claim`), which the queue's jobs on every replica respect, and the other way round.
+
+Config reload: on SIGHUP, and when the config file changes (its mtime, size or inode, looked at every
+`CONFIG_POLL` seconds: a Kubernetes ConfigMap swaps the file under a symlink), the file is loaded again. A valid
+one is used from the next pass on (a new schedule, on PostgreSQL the periodic jobs of the pairs added and
+removed); an invalid one is logged, one ``file:line: key: message`` line per problem, and the running config
+stays. Either way ``syncd_config_reloads_total{outcome}`` counts it. What cannot change while running (`RESTART_ONLY`:
+state.url, server.listen, and on PostgreSQL the queue worker's server.workers and server.stalled_after) is
+logged as needing a restart and kept; ``${VAR}``s are expanded from the environment the daemon started with.
 """
 
 from __future__ import annotations
@@ -32,36 +48,48 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, NoReturn
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client import Counter, PlatformCollector, ProcessCollector
 
-from syncd.config import Config
+from syncd.api import ApiRuns, RunRequest, StartedPass, Unavailable, make_api_app
+from syncd.config import Config, load_config
 from syncd.errors import StateError, SyncdError
 from syncd.logs import bind
 from syncd.metrics import Metrics
+from syncd.model import RunReport
 from syncd.progress import ProgressDisplay
 from syncd.reconciler import PassOptions, Reconciler
-from syncd.scheduling import PassScheduler
+from syncd.scheduling import Claim, LocalClaims, PassScheduler, describe_lock, selection_locks
 from syncd.server import Check, HttpServer, make_app
 from syncd.state import Store
+from syncd.state.fence import Fence, FencedOut
 
-__all__ = ["CLEANUP_RESERVE", "STOP_TIMEOUT", "Daemon", "lease_holder_id", "serve"]
+if TYPE_CHECKING:
+    from syncd.scheduling.queue import QueueScheduler
+
+__all__ = ["CLEANUP_RESERVE", "CONFIG_POLL", "RESTART_ONLY", "STOP_TIMEOUT", "Daemon", "replica_name", "serve"]
 
 log = logging.getLogger("syncd.serve")
 
 # From SIGTERM to exit, at most this long by default (`syncd serve --stop-timeout`). Kubernetes'
 # terminationGracePeriodSeconds (deploy/kubernetes: 45) and `docker stop -t` must be longer.
 STOP_TIMEOUT = 30.0
-# Of the stop bound, kept for what follows the pass: cancelling it, closing its run, releasing leases,
-# stopping the HTTP server (at most HttpServer.SHUTDOWN_GRACE + 2 s).
+# Of the stop bound, kept for what follows the pass: cancelling it, closing its run, stopping the queue worker
+# and the HTTP server (at most HttpServer.SHUTDOWN_GRACE + 2 s).
 CLEANUP_RESERVE = 6.0
 READY_PING_TIMEOUT = 5.0  # /readyz: a state DB that takes longer to answer a ping is not ready
+CONFIG_POLL = 2.0  # seconds between looks at the config file (has it changed?)
+# Settings a reload cannot change: what the process bound or opened at start (the queue's on PostgreSQL only).
+RESTART_ONLY = ("state.url", "server.listen")
+QUEUE_RESTART_ONLY = ("server.workers", "server.stalled_after")
 
 
-def lease_holder_id() -> str:
-    """This replica's lease holder id: host:pid:random (unique even for two processes of one host and pid
-    namespace, e.g. a restarted container that got the same pid)."""
+def replica_name() -> str:
+    """This replica's name: host:pid:random (unique even for two processes of one host and pid namespace, e.g.
+    a restarted container that got the same pid)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
@@ -82,9 +110,22 @@ class Daemon:
         self.metrics = Metrics()
         ProcessCollector(registry=self.metrics.registry)  # process_* (memory, CPU, open fds, start time)
         PlatformCollector(registry=self.metrics.registry)  # python_info
-        self.holder = lease_holder_id()
-        self.scheduler = PassScheduler(config.schedule, self.run_pass, first_pass_at_start=first_pass_at_start)
-        self.http = HttpServer(make_app(self.metrics.registry, self), config.server.host, config.server.port)
+        self.holder = replica_name()
+        self.reloads = Counter(
+            "syncd_config_reloads_total",
+            "Config reloads (SIGHUP, or the file changed), by outcome: success (in force from the next pass) or "
+            "failure (invalid: the running config stays).",
+            ["outcome"],
+            registry=self.metrics.registry,
+        )
+        for outcome in ("success", "failure"):
+            self.reloads.labels(outcome=outcome)
+        self.scheduled_groups: frozenset[str] = frozenset()  # on the queue: the groups that have jobs of their own
+        self.scheduler: PassScheduler | QueueScheduler = self._scheduler(first_pass_at_start)
+        self.claims = LocalClaims()  # SQLite: the pairs the passes of this process work
+        self.api_runs = ApiRuns()
+        app = make_app(self.metrics.registry, self, make_api_app(self, self.api_runs))
+        self.http = HttpServer(app, config.server.host, config.server.port)
         self.store: Store | None = None
         self.store_error: str | None = None
         self.last_pass: dict[str, Any] | None = None
@@ -93,6 +134,10 @@ class Daemon:
         self._force = asyncio.Event()  # a second signal: cancel the pass now
         self._store_lock = asyncio.Lock()
         self._closed = False
+        self._api_tasks: set[asyncio.Task[RunReport]] = set()
+        self._background: set[asyncio.Future[Any]] = set()  # reloads asked for by SIGHUP
+        self._reload_lock = asyncio.Lock()
+        self._config_seen = _file_signature(config.path)
 
     # -- main -----------------------------------------------------------------------------------------
     async def main(self) -> int:
@@ -104,17 +149,19 @@ class Daemon:
                 f"server.listen {self.config.server.listen}: cannot listen there: {exc.strerror or exc}"
             ) from None
         loop = asyncio.get_running_loop()
-        handled = (signal.SIGTERM, signal.SIGINT)
-        for sig in handled:
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        for sig in handled[:2]:
             loop.add_signal_handler(sig, self.request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        watcher = asyncio.ensure_future(self._watch_config())
         try:
             await self.http.start()
             log.info(
-                "syncd serve: /metrics, /healthz, /readyz on %s; lease holder %s%s",
+                "syncd serve: /metrics, /healthz, /readyz on %s; replica %s%s",
                 self.http.url,
                 self.holder,
                 " (dry run: nothing is changed)" if self.dry_run else "",
-                extra={"listen": self.http.url, "lease_holder": self.holder, "dry_run": self.dry_run},
+                extra={"listen": self.http.url, "replica": self.holder, "dry_run": self.dry_run},
             )
             if not self.config.providers:
                 log.warning(
@@ -124,11 +171,14 @@ class Daemon:
                 )
             # The first pass opens the state DB (and so does /readyz): one that is not there yet is reported
             # and retried, not fatal, and /healthz answers meanwhile.
-            if not self.stopping.is_set():
-                self.scheduler.start()
+            starting = asyncio.ensure_future(self._start_scheduler())
             stop_wait = asyncio.ensure_future(self.stopping.wait())
             done, _ = await asyncio.wait({self.http.task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
+            if not starting.done():  # still waiting for the state DB: no worker to stop then
+                starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
             code = 0
             if self.http.task in done and not self.stopping.is_set():
                 log.error("the HTTP server stopped unexpectedly; stopping")
@@ -136,6 +186,7 @@ class Daemon:
             await self.shutdown()
             return code
         finally:
+            watcher.cancel()
             for sig in handled:
                 loop.remove_signal_handler(sig)
             await self._close()
@@ -160,16 +211,17 @@ class Daemon:
         self.stopping.set()
         self.pass_stop.set()
         self.scheduler.pause()
-        if self.scheduler.pass_running:
+        if self.scheduler.pass_running or self._api_tasks:
             budget = max(1.0, self.stop_timeout - CLEANUP_RESERVE)
-            idle = asyncio.ensure_future(self.scheduler.wait_idle())
+            idle = asyncio.ensure_future(self._wait_idle())
             forced = asyncio.ensure_future(self._force.wait())
             await asyncio.wait({idle, forced}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
             forced.cancel()
             if not idle.done():
                 idle.cancel()
                 log.warning("the pass did not end within %.0fs of the stop: cancelling it", time.monotonic() - started)
-        self.scheduler.shutdown()  # cancels a pass still running
+        await self._cancel_api_passes()  # they release their claims in the queue before it stops
+        await self._stop_scheduler()  # cancels a pass still running
         try:
             await asyncio.wait_for(self.scheduler.wait_idle(), 3)
         except TimeoutError:
@@ -179,23 +231,64 @@ class Daemon:
         seconds = time.monotonic() - started
         log.info("stopped after %.1fs", seconds, extra={"stop_seconds": round(seconds, 3)})
 
+    async def _wait_idle(self) -> None:
+        await self.scheduler.wait_idle()
+        if self._api_tasks:
+            await asyncio.wait(set(self._api_tasks))
+
+    async def _cancel_api_passes(self) -> None:
+        for task in self._api_tasks:
+            task.cancel()
+        if self._api_tasks:
+            await asyncio.wait(set(self._api_tasks), timeout=3)
+
     async def _close(self) -> None:
-        """Release this replica's leases and close the DB. Once."""
+        """Close the DB. Once. (A pass cancelled at the stop bound has recorded its run as interrupted itself.)"""
         if self._closed:
             return
         self._closed = True
-        store = self.store
-        if store is None:
-            return
-        try:  # a pass cancelled at the stop bound has recorded its run as interrupted itself (Reconciler.run)
-            released = store.release_leases(self.holder)
-            if released:
-                log.info("released %d leases", released)
-        except StateError as exc:
-            log.error("while stopping: %s", exc)
-        finally:
+        store, self.store = self.store, None
+        if store is not None:
             store.close()
-            self.store = None
+
+    # -- scheduling -----------------------------------------------------------------------------------
+    def _scheduler(self, first_pass_at_start: bool) -> PassScheduler | QueueScheduler:
+        """On PostgreSQL, a worker of the replicas' queue; on SQLite, whole passes in this one process."""
+        url = self.config.state.url
+        if not url.startswith("postgresql"):
+            return PassScheduler(self.config.schedule, self.run_pass, first_pass_at_start=first_pass_at_start)
+        from syncd.scheduling.queue import QueueScheduler  # the `postgres` extra
+
+        pairs = _pairs(self.config)
+        self.scheduled_groups = frozenset(group.casefold() for group, _ in pairs)
+        return QueueScheduler(
+            url,
+            self.config.schedule,
+            pairs,
+            self.run_pair,
+            workers=self.config.server.workers,
+            stalled_after=self.config.server.stalled_after,
+            name=self.holder,
+            query_groups=self.config.has_query_named_groups,
+        )
+
+    async def _start_scheduler(self) -> None:
+        if isinstance(self.scheduler, PassScheduler):
+            self.scheduler.start()  # its first pass opens the state DB
+            return
+        # The queue lives in the state DB: open it (and so migrate it, the queue's schema included) first,
+        # retrying while it cannot be reached; /healthz says the worker is not running meanwhile.
+        while not self.stopping.is_set():
+            if await self.get_store() is not None:
+                await self.scheduler.start()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 5)
+
+    async def _stop_scheduler(self) -> None:
+        stopped = self.scheduler.shutdown()
+        if stopped is not None:
+            await stopped
 
     # -- the state DB ---------------------------------------------------------------------------------
     async def get_store(self) -> Store | None:
@@ -231,7 +324,39 @@ class Daemon:
 
     # -- a pass ---------------------------------------------------------------------------------------
     async def run_pass(self) -> None:
-        """One scheduled pass. Never raises: a failing pass is logged and counted, and the daemon goes on."""
+        """One scheduled pass over every pair (SQLite), once no pass the API started works any (meanwhile the
+        API starts none). Never raises: a failing pass is logged and counted."""
+        held = self.claims.held
+        if held:
+            log.info(
+                "the scheduled pass waits for the API's passes to end (%s)",
+                ", ".join(describe_lock(lock) for lock in held),
+            )
+        claim = await self.claims.claim_everything("the scheduled pass", self.stopping)
+        if claim is None:
+            return
+        try:
+            await self._pass(PassOptions(dry_run=self.dry_run, trigger="serve"))
+        finally:
+            await claim.release()
+
+    async def run_pair(self, group: str | None, provider: str | None, fence: Fence) -> None:
+        """One queue job (PostgreSQL): a pass over one pair, or (`group` None) over the groups only a SQL query
+        names, under the job's fence. FencedOut goes through: the queue scheduler logs it."""
+        if group is None or provider is None:
+            options = PassOptions(dry_run=self.dry_run, trigger="serve", skip_groups=self.scheduled_groups, fence=fence)
+        else:
+            options = PassOptions(
+                dry_run=self.dry_run,
+                trigger="serve",
+                groups=frozenset({group}),
+                providers=frozenset({provider}),
+                pairs=frozenset({(group.casefold(), provider)}),
+                fence=fence,
+            )
+        await self._pass(options)
+
+    async def _pass(self, options: PassOptions) -> None:
         if self.stopping.is_set():
             return
         started = time.monotonic()
@@ -241,10 +366,11 @@ class Daemon:
                 log.error("pass skipped: the state DB is not available: %s", self.store_error)
                 self._failed(started, f"state DB not available: {self.store_error}")
                 return
-            options = PassOptions(dry_run=self.dry_run, trigger="serve", lease_holder=self.holder)
             try:
                 reconciler = Reconciler(self.config, store, self.metrics, progress=self.progress)
                 report = await reconciler.run(options, stop=self.pass_stop)
+            except FencedOut:
+                raise
             except SyncdError as exc:
                 log.error("pass failed: %s", exc)
                 self._failed(started, str(exc))
@@ -263,6 +389,64 @@ class Daemon:
                 "seconds": round(time.monotonic() - started, 3),
                 "finished_at": time.time(),
             }
+
+    # -- a pass the API starts (syncd.api.ApiBackend) -------------------------------------------------
+    async def start_api_pass(self, request: RunRequest) -> StartedPass:
+        """Claim the pairs `request` chose (PairsBusy if a pass works one of them) and start a pass over them;
+        return once its run is recorded, the pass going on in its own task. Unavailable when it cannot start."""
+        if self.stopping.is_set():
+            raise Unavailable("syncd is stopping")
+        store = await self.get_store()
+        if store is None:
+            raise Unavailable(f"the state DB is not available: {self.store_error}")
+        config = self.config  # a reload meanwhile does not change this pass
+        claim = await self._claim(selection_locks(config, request.groups, request.providers))
+        options = PassOptions(
+            dry_run=self.dry_run or request.dry_run,
+            groups=frozenset(request.groups),
+            providers=frozenset(request.providers),
+            trigger="api",
+            fence=claim.fence,
+        )
+        run_id: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._api_pass(config, store, options, claim, run_id), name="syncd-api-pass")
+        self._api_tasks.add(task)
+        task.add_done_callback(self._api_tasks.discard)
+        task.add_done_callback(lambda _: _ended_before_its_run(run_id, task))
+        return StartedPass(await run_id, task)
+
+    async def _claim(self, locks: list[str]) -> Claim:
+        if isinstance(self.scheduler, PassScheduler):
+            return await self.claims.claim(locks, "another API pass")
+        return await self.scheduler.claim(locks, "an API pass")
+
+    async def _api_pass(
+        self, config: Config, store: Store, options: PassOptions, claim: Claim, run_id: asyncio.Future[str]
+    ) -> RunReport:
+        loop = asyncio.get_running_loop()
+
+        def resolve(value: str) -> None:
+            if not run_id.done():
+                run_id.set_result(value)
+
+        def started(value: str) -> None:  # in the thread that recorded the run
+            loop.call_soon_threadsafe(resolve, value)
+
+        try:
+            with bind(trigger="api"):
+                tapped = cast(Store, _RunStartTap(store, started))
+                return await Reconciler(config, tapped, self.metrics).run(options, stop=self.pass_stop)
+        except FencedOut as exc:
+            log.warning("%s", exc)
+            raise
+        except SyncdError as exc:
+            log.error("the API's pass failed: %s", exc)
+            raise
+        except Exception:
+            log.exception("the API's pass crashed")
+            raise
+        finally:
+            await claim.release()
 
     def _failed(self, started: float, error: str) -> None:
         self.metrics.observe_run("failure", time.monotonic() - started)
@@ -286,6 +470,8 @@ class Daemon:
             "last_pass": self.last_pass,
             "lease_holder": self.holder,
             "stopping": self.stopping.is_set(),
+            "api": "on" if self.config.server.api_token is not None else "off",
+            "api_passes_running": len(self._api_tasks),
         }
         return Check(alive, [] if alive else ["the scheduler is not running"], details)
 
@@ -307,6 +493,127 @@ class Daemon:
             except TimeoutError:
                 reasons.append(f"state DB {store.url}: no answer within {READY_PING_TIMEOUT:g}s")
         return Check(not reasons, reasons, details)
+
+    # -- config reload ------------------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """SIGHUP: load the config file again (in a task of its own)."""
+        if self.stopping.is_set():
+            return
+        task = asyncio.ensure_future(self.reload_config("SIGHUP"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_config(self) -> None:
+        """Reload when the file changes (looked at every CONFIG_POLL seconds)."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), CONFIG_POLL)
+            if not self.stopping.is_set() and _file_signature(self.config.path) != self._config_seen:
+                await self.reload_config("the file changed")
+
+    async def reload_config(self, why: str) -> bool:
+        """Load the config file again: a valid one is in force from the next pass, an invalid one is logged and
+        the running one stays. Counted in syncd_config_reloads_total. True if it took."""
+        async with self._reload_lock:
+            path = self.config.path
+            self._config_seen = _file_signature(path)  # before reading: a change after it is seen next time
+            try:
+                new = await asyncio.to_thread(load_config, path)
+                changes = self._apply_config(self._keep_restart_settings(new))
+            except SyncdError as exc:  # ConfigError: one file:line: key: message line per problem
+                self.reloads.labels(outcome="failure").inc()
+                for line in str(exc).splitlines():
+                    log.error("config not reloaded (%s), the running config stays: %s", why, line)
+                return False
+            self.reloads.labels(outcome="success").inc()
+            log.info(
+                "config reloaded (%s) from %s, in force from the next pass: %s",
+                why,
+                path,
+                changes or "nothing the passes see changed",
+                extra={"reload": why},
+            )
+            for warning in self.config.warnings():
+                log.warning("%s: %s", path, warning)
+            return True
+
+    def _keep_restart_settings(self, new: Config) -> Config:
+        """`new` with the running values of what needs a restart to change, each change logged."""
+        old = self.config
+        keys = RESTART_ONLY + (QUEUE_RESTART_ONLY if not isinstance(self.scheduler, PassScheduler) else ())
+        kept: dict[str, Any] = {}
+        for key in keys:
+            section, name = key.split(".")
+            before, after = getattr(getattr(old, section), name), getattr(getattr(new, section), name)
+            if before != after:
+                shown = old.state.safe_url if key == "state.url" else before
+                log.warning("%s changed in the config: that needs a restart; until then it stays %s", key, shown)
+                kept.setdefault(section, {})[name] = before
+        if not kept:
+            return new
+        update = {section: getattr(new, section).model_copy(update=values) for section, values in kept.items()}
+        return new.model_copy(update=update)
+
+    def _apply_config(self, new: Config) -> str:
+        """Put `new` in force (the scheduler's part first: a ConfigError leaves everything as it was). Says what
+        changed."""
+        old = self.config
+        if isinstance(self.scheduler, PassScheduler):
+            changes = [self.scheduler.reschedule(new.schedule)]
+        else:
+            pairs = _pairs(new)
+            changes = [self.scheduler.set_pairs(pairs, new.schedule, query_groups=new.has_query_named_groups)]
+            self.scheduled_groups = frozenset(group.casefold() for group, _ in pairs)
+        self.config = new
+        changes += _differences("groups", old.group_names(), new.group_names())
+        changes += _differences("providers", [p.name for p in old.providers], [p.name for p in new.providers])
+        if old.server.api_token != new.server.api_token:
+            changes.append(f"API token {'set' if new.server.api_token else 'removed'}")
+        return ", ".join(c for c in changes if c)
+
+
+def _ended_before_its_run(run_id: asyncio.Future[str], task: asyncio.Task[RunReport]) -> None:
+    """An API pass that ended without recording its run (the state DB went away) could not start."""
+    if not run_id.done():
+        error = task.exception() if not task.cancelled() else None
+        run_id.set_exception(Unavailable(f"the pass could not start: {error or 'cancelled'}"))
+
+
+def _pairs(config: Config) -> list[tuple[str, str]]:
+    return [(group, t.provider) for group, targets in config.group_targets() for t in targets]
+
+
+def _differences(what: str, before: list[str], after: list[str]) -> list[str]:
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    out = [f"{what} added: {', '.join(added)}"] if added else []
+    return out + ([f"{what} removed: {', '.join(removed)}"] if removed else [])
+
+
+def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells a changed file: mtime, size, inode, device (None when it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+
+
+class _RunStartTap:
+    """The state DB as one API pass sees it: the daemon's store, that also tells `started` the run's id as soon
+    as the reconciler records the run, so that the API answers 202 with it while the pass goes on. (A hook of the
+    reconciler's own, told the run id, would do without standing in for the store.)"""
+
+    def __init__(self, store: Store, started: Callable[[str], None]) -> None:
+        self._store, self._started = store, started
+
+    def start_run(self, *, dry_run: bool, trigger: str, selection: dict[str, Any] | None = None) -> str:
+        run_id = self._store.start_run(dry_run=dry_run, trigger=trigger, selection=selection)
+        self._started(run_id)
+        return run_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def serve(

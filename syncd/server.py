@@ -1,4 +1,5 @@
-"""The HTTP side of `syncd serve`: /metrics, /healthz, /readyz, served by uvicorn inside the daemon's loop.
+"""The HTTP side of `syncd serve`: /metrics, /healthz, /readyz and the API, served by uvicorn inside the daemon's
+loop.
 
 * ``/metrics``: the daemon's registry in Prometheus text format (OpenMetrics when asked for; gzip when
   accepted): prometheus-client's own ASGI app.
@@ -6,9 +7,12 @@
 * ``/readyz``: readiness. 200 when the config is loaded and the state DB answers (`Store.ping()`); otherwise
   503 with the reasons in the body. A stopping daemon is not ready.
 
+* ``/api/v1/…``: the daemon's API (`syncd.api`), behind a bearer token; 404 when the daemon has none.
+
 Both health endpoints answer JSON (``{"status": "ok"|"unavailable", "reasons": [...], ...}``). No web
-framework: three routes are a few lines. uvicorn's own signal handling is switched off (`_Server`): the
-daemon owns SIGTERM/SIGINT and stops the server itself, after the pass.
+framework: a few routes are a few lines. uvicorn's own signal handling is switched off (`_Server`): the
+daemon owns SIGTERM/SIGINT and stops the server itself, after the pass. Nothing here logs a request or its
+headers (uvicorn's access log is off): the API's token never reaches a log.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, Protocol
 import uvicorn
 from prometheus_client import CollectorRegistry, make_asgi_app
 
-__all__ = ["Check", "HealthSource", "HttpServer", "make_app"]
+__all__ = ["API_PREFIX", "ASGIApp", "Check", "HealthSource", "HttpServer", "make_app", "respond", "respond_json"]
 
 log = logging.getLogger("syncd.server")
 
@@ -58,10 +62,12 @@ class HealthSource(Protocol):
     async def readiness(self) -> Check: ...
 
 
-INDEX = b"syncd: see /metrics, /healthz, /readyz\n"
+INDEX = b"syncd: see /metrics, /healthz, /readyz (and /api/v1/ with a token)\n"
+API_PREFIX = "/api/v1"
 
 
-def make_app(registry: CollectorRegistry, source: HealthSource) -> ASGIApp:
+def make_app(registry: CollectorRegistry, source: HealthSource, api: ASGIApp | None = None) -> ASGIApp:
+    """The daemon's routes; `api` serves every path under `API_PREFIX` (404 without one)."""
     metrics_app = make_asgi_app(registry=registry)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,8 +76,14 @@ def make_app(registry: CollectorRegistry, source: HealthSource) -> ASGIApp:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+            if api is None:
+                await respond_json(send, 404, {"error": "not found"})
+            else:
+                await api(scope, receive, send)
+            return
         if method not in ("GET", "HEAD"):
-            await _respond(send, 405, b"method not allowed\n", "text/plain", {"allow": "GET, HEAD"})
+            await respond(send, 405, b"method not allowed\n", "text/plain", {"allow": "GET, HEAD"})
             return
         if path == "/metrics":
             await metrics_app(scope, receive, send)
@@ -81,17 +93,22 @@ def make_app(registry: CollectorRegistry, source: HealthSource) -> ASGIApp:
         elif path == "/readyz":
             check = await source.readiness()
         elif path == "/":
-            await _respond(send, 200, INDEX, "text/plain")
+            await respond(send, 200, INDEX, "text/plain")
             return
         else:
-            await _respond(send, 404, b"not found\n", "text/plain")
+            await respond(send, 404, b"not found\n", "text/plain")
             return
-        await _respond(send, 200 if check.ok else 503, check.body(), "application/json", head=method == "HEAD")
+        await respond(send, 200 if check.ok else 503, check.body(), "application/json", head=method == "HEAD")
 
     return app
 
 
-async def _respond(
+async def respond_json(send: Send, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    """`body` as one JSON document."""
+    await respond(send, status, json.dumps(body, default=str).encode() + b"\n", "application/json", headers)
+
+
+async def respond(
     send: Send,
     status: int,
     body: bytes,

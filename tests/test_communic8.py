@@ -915,3 +915,119 @@ async def test_the_refusal_in_mended_words_is_still_isolated(words: str) -> None
         result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails))
     assert [r.email for r in result.rejected] == [emails[2]]
     assert sandbox.group_emails(gid) == set(emails) - {emails[2]}
+
+
+# ------------------------------------------------------------------------------------- large groups
+
+
+class SpyCache(MemoryRecipientCache):
+    """A cache that says how it was asked, and refuses to be read whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    def get_many(self, keys: Any) -> dict[str, str]:
+        self.calls.append(("get_many", len(keys)))
+        return super().get_many(keys)
+
+    def keys_by_id(self, ids: Any) -> dict[str, str]:
+        self.calls.append(("keys_by_id", len(ids)))
+        return super().keys_by_id(ids)
+
+    def put_many(self, ids: Any) -> None:
+        self.calls.append(("put_many", len(ids)))
+        super().put_many(ids)
+
+    def replace_all(self, ids: Any) -> None:
+        self.calls.append(("replace_all", len(ids)))
+        super().replace_all(ids)
+
+    def all(self) -> dict[str, str]:
+        raise AssertionError("a pass looks up what it needs, never the whole cache")
+
+
+async def test_a_steady_read_looks_the_group_s_ids_up_and_nothing_else() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(300)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G", emails[:200])
+    cache = SpyCache()
+    cache.put_many({e: sandbox._by_email[e] for e in emails})  # the directory, as a first pass left it
+    cache.calls.clear()
+    async with connect(sandbox, cache=cache) as c:
+        members = await c.read_members(RemoteGroup(gid, "G"))
+        assert sorted(m.key for m in members) == emails[:200]
+        assert cache.calls == [("keys_by_id", 200)]
+        assert sandbox.count() == 1
+        # adds look up their own keys (one chunk), and send
+        cache.calls.clear()
+        result = await c.add_members(RemoteGroup(gid, "G"), contacts(emails[200:]))
+        assert sorted(result.done) == emails[200:] and cache.calls == [("get_many", 100)]
+        assert sandbox.count(method="GET") == 1  # still no directory read
+
+
+async def test_a_lead_the_cache_lacks_costs_one_directory_read_that_writes_back_only_what_changed() -> None:
+    sandbox = Communic8Sandbox()
+    emails = people(150)
+    gid = sandbox.add_group("G", emails)
+    cache = SpyCache()
+    cache.put_many({e: sandbox._by_email[e] for e in emails[:149]})
+    cache.put_many({"gone@example.com": "0" * 24})  # a recipient deleted since
+    async with connect(sandbox, cache=cache) as c:
+        cache.calls.clear()
+        members = await c.read_members(RemoteGroup(gid, "G"))
+        assert sorted(m.key for m in members) == emails
+        assert sandbox.count(path=RECIPIENTS) == 2
+        assert cache.calls == [("keys_by_id", 150), ("replace_all", 150)]
+        assert cache.ids == {e: sandbox._by_email[e] for e in emails}
+
+
+async def test_adds_stop_looking_up_at_the_first_chunk_the_cache_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import connectors.communic8 as c8
+
+    monkeypatch.setattr(c8, "LOOKUP_CHUNK", 10)
+    sandbox = Communic8Sandbox()
+    emails = people(100)
+    for e in emails:
+        sandbox.add_recipient(e)
+    gid = sandbox.add_group("G")
+    cache = SpyCache()
+    cache.put_many({e: sandbox._by_email[e] for e in emails[:15]})  # the second chunk has unknown keys
+    cache.calls.clear()
+    async with connect(sandbox, cache=cache) as c:
+        rejects = await c.check_adds(RemoteGroup(gid, "G"), contacts([*emails, "nobody@example.com"]))
+        assert [r.email for r in rejects] == ["nobody@example.com"]
+        assert cache.calls == [("get_many", 10), ("get_many", 10), ("replace_all", 100)]
+        assert sandbox.count(path=RECIPIENTS) == 1
+
+
+async def test_every_answer_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[int] = []
+    original = httpx.Response.json
+
+    def counting(self: httpx.Response, **kwargs: Any) -> Any:
+        parsed.append(id(self))
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(httpx.Response, "json", counting)
+    sandbox = Communic8Sandbox()
+    gid = sandbox.add_group("G", people(250))
+    async with connect(sandbox) as c:  # a cold cache: the group, then the directory's 3 pages
+        assert len(await c.read_members(RemoteGroup(gid, "G"))) == 250
+    assert sandbox.count() == 4
+    assert len(parsed) == len(set(parsed)) == 4  # classified and read: one parse each
+
+
+def test_a_parsed_answer_keeps_its_body_and_an_answer_that_is_not_json_still_says_so() -> None:
+    from connectors.base import ProtocolError
+    from connectors.communic8 import _answer
+
+    ok = _response(200, {"success": True, "data": [1]})
+    assert classify(ok) is None
+    assert _answer(ok) == {"success": True, "data": [1]}
+    html = _response(200, "<html>maintenance</html>")
+    assert classify(html) is None
+    with pytest.raises(ProtocolError, match="expected JSON"):
+        _answer(html)

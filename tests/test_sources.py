@@ -676,6 +676,26 @@ async def test_sql_check_runs_the_query_and_says_what_it_yields(crm_db: Any, tmp
     assert not ok and "the query failed" in text
 
 
+async def test_sql_rows_are_streamed_in_batches_and_repeated_names_are_kept_once(
+    crm_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import syncd.sources.sql as sql_module
+
+    monkeypatch.setattr(sql_module, "FETCH_ROWS", 4)  # 11 rows: 3 fetches, the contacts made as they come
+    rows = [("Big", f"p{i}@example.com", "Anna", f"Name{i % 2}", None, None, "Berlin") for i in range(10)]
+    url = crm_db([*rows, ("Big", "  ", "No", "Email")])
+    query = 'SELECT segment AS "group", email, first_name, last_name, city FROM members ORDER BY id'
+    (source,) = build_sources(CrmWorld(tmp_path).config([], sources=[{"type": "sql", "url": url, "query": query}]))[1:]
+    assert isinstance(source, SqlSource)
+    (group,) = await source.read()
+    assert [m.email for m in group.members] == [f"p{i}@example.com" for i in range(10)]
+    assert [r.reason for r in group.rejected] == ["row 11 of the query has no email"]
+    first = group.members[0]
+    assert first.address is not None and first.address.city == "Berlin"
+    assert all(m.first_name is first.first_name for m in group.members)  # one string for a name said 10 times
+    assert {id(m.last_name) for m in group.members} == {id(group.members[0].last_name), id(group.members[1].last_name)}
+
+
 # ------------------------------------------------------------------------------------ a new source type
 # Everything a source type is, defined here and nowhere else: its settings, its factory, its `read`.
 

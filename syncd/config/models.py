@@ -31,7 +31,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -266,7 +275,7 @@ def _split_listen(value: str) -> tuple[str, int]:
 
 
 class ServerSettings(BaseModel):
-    """The HTTP server of `syncd serve`: /metrics, /healthz, /readyz."""
+    """The HTTP server of `syncd serve`: /metrics, /healthz, /readyz, and the API under /api/v1/."""
 
     model_config = MODEL_CONFIG
 
@@ -275,6 +284,46 @@ class ServerSettings(BaseModel):
         description="Address to listen on, host:port. An IPv6 address goes in brackets ([::]:9108); "
         "an empty host (:9108) means every IPv4 interface.",
     )
+
+    workers: int = Field(
+        default=4,
+        ge=1,
+        description="With a PostgreSQL state DB (several replicas): how many pairs this replica works at once.",
+    )
+    stalled_after: timedelta = Field(
+        default=timedelta(seconds=60),
+        description="With a PostgreSQL state DB: a replica whose heartbeat is older than this is taken for dead, "
+        "and another replica takes its pairs over (e.g. 60s, 2m).",
+    )
+
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token of the daemon's API (/api/v1/: start a pass, read its report, the pairs' "
+        "status), sent as `Authorization: Bearer <token>`; at least 16 characters (e.g. `openssl rand -hex 32`). "
+        "Without one (or empty) the API is off and answers 404. Keep it in the environment: "
+        "${SYNCD_API_TOKEN}. A reload can change it.",
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The messages never show the value: it is a secret.
+        if value is None or not value.get_secret_value():
+            return None
+        token = value.get_secret_value()
+        if any(c.isspace() for c in token) or not token.isprintable():
+            raise ValueError("must not contain spaces or control characters")
+        if len(token) < 16:
+            raise ValueError("must be at least 16 characters long (e.g. the output of `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("stalled_after", mode="before")
+    @classmethod
+    def _stalled_after(cls, value: object) -> timedelta:
+        found = parse_duration(value)
+        if found.total_seconds() < 5:
+            raise ValueError("must be at least 5s: heartbeats go every quarter of it")
+        return found
 
     @field_validator("listen")
     @classmethod

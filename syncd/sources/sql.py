@@ -43,7 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
-from connectors.base import Contact, PostalAddress
+from connectors.base import Contact, PostalAddress, in_bulk
 from syncd.config.models import (
     REMOVAL_POLICY_TEXT,
     SOURCE_NAME_PATTERN,
@@ -67,7 +67,7 @@ ADDRESS_COLUMNS = ("line1", "line2", "city", "postcode", "country")
 MEMBER_COLUMNS = ("email", "first_name", "last_name", *ADDRESS_COLUMNS)
 GROUP_COLUMN = "group"
 
-Rows = tuple[list[str], list[Sequence[Any]]]
+FETCH_ROWS = 5_000  # rows fetched at a time (a server-side cursor where the driver has one)
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -237,7 +237,8 @@ class SqlSource:
         return self._url.render_as_string(hide_password=True)
 
     async def read(self) -> list[DesiredGroup]:
-        return self._groups(*await self._fetch())
+        rows = await self._fetch()
+        return await asyncio.to_thread(self._groups, rows)  # validates every member: CPU, off the event loop
 
     async def check(self) -> list[CheckLine]:
         """For `syncd validate --online`: run the query (read-only) and say what it yields."""
@@ -249,12 +250,12 @@ class SqlSource:
         return [CheckLine(True, f"{len(groups)} group{'s' if len(groups) != 1 else ''}, {members} members")]
 
     # -- running the query ----------------------------------------------------------------------------
-    async def _fetch(self) -> Rows:
+    async def _fetch(self) -> _Rows:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Rows] = loop.create_future()
+        future: asyncio.Future[_Rows] = loop.create_future()
         interrupt = _Interrupt()
 
-        def deliver(result: Rows | None, error: BaseException | None) -> None:
+        def deliver(result: _Rows | None, error: BaseException | None) -> None:
             if future.done():
                 return
             if error is not None:
@@ -265,7 +266,7 @@ class SqlSource:
 
         def work() -> None:
             try:
-                result: Rows | None = self._query(interrupt)
+                result: _Rows | None = self._query(interrupt)
                 error: BaseException | None = None
             except BaseException as exc:
                 result, error = None, exc
@@ -285,8 +286,9 @@ class SqlSource:
             interrupt.fire()
             raise
 
-    def _query(self, interrupt: _Interrupt) -> Rows:
-        """Runs in the worker thread."""
+    def _query(self, interrupt: _Interrupt) -> _Rows:
+        """Runs in the worker thread: the rows are streamed (fetched `FETCH_ROWS` at a time, through a server-side
+        cursor on PostgreSQL) and each becomes a contact as it comes, so the answer is never held as rows."""
         url = self._url
         backend = url.get_backend_name()
         in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
@@ -313,15 +315,9 @@ class SqlSource:
                         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                         millis = max(1, round(self.settings.timeout * 1000))
                         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {millis}")
-                    # no_parameters: the query goes to the driver as written (a literal % or :name is no
-                    # placeholder).
-                    result = conn.execution_options(no_parameters=True).exec_driver_sql(self.settings.query)
-                    if not result.returns_rows:
-                        raise SourceError(self.name, "the query returns no rows (is it a SELECT?)")
-                    columns = [str(c) for c in result.keys()]  # noqa: SIM118 (iterating a Result yields rows)
-                    rows: list[Sequence[Any]] = [tuple(row) for row in result]
+                    rows = self._stream(conn.connection.driver_connection, backend)
                     tx.rollback()
-            return columns, rows
+            return rows
         except SourceError:
             raise
         except Exception as exc:
@@ -330,6 +326,25 @@ class SqlSource:
             raise SourceError(self.name, self._describe(exc, "the query failed")) from None
         finally:
             engine.dispose()
+
+    def _stream(self, driver: Any, backend: str) -> _Rows:
+        """Run the query on the driver's own cursor (a server-side one on PostgreSQL) and turn the rows into
+        contacts as they are fetched, `FETCH_ROWS` at a time: no SQLAlchemy row objects, and the answer is never
+        all in memory as rows. No parameters: the query goes to the driver as written (a literal % or :name is
+        no placeholder)."""
+        cursor = driver.cursor(name="syncd_source") if backend == "postgresql" else driver.cursor()
+        try:
+            cursor.execute(self.settings.query)
+            if cursor.description is None:
+                raise SourceError(self.name, "the query returns no rows (is it a SELECT?)")
+            rows = _Rows(self, self._columns([str(c[0]) for c in cursor.description]))
+            with in_bulk():  # a contact per row: a million of them, maybe
+                while fetched := cursor.fetchmany(FETCH_ROWS):
+                    for row in fetched:
+                        rows.take(row)
+            return rows
+        finally:
+            cursor.close()
 
     def _describe(self, exc: BaseException, what: str) -> str:
         original = getattr(exc, "orig", None) or exc
@@ -342,10 +357,9 @@ class SqlSource:
         return f"database {self.safe_url}: {what}: {reason}"
 
     # -- rows to groups -------------------------------------------------------------------------------
-    def _groups(self, columns: list[str], rows: list[Sequence[Any]]) -> list[DesiredGroup]:
-        index = self._columns(columns)
+    def _groups(self, rows: _Rows) -> list[DesiredGroup]:
         fixed = self.settings.group
-        if not rows and fixed is None:
+        if not rows.count and fixed is None:
             if self.settings.allow_empty:
                 return []
             raise SourceError(
@@ -353,40 +367,16 @@ class SqlSource:
                 "the query returned no rows: every group it names is left untouched (set allow_empty: true "
                 "if no group should have members now)",
             )
-        order: list[str] = []
-        spelled: dict[str, str] = {}
-        candidates: dict[str, list[Contact]] = {}
-        missing: dict[str, list[Reject]] = {}
-        if fixed is not None:
-            order.append(fixed.casefold())
-            spelled[fixed.casefold()] = fixed
-        for number, row in enumerate(rows, start=1):
-            name = fixed if fixed is not None else _text(row[index[GROUP_COLUMN]])
-            if name is None:
-                raise SourceError(
-                    self.name,
-                    f"row {number} has no group (NULL or empty `group`): filter such rows out in the query",
-                )
-            key = name.casefold()
-            if key not in spelled:
-                spelled[key] = name
-                order.append(key)
-            email = _text(row[index["email"]])
-            if email is None:
-                missing.setdefault(key, []).append(
-                    Reject("", f"row {number} of the query has no email", RejectCode.MISSING_FIELDS)
-                )
-                continue
-            candidates.setdefault(key, []).append(self._contact(row, index, email))
         targets = tuple(Target(t.provider, t.group_id) for t in self.config.targets_of(self.settings))
         groups = []
-        for key in order:
-            members, invalid = admit(candidates.get(key, []))
+        for key in rows.order:
+            with in_bulk():
+                members, invalid = admit(rows.candidates.pop(key, []))
             groups.append(
                 DesiredGroup(
-                    name=spelled[key],
+                    name=rows.spelled[key],
                     members=members,
-                    rejected=tuple(missing.get(key, [])) + invalid,
+                    rejected=tuple(rows.missing.get(key, [])) + invalid,
                     targets=targets,
                     source=self.name,
                     removal_policy=self.settings.removal_policy,
@@ -394,7 +384,7 @@ class SqlSource:
                     max_removal_ratio=self.settings.max_removal_ratio,
                 )
             )
-        log.debug("%s: %d rows, %d groups", self.name, len(rows), len(groups))
+        log.debug("%s: %d rows, %d groups", self.name, rows.count, len(groups))
         return groups
 
     def _columns(self, columns: list[str]) -> dict[str, int]:
@@ -424,14 +414,56 @@ class SqlSource:
             )
         return index
 
-    @staticmethod
-    def _contact(row: Sequence[Any], index: dict[str, int], email: str) -> Contact:
-        def get(column: str) -> str | None:
-            return _text(row[index[column]]) if column in index else None
 
-        parts = [get(c) for c in ADDRESS_COLUMNS]
+class _Rows:
+    """The query's rows as they are fetched, each turned into a contact of its group at once (in the worker
+    thread). Names and address parts repeat across members: each distinct value is kept once."""
+
+    def __init__(self, source: SqlSource, index: dict[str, int]) -> None:
+        self.source = source.name
+        self.fixed = source.settings.group
+        self.index = index
+        self.count = 0
+        self.order: list[str] = []  # group keys, in the order the rows first name them
+        self.spelled: dict[str, str] = {}
+        self.candidates: dict[str, list[Contact]] = {}
+        self.missing: dict[str, list[Reject]] = {}
+        self._values: dict[str, str] = {}
+        if self.fixed is not None:
+            self.order.append(self.fixed.casefold())
+            self.spelled[self.fixed.casefold()] = self.fixed
+        self._email = index["email"]
+        self._group = index.get(GROUP_COLUMN)
+        self._fields = [(index.get(c)) for c in ("first_name", "last_name", *ADDRESS_COLUMNS)]
+
+    def take(self, row: Sequence[Any]) -> None:
+        self.count += 1
+        name = self.fixed if self._group is None else _text(row[self._group])
+        if name is None:
+            raise SourceError(
+                self.source,
+                f"row {self.count} has no group (NULL or empty `group`): filter such rows out in the query",
+            )
+        key = name.casefold()
+        if key not in self.spelled:
+            self.spelled[key] = name
+            self.order.append(key)
+        email = _text(row[self._email])
+        if email is None:
+            self.missing.setdefault(key, []).append(
+                Reject("", f"row {self.count} of the query has no email", RejectCode.MISSING_FIELDS)
+            )
+            return
+        self.candidates.setdefault(key, []).append(self._contact(row, email))
+
+    def _contact(self, row: Sequence[Any], email: str) -> Contact:
+        values = self._values
+        first, last, *parts = (
+            None if i is None or (text := _text(row[i])) is None else values.setdefault(text, text)
+            for i in self._fields
+        )
         address = PostalAddress(*parts) if any(parts) else None
-        return Contact(email=email, first_name=get("first_name"), last_name=get("last_name"), address=address)
+        return Contact(email=email, first_name=first, last_name=last, address=address)
 
 
 def _text(value: Any) -> str | None:

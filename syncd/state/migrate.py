@@ -17,12 +17,18 @@ from alembic.script import ScriptDirectory
 
 from syncd.errors import StateError
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "ours", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # pg_advisory_xact_lock key: "syncd" in ASCII. Held until the upgrade transaction ends.
 _PG_MIGRATION_LOCK = 0x73796E6364
+
+
+def ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name` hook: the schema objects syncd's metadata describes. Procrastinate's tables (the
+    replicas' queue, installed by revision 0003 on PostgreSQL) are its own, not compared with syncd's tables."""
+    return not (name or "").startswith("procrastinate_")
 
 
 def alembic_config(connection: sa.Connection | None = None, *, url: str | None = None) -> Config:

@@ -17,6 +17,7 @@ __all__ = [
     "LedgerEntry",
     "LedgerRow",
     "PairRow",
+    "PairState",
     "RejectRow",
     "RunOutcome",
     "RunRow",
@@ -141,3 +142,27 @@ class PairRow:
     write_requests: int
     error: str | None
     blocked_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PairState:
+    """Where a pair stands after its last pass, for `syncd status`: that pass's recorded result, seen from after it.
+
+    `actual` is the group's member count after the pass (before it, for a dry run, which changes nothing); None when
+    the pass failed before the group was read. `pending_add` / `pending_remove` are what the pass left to do (failed
+    changes, removals held back or the API cannot make, a dry run's plan); None when not known (a pass recorded
+    before syncd kept them, or one that failed before reading the group)."""
+
+    group: str
+    provider: str
+    run_id: str
+    dry_run: bool  # the pass was a dry run (only when asked for: `include_dry_runs`)
+    last_run: datetime  # when the pair's result was recorded
+    status: PairStatus
+    desired: int
+    actual: int | None
+    pending_add: int | None
+    pending_remove: int | None
+    rejected: int  # members rejected in that pass
+    blocked_reason: str | None
+    error: str | None

@@ -11,12 +11,13 @@ message is masked, and SQL parameters (member emails) are never put in exception
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import uuid
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,20 +30,21 @@ from connectors.base import email_key
 from syncd.errors import StateError
 from syncd.model import KnownReject, LedgerOutcome, OpKind, PairResult, PairStatus, Strategy
 from syncd.state import migrate
+from syncd.state.budget import Grant, RateRule, RateSignals, note_signals, take_token
+from syncd.state.fence import Fence, FencedOut, current_fence
 from syncd.state.records import (
     Binding,
     LedgerEntry,
     LedgerRow,
     PairRow,
+    PairState,
     RejectRow,
     RunOutcome,
     RunRow,
     StoredReject,
 )
 from syncd.state.tables import (
-    UTCDateTime,
     bindings,
-    leases,
     ledger,
     owned_members,
     pair_results,
@@ -56,10 +58,14 @@ __all__ = ["HistoryRow", "StateRecipientCache", "Store", "mask_url"]
 # Keys per IN (...) list / per statement: far below SQLite's and PostgreSQL's parameter limits.
 IN_CHUNK = 500
 HISTORY_BATCH = 500  # ledger rows fetched at a time by stream_history
+BULK_ROWS = 10_000  # rows per bulk statement (SQLite executemany, PostgreSQL COPY or unnest arrays)
+BULK_TX_ROWS = 100_000  # rows per transaction when a cache write is larger: the write lock is never held long
+SCAN_BATCH = 10_000  # rows fetched at a time when a provider's whole cache is scanned
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
 
 _T = TypeVar("_T")
+_ABSENT: Any = object()
 _Insert = sqlite.Insert | postgresql.Insert
 
 
@@ -307,8 +313,17 @@ class Store:
         with self._tx("runs") as conn:
             return [_run_row(row) for row in conn.execute(query)]
 
-    def record_pair(self, run_id: str, result: PairResult, *, remote_group_id: str | None) -> None:
-        """Record one pair's outcome in a run (recording the same pair again replaces it)."""
+    def record_pair(
+        self,
+        run_id: str,
+        result: PairResult,
+        *,
+        remote_group_id: str | None,
+        pending_add: int | None = None,
+        pending_remove: int | None = None,
+    ) -> None:
+        """Record one pair's outcome in a run (recording the same pair again replaces it), with what it left to
+        add and remove (None: not known)."""
         values = {
             "run_id": run_id,
             "recorded_at": utcnow(),
@@ -328,6 +343,8 @@ class Store:
             "write_requests": int(result.requests.get("write", 0)),
             "error": result.error,
             "blocked_reason": result.guard,
+            "pending_add": pending_add,
+            "pending_remove": pending_remove,
         }
         with self._tx("record_pair", write=True) as conn:
             conn.execute(
@@ -388,18 +405,21 @@ class Store:
             return
         rows = []
         for entry in entries:
-            op = OpKind(entry.op)
-            if op not in (OpKind.ADD, OpKind.REMOVE):
-                raise ValueError(f"ledger op must be add or remove, got {op!s}")
-            outcome = LedgerOutcome(entry.outcome)
+            op, outcome = entry.op, entry.outcome
+            if op is not OpKind.ADD and op is not OpKind.REMOVE:  # the enum members themselves skip the look-ups
+                op = OpKind(op)
+                if op not in (OpKind.ADD, OpKind.REMOVE):
+                    raise ValueError(f"ledger op must be add or remove, got {op!s}")
+            if not isinstance(outcome, LedgerOutcome):
+                outcome = LedgerOutcome(outcome)
             rows.append(
                 (
                     entry.group,
                     entry.provider,
                     entry.email,
                     email_key(entry.email),
-                    str(op),
-                    str(outcome),
+                    op.value,
+                    outcome.value,
                     entry.reason,
                 )
             )
@@ -594,18 +614,23 @@ class Store:
         unique = _unique(keys)
         if not unique:
             return
-        now = utcnow()
-        rows = [{"group_name": group, "provider": provider, "email_key": key, "added_at": now} for key in unique]
-        stmt = self._insert(owned_members).on_conflict_do_nothing(
-            index_elements=["group_name", "provider", "email_key"]
-        )
         with self._tx("mark_owned", write=True) as conn:
-            conn.execute(stmt, rows)
+            fixed = {"group_name": group, "provider": provider, "added_at": _db_now(conn, owned_members.c.added_at)}
+            _bulk_upsert(
+                conn,
+                owned_members,
+                fixed,
+                ("email_key",),
+                ((key,) for key in sorted(unique)),  # in key order: the primary key's own, fewer pages touched
+                conflict=("group_name", "provider", "email_key"),
+            )
 
     def unmark_owned(self, group: str, provider: str, keys: Iterable[str]) -> None:
         unique = _unique(keys)
+        if not unique:
+            return
         with self._tx("unmark_owned", write=True) as conn:
-            for chunk in _chunks(unique):
+            for chunk in _chunks(unique, self._key_chunk):
                 conn.execute(
                     owned_members.delete().where(
                         owned_members.c.group_name == group,
@@ -657,29 +682,19 @@ class Store:
         fingerprint/reason/code."""
         if not rejected:
             return
-        now = utcnow()
         by_key = {email_key(r.email): r for r in rejected}  # the last word on a member wins
-        rows = [
-            {
-                "provider": provider,
-                "group_name": group,
-                "email_key": key,
-                "email": r.email,
-                "fingerprint": r.fingerprint,
-                "reason": r.reason,
-                "code": r.code,
-                "first_seen": now,
-                "last_seen": now,
-            }
-            for key, r in by_key.items()
-        ]
-        stmt = self._insert(rejects)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["email_key", "provider", "group_name"],
-            set_={name: stmt.excluded[name] for name in ("email", "fingerprint", "reason", "code", "last_seen")},
-        )
         with self._tx("save_rejects", write=True) as conn:
-            conn.execute(stmt, rows)
+            now = _db_now(conn, rejects.c.first_seen)
+            fixed = {"provider": provider, "group_name": group, "first_seen": now, "last_seen": now}
+            _bulk_upsert(
+                conn,
+                rejects,
+                fixed,
+                ("email_key", "email", "fingerprint", "reason", "code"),
+                ((key, r.email, r.fingerprint, r.reason, r.code) for key, r in sorted(by_key.items())),
+                conflict=("email_key", "provider", "group_name"),
+                update=("email", "fingerprint", "reason", "code", "last_seen"),
+            )
 
     def clear_rejects(self, provider: str, keys: Iterable[str], group: str | None = None) -> None:
         """Forget rejects (by email key), e.g. once the member went through: those of `group` (and the ones
@@ -745,51 +760,76 @@ class Store:
         """The provider's email-key -> recipient-id cache, as a `connectors.base.RecipientCache`."""
         return StateRecipientCache(self, provider)
 
-    # ----------------------------------------------------------------------------------------- leases
+    # ------------------------------------------------------------------------------------------ fencing
 
-    def acquire_lease(self, group: str, provider: str, holder: str, ttl: float | timedelta) -> bool:
-        """Take (or renew) the pair's lease for `ttl`; False while another holder's lease is unexpired.
+    def fence_holds(self, fence: Fence) -> bool:
+        """Whether the queue job behind `fence` is still this worker's (a read, outside any write)."""
+        with self._tx("fence_holds") as conn:
+            return fence.holds(conn)
 
-        One atomic statement (INSERT … ON CONFLICT DO UPDATE … WHERE expired or ours RETURNING), so two
-        replicas racing for a pair cannot both win. On PostgreSQL expiry is measured on the database's
-        clock, so replicas with skewed clocks agree.
-        """
-        span = ttl if isinstance(ttl, timedelta) else timedelta(seconds=ttl)
-        if span <= timedelta(0):
-            raise ValueError("lease ttl must be positive")
-        now: sa.ColumnElement[datetime]
-        expires: sa.ColumnElement[datetime]
-        if self._dialect == "postgresql":
-            now = sa.func.now()
-            expires = now + sa.literal(span, sa.Interval())
-        else:
-            clock = utcnow()
-            now = sa.literal(clock, UTCDateTime())
-            expires = sa.literal(clock + span, UTCDateTime())
-        stmt = self._insert(leases).values(group_name=group, provider=provider, holder=holder, expires_at=expires)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["group_name", "provider"],
-            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
-            where=sa.or_(leases.c.expires_at < now, leases.c.holder == holder),
+    # ------------------------------------------------------------------------------- shared rate budget
+
+    def take_rate_token(self, provider: str, rule: RateRule) -> Grant:
+        """One request to `provider` under the budget every replica shares (the `rate_buckets` row): the
+        request may go now (`Grant.wait` 0, its time in the window recorded) or after `Grant.wait` seconds (ask
+        again then). The row is locked for the decision, so replicas never hand out the same token twice."""
+        with self._tx("take_rate_token", write=True) as conn:
+            return take_token(conn, provider, rule, self._dialect)
+
+    def note_rate_signals(self, provider: str, signals: RateSignals) -> None:
+        """What a provider's answers said about its limit (a 429's wait, quota headers), for every replica."""
+        with self._tx("note_rate_signals", write=True) as conn:
+            note_signals(conn, provider, signals, self._dialect)
+
+    # ------------------------------------------------------------ the operator's view (status, rejects)
+
+    def pair_states(
+        self, *, group: str | None = None, provider: str | None = None, include_dry_runs: bool = False
+    ) -> list[PairState]:
+        """Where each (group, provider) pair stands after its last pass (`syncd status`): the pair's latest recorded
+        result of a real run, or of any run with `include_dry_runs`, ordered by group, then provider. Pairs that
+        never had such a pass are absent. `group` and `provider` are matched exactly."""
+        latest = sa.select(sa.func.max(pair_results.c.id)).join(runs, runs.c.id == pair_results.c.run_id)
+        if not include_dry_runs:
+            latest = latest.where(runs.c.dry_run.is_(False))
+        if group is not None:
+            latest = latest.where(pair_results.c.group_name == group)
+        if provider is not None:
+            latest = latest.where(pair_results.c.provider == provider)
+        query = (
+            sa.select(pair_results, runs.c.dry_run)
+            .join(runs, runs.c.id == pair_results.c.run_id)
+            .where(pair_results.c.id.in_(latest.group_by(pair_results.c.group_name, pair_results.c.provider)))
         )
-        with self._tx("acquire_lease", write=True) as conn:
-            return conn.execute(stmt.returning(leases.c.holder)).first() is not None
+        with self._tx("pair_states") as conn:
+            found = [_pair_state(row) for row in conn.execute(query)]
+        # in Python: the same order on SQLite and PostgreSQL (whose collation depends on the server's locale)
+        return sorted(found, key=lambda s: (s.group.casefold(), s.group, s.provider.casefold(), s.provider))
 
-    def release_lease(self, group: str, provider: str, holder: str) -> None:
-        """Give the pair's lease up, if `holder` still has it."""
-        with self._tx("release_lease", write=True) as conn:
-            conn.execute(
-                leases.delete().where(
-                    leases.c.group_name == group, leases.c.provider == provider, leases.c.holder == holder
-                )
-            )
-
-    def release_leases(self, holder: str) -> int:
-        """Give up every lease of `holder` (on shutdown); returns how many there were."""
-        with self._tx("release_leases", write=True) as conn:
-            return conn.execute(leases.delete().where(leases.c.holder == holder)).rowcount
+    def forget_rejects(
+        self, *, provider: str | None = None, group: str | None = None, member: str | None = None
+    ) -> int:
+        """Forget remembered permanent rejects, so the next pass tries those members again (`syncd rejects clear`);
+        how many were forgotten. Those of `provider`, of `member` (matched trimmed and case-insensitively), and of
+        `group`, with those remembered for every group of a provider (group ''), which hold `group` back too.
+        Every remembered reject when no filter is given."""
+        query = rejects.delete()
+        if provider is not None:
+            query = query.where(rejects.c.provider == provider)
+        if group is not None:
+            query = query.where(rejects.c.group_name.in_([group, ""]))
+        if member is not None:
+            query = query.where(rejects.c.email_key == email_key(member))
+        with self._tx("forget_rejects", write=True) as conn:
+            return int(conn.execute(query).rowcount)
 
     # -------------------------------------------------------------------------------------- internals
+
+    @property
+    def _key_chunk(self) -> int:
+        """Keys per statement of the bulk look-ups and deletes: an IN list on SQLite, one array parameter on
+        PostgreSQL (of any length: one statement per `BULK_ROWS`)."""
+        return BULK_ROWS if self._dialect == "postgresql" else IN_CHUNK
 
     def _insert(self, table: sa.Table) -> _Insert:
         """INSERT with the dialect's ON CONFLICT support (same API on SQLite and PostgreSQL)."""
@@ -805,12 +845,17 @@ class Store:
 
     @contextmanager
     def _tx(self, what: str, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One short transaction; database errors become StateError."""
+        """One short transaction; database errors become StateError. A write made under a fence (the queue job
+        a replica works a pair under, `current_fence`) first checks, in the same transaction, that the job is
+        still that replica's: a replica whose job was taken over writes nothing (FencedOut)."""
+        fence = current_fence.get() if write else None
         try:
             with self._engine.connect() as conn:
                 if write and self._dialect == "sqlite":
                     conn.execution_options(syncd_sqlite_begin="IMMEDIATE")
                 with conn.begin():
+                    if fence is not None and not fence.holds(conn, lock=True):
+                        raise FencedOut(fence.describe())
                     yield conn
         except (sa.exc.SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as exc:
             raise StateError(self._describe(exc, what)) from exc
@@ -841,25 +886,98 @@ class HistoryRow(LedgerRow):
 _LEDGER_COLUMNS = ("run_id", "at", "group_name", "provider", "email", "email_key", "op", "outcome", "reason")
 
 
-def _bulk_insert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def _bulk_insert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
     """INSERT many rows of database-ready values, without SQLAlchemy's per-row work: COPY on PostgreSQL,
-    one executemany on SQLite. The values must need no type processing (strings, numbers, processed dates)."""
+    executemany on SQLite. The values must need no type processing (strings, numbers, processed dates)."""
     quote = conn.dialect.identifier_preparer.quote
     target = conn.dialect.identifier_preparer.format_table(table)
     names = ", ".join(quote(column) for column in columns)
+    raw = conn.connection.driver_connection
+    assert raw is not None
     if conn.dialect.name == "postgresql":
-        raw = conn.connection.driver_connection
-        assert raw is not None
         with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
     else:
         marks = ", ".join("?" for _ in columns)
-        conn.exec_driver_sql(f"INSERT INTO {target} ({names}) VALUES ({marks})", rows)
+        raw.executemany(f"INSERT INTO {target} ({names}) VALUES ({marks})", rows)
+
+
+def _bulk_upsert(
+    conn: sa.Connection,
+    table: sa.Table,
+    fixed: dict[str, Any],
+    columns: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    conflict: Sequence[str],
+    update: Sequence[str] = (),
+) -> None:
+    """INSERT … ON CONFLICT (`conflict`) DO UPDATE SET `update` (DO NOTHING without `update`) for many rows of
+    database-ready values, without SQLAlchemy's per-row work. `fixed` holds the values every row shares (sent
+    once), `rows` the values of `columns`. SQLite: one executemany, the rows streamed. PostgreSQL (COPY cannot
+    resolve conflicts): up to `BULK_ROWS` rows as one INSERT … SELECT FROM unnest(arrays); more are COPied
+    into a temporary table first, then inserted from it in one statement. A key must not repeat within `rows`
+    (PostgreSQL refuses to update a row twice in one statement)."""
+    prep = conn.dialect.identifier_preparer
+    names = ", ".join(prep.quote(c) for c in (*fixed, *columns))
+    action = (
+        "DO UPDATE SET " + ", ".join(f"{prep.quote(c)} = excluded.{prep.quote(c)}" for c in update)
+        if update
+        else "DO NOTHING"
+    )
+    insert = f"INSERT INTO {prep.format_table(table)} ({names})"
+    on_conflict = f"ON CONFLICT ({', '.join(prep.quote(c) for c in conflict)}) {action}"
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    if conn.dialect.name != "postgresql":
+        head = tuple(fixed.values())
+        marks = ", ".join("?" for _ in range(len(fixed) + len(columns)))
+        raw.executemany(f"{insert} VALUES ({marks}) {on_conflict}", (head + r for r in rows))
+        return
+
+    def sql_type(name: str) -> str:
+        return str(table.c[name].type.compile(dialect=conn.dialect))
+
+    quoted = [prep.quote(c) for c in columns]
+    shared = [f"CAST(%s AS {sql_type(c)})" for c in fixed]
+
+    def insert_from(source: str) -> str:
+        return f"{insert} SELECT {', '.join([*shared, *quoted])} FROM {source} {on_conflict}"
+
+    it = iter(rows)
+    first = list(itertools.islice(it, BULK_ROWS + 1))
+    if not first:
+        return
+    with raw.cursor() as cursor:
+        if len(first) <= BULK_ROWS:
+            arrays = ", ".join(f"CAST(%s AS {sql_type(c)}[])" for c in columns)
+            source = f"unnest({arrays}) AS u({', '.join(quoted)})"
+            cursor.execute(insert_from(source), (*fixed.values(), *map(list, zip(*first, strict=True))))
+            return
+        staging = prep.quote(f"_syncd_{table.name}_{uuid.uuid4().hex[:12]}")
+        definition = ", ".join(f"{q} {sql_type(c)}" for q, c in zip(quoted, columns, strict=True))
+        cursor.execute(f"CREATE TEMPORARY TABLE {staging} ({definition}) ON COMMIT DROP")
+        with cursor.copy(f"COPY {staging} ({', '.join(quoted)}) FROM STDIN") as copy:
+            for row in itertools.chain(first, it):
+                copy.write_row(row)
+        cursor.execute(insert_from(staging), tuple(fixed.values()))
+        cursor.execute(f"DROP TABLE {staging}")
+
+
+def _db_now(conn: sa.Connection, column: sa.Column[Any]) -> Any:
+    """Now, as the database takes it for this timestamp column (its bind processing done once, for many rows)."""
+    process = column.type.bind_processor(conn.dialect)
+    now = utcnow()
+    return process(now) if process else now
 
 
 class StateRecipientCache:
-    """`connectors.base.RecipientCache` for one provider, persisted in the `recipient_ids` table."""
+    """`connectors.base.RecipientCache` for one provider, persisted in the `recipient_ids` table.
+
+    Lookups by key use the primary key, in chunks; a lookup by id, the whole cache compared with a directory
+    and `all` read the provider's rows as a stream (no index on ids: a scan either way), keeping only what
+    they answer. Writes are bulk upserts, in transactions of at most `BULK_TX_ROWS` rows."""
 
     def __init__(self, store: Store, provider: str) -> None:
         self._store = store
@@ -874,46 +992,116 @@ class StateRecipientCache:
         if not unique:
             return found
         with self._store._tx("recipient_cache.get_many") as conn:
-            for chunk in _chunks(unique):
+            for chunk in _chunks(unique, self._store._key_chunk):
                 query = sa.select(recipient_ids.c.email_key, recipient_ids.c.remote_id).where(
                     recipient_ids.c.provider == self.provider,
                     self._store._one_of(recipient_ids.c.email_key, chunk),
                 )
-                found.update({row.email_key: row.remote_id for row in conn.execute(query)})
+                found.update((key, rid) for key, rid in conn.execute(query))
         return found
 
-    def all(self) -> dict[str, str]:
-        query = sa.select(recipient_ids.c.email_key, recipient_ids.c.remote_id).where(
-            recipient_ids.c.provider == self.provider
-        )
-        with self._store._tx("recipient_cache.all") as conn:
-            return {row.email_key: row.remote_id for row in conn.execute(query)}
-
-    def put_many(self, ids: dict[str, str]) -> None:
+    def keys_by_id(self, ids: Collection[str]) -> dict[str, str]:
+        """Recipient id -> email key, for the cached ones of `ids`: one read of the provider's rows (of those
+        ids only, when they are few), streamed. The answer's keys are the caller's own id strings, in its order."""
         if not ids:
-            return
-        now = utcnow()
-        rows = [
-            {"provider": self.provider, "email_key": key, "remote_id": str(remote_id), "updated_at": now}
-            for key, remote_id in ids.items()
-        ]
-        stmt = self._store._insert(recipient_ids)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["email_key", "provider"],
-            set_={"remote_id": stmt.excluded.remote_id, "updated_at": stmt.excluded.updated_at},
-        )
-        with self._store._tx("recipient_cache.put_many", write=True) as conn:
-            conn.execute(stmt, rows)
+            return {}
+        found: dict[str, str | None] = dict.fromkeys(ids)  # filled in place: no second map of a million ids
+        if len(found) <= IN_CHUNK:
+            query = sa.select(recipient_ids.c.remote_id, recipient_ids.c.email_key).where(
+                recipient_ids.c.provider == self.provider,
+                self._store._one_of(recipient_ids.c.remote_id, list(found)),
+            )
+            with self._store._tx("recipient_cache.keys_by_id") as conn:
+                rows: Iterable[tuple[str, str]] = [(rid, key) for rid, key in conn.execute(query)]
+        else:
+            rows = self._scan("remote_id", "email_key", "recipient_cache.keys_by_id")
+        hits = 0
+        absent = _ABSENT
+        for rid, key in rows:
+            was = found.get(rid, absent)
+            if was is not absent:
+                hits += was is None
+                found[rid] = key
+        if hits == len(found):
+            return found  # type: ignore[return-value]  # every value is set
+        return {rid: key for rid, key in found.items() if key is not None}
+
+    def all(self) -> dict[str, str]:
+        return dict(self._scan("email_key", "remote_id", "recipient_cache.all"))
+
+    def put_many(self, ids: Mapping[str, str]) -> None:
+        if ids:
+            self._put(ids.items(), len(ids))
+
+    def replace_all(self, ids: Mapping[str, str]) -> None:
+        """Make the provider's cache exactly `ids`: compare it, streamed, with the rows there are; forget the
+        rows `ids` lacks and write the new and changed entries only (nothing, when the directory is as
+        cached; everything, without a copy of `ids`, into an empty cache)."""
+        todo: dict[str, str] | None = None  # what is still to be written (new or changed), once a row is seen
+        stale: list[str] = []
+        for key, rid in self._scan("email_key", "remote_id", "recipient_cache.replace_all"):
+            if todo is None:
+                todo = dict(ids)
+            wanted = todo.get(key)
+            if wanted is None:
+                if key not in ids:
+                    stale.append(key)
+            elif wanted == rid:
+                del todo[key]
+        if stale:
+            self.forget(stale)
+        writes = ids if todo is None else todo
+        if writes:
+            self._put(writes.items(), len(writes))
 
     def forget(self, keys: Sequence[str]) -> None:
         unique = _unique(keys)
+        if not unique:
+            return
         with self._store._tx("recipient_cache.forget", write=True) as conn:
-            for chunk in _chunks(unique):
+            for chunk in _chunks(unique, self._store._key_chunk):
                 conn.execute(
                     recipient_ids.delete().where(
                         recipient_ids.c.provider == self.provider,
                         self._store._one_of(recipient_ids.c.email_key, chunk),
                     )
+                )
+
+    def _scan(self, first: str, second: str, what: str) -> Iterator[tuple[str, str]]:
+        """Two columns of every row of the provider's cache, fetched `SCAN_BATCH` at a time through the driver's
+        own cursor (a server-side one on PostgreSQL): a million rows without SQLAlchemy's per-row work."""
+        with self._store._tx(what) as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            prep = conn.dialect.identifier_preparer
+            postgres = conn.dialect.name == "postgresql"
+            sql = (
+                f"SELECT {prep.quote(first)}, {prep.quote(second)} FROM {prep.format_table(recipient_ids)} "
+                f"WHERE {prep.quote('provider')} = {'%s' if postgres else '?'}"
+            )
+            cursor = raw.cursor(name=f"syncd_scan_{uuid.uuid4().hex}") if postgres else raw.cursor()
+            try:
+                cursor.execute(sql, (self.provider,))
+                while rows := cursor.fetchmany(SCAN_BATCH):
+                    yield from rows
+            finally:
+                cursor.close()
+
+    def _put(self, items: Iterable[tuple[str, str]], count: int) -> None:
+        """Upsert (email key, id) pairs, in transactions of at most `BULK_TX_ROWS`."""
+        pairs = ((key, str(rid)) for key, rid in items)
+        for _ in range(0, count, BULK_TX_ROWS):
+            chunk = sorted(itertools.islice(pairs, BULK_TX_ROWS))  # in key order: the primary key's own
+            with self._store._tx("recipient_cache.put_many", write=True) as conn:
+                fixed = {"provider": self.provider, "updated_at": _db_now(conn, recipient_ids.c.updated_at)}
+                _bulk_upsert(
+                    conn,
+                    recipient_ids,
+                    fixed,
+                    ("email_key", "remote_id"),
+                    chunk,
+                    conflict=("email_key", "provider"),
+                    update=("remote_id", "updated_at"),
                 )
 
 
@@ -953,4 +1141,26 @@ def _pair_row(row: sa.Row[Any]) -> PairRow:
         write_requests=row.write_requests,
         error=row.error,
         blocked_reason=row.blocked_reason,
+    )
+
+
+def _pair_state(row: sa.Row[Any]) -> PairState:
+    status = PairStatus(row.status)
+    # a pass that failed before it found the group (no binding, credentials refused, ...) never read its members
+    unread = status is PairStatus.FAILED and row.remote_group_id is None
+    actual = row.actual_before if row.dry_run else row.actual_before + row.added - row.removed
+    return PairState(
+        group=row.group_name,
+        provider=row.provider,
+        run_id=row.run_id,
+        dry_run=bool(row.dry_run),
+        last_run=row.recorded_at,
+        status=status,
+        desired=row.desired,
+        actual=None if unread else actual,
+        pending_add=None if unread else row.pending_add,
+        pending_remove=None if unread else row.pending_remove,
+        rejected=row.rejected,
+        blocked_reason=row.blocked_reason,
+        error=row.error,
     )

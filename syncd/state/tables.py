@@ -17,11 +17,11 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "UTCDateTime",
     "bindings",
-    "leases",
     "ledger",
     "metadata",
     "owned_members",
     "pair_results",
+    "rate_buckets",
     "recipient_ids",
     "rejects",
     "runs",
@@ -103,6 +103,9 @@ pair_results = sa.Table(
     sa.Column("write_requests", sa.Integer(), nullable=False),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("blocked_reason", sa.Text(), nullable=True),
+    # still to add / remove after the pass (NULL: not known, e.g. rows from before 0004)
+    sa.Column("pending_add", sa.Integer(), nullable=True),
+    sa.Column("pending_remove", sa.Integer(), nullable=True),
     sa.UniqueConstraint("run_id", "group_name", "provider"),
     # last_success(group, provider)
     sa.Index(None, "group_name", "provider", "recorded_at"),
@@ -178,12 +181,16 @@ rejects = sa.Table(
     sa.PrimaryKeyConstraint("email_key", "provider", "group_name"),  # see recipient_ids
 )
 
-leases = sa.Table(
-    "leases",
+# One row per provider: the request budget every replica shares (syncd/state/budget.py). Times are Unix seconds
+# on the database's clock, so replicas with skewed clocks agree.
+rate_buckets = sa.Table(
+    "rate_buckets",
     metadata,
-    sa.Column("group_name", sa.String(), primary_key=True),
     sa.Column("provider", sa.String(), primary_key=True),
-    sa.Column("holder", sa.String(), nullable=False),
-    sa.Column("expires_at", UTCDateTime(), nullable=False),
-    sa.Index(None, "holder"),
+    sa.Column("tokens", sa.Float(), nullable=False),
+    sa.Column("updated", sa.Float(), nullable=False),  # when `tokens` was last refilled
+    sa.Column("paused_until", sa.Float(), nullable=False),  # a 429 or an exhausted quota stops everyone
+    sa.Column("quota_rate", sa.Float(), nullable=True),  # a slower rate the provider's quota headers ask for
+    sa.Column("quota_until", sa.Float(), nullable=False),
+    sa.Column("sent", sa.JSON(), nullable=False),  # when the requests of the sliding window went (a list)
 )

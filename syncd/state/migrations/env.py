@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
+from syncd.state.migrate import ours
 from syncd.state.tables import metadata
 
 
@@ -21,6 +22,7 @@ def _run_on(connection: sa.Connection) -> None:
         # SQLite can barely ALTER: later migrations recreate tables ("batch mode") there.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=ours,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,4 +1,5 @@
-"""When `syncd serve` runs a pass: APScheduler 3's AsyncIOScheduler inside the daemon's one asyncio loop.
+"""When `syncd serve` runs a pass on a SQLite state DB (one process): APScheduler 3's AsyncIOScheduler inside
+the daemon's one asyncio loop.
 
 * `schedule.every` becomes an IntervalTrigger, `schedule.cron` a CronTrigger that means what cron means (see
   `cron_trigger`), both with `schedule.jitter` (a random delay of up to that much, added to each pass).
@@ -153,6 +154,16 @@ class PassScheduler:
             ", the first one now" if self.first_pass_at_start else "",
             extra={"schedule": self.schedule.describe()},
         )
+
+    def reschedule(self, schedule: ScheduleSettings) -> str:
+        """Follow a reloaded config's schedule from now on (the running pass, if any, goes on). Says what changed
+        ("" when nothing did)."""
+        if schedule == self.schedule:
+            return ""
+        before, self.schedule = self.schedule.describe(), schedule
+        if self.scheduler is not None and self.scheduler.get_job(JOB_ID) is not None:
+            self.scheduler.reschedule_job(JOB_ID, trigger=build_trigger(schedule, timezone=self.timezone))
+        return f"schedule {before} → {schedule.describe()}"
 
     def pause(self) -> None:
         """Start no new pass (the one running, if any, goes on)."""
