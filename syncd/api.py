@@ -318,7 +318,7 @@ def _problem(error: Mapping[str, Any]) -> str:
 def _check_names(request: RunRequest, config: Config) -> None:
     known_providers = [p.name for p in config.providers]
     unknown_providers = [name for name in request.providers if name not in known_providers]
-    known_groups = {name.casefold() for name in config.group_names()}
+    known_groups = {name.casefold() for name in config.group_names()} | config.group_keys()  # a name or a key
     # Groups a SQL query names are known only when it runs: then any name may be one of them.
     unknown_groups = (
         [] if config.has_query_named_groups else [g for g in request.groups if g.casefold() not in known_groups]

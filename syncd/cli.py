@@ -88,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="plan and report, send nothing that changes anything")
     run.add_argument("--output", "-o", choices=["text", "json"], default="text", help=report_help)
+    run.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        type=_member,
+        metavar="EMAIL",
+        help="only this member (repeatable; compared trimmed and case-insensitively), now: on every pair (or those "
+        "--group/--provider choose) only their add or remove is sent, under the same consent rules, remembered "
+        "rejects, removal policy and removal guard (weighed against the whole group) as a full pass; every other "
+        "member is left as it is. The provider groups are still read, to know whether they are on them. A member "
+        "pass writes its ledger rows, but is not the pairs' last pass in `syncd status`",
+    )
 
     plan = sub.add_parser(
         "plan", parents=[*common, one_shot, selection], help="a dry run whose plan is saved, to apply it later"
@@ -147,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _status_parser(sub, common)
     _rejects_parser(sub, common)
+    _approve_parser(sub, common)
+    _explain_parser(sub, common)
 
     serve = sub.add_parser(
         "serve",
@@ -217,6 +231,33 @@ def _status_parser(
     )
 
 
+def _approve_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: list[argparse.ArgumentParser]
+) -> None:
+    approve = sub.add_parser(
+        "approve",
+        parents=common,
+        help="let the removals the guard holds back for a group go at its next pass, once",
+        description="A pair whose plan would remove too many members is quarantined: its removals are held back "
+        "pass after pass (adds still go) until its plan is back under the limits, a run with "
+        "--allow-mass-removal, or this approval. The next real pass of each approved pair removes what it then "
+        "finds to remove, once, and leaves quarantine; every removal's ledger row carries the approval and its "
+        "reason (`syncd history`). `syncd status` shows which pairs are blocked and why. Writes the state DB "
+        "only (the config's state section: no provider credential is needed).",
+    )
+    approve.add_argument("group", metavar="GROUP", help="the group whose held removals may go (its name)")
+    approve.add_argument(
+        "--provider",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="only this provider's pair (repeatable; default: every quarantined pair of the group)",
+    )
+    approve.add_argument(
+        "--reason", required=True, metavar="TEXT", help="why the removals may go: kept in the ledger with them"
+    )
+
+
 def _rejects_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: list[argparse.ArgumentParser]
 ) -> None:
@@ -263,6 +304,53 @@ def _rejects_parser(
         "--member", metavar="EMAIL", default=None, help="this member's rejects (matched case-insensitively)"
     )
     clear.add_argument("--all", action="store_true", default=False, help="every remembered reject")
+
+
+def _explain_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: list[argparse.ArgumentParser]
+) -> None:
+    explain = sub.add_parser(
+        "explain",
+        parents=common,
+        help="per pair: is this person on the list, and why (sources, exclude/protected, rejects, consent, guard, "
+        "ledger)",
+        description="Per (group, provider) pair: whether the person is on the list and why, ending with a one-line "
+        "verdict (on the list, will be added at the next pass, will be removed, not on the list because ...): the "
+        "groups whose sources list them, an exclusion or protection, a remembered permanent reject, their consent "
+        "state at the provider (unsubscribed, bounced, blacklisted: where the API can tell by reading), whether the "
+        "removal guard holds the pair's removals back, whether they are a member of the provider group now, and "
+        "the newest ledger entries of real runs. It only reads: the sources (as a pass does) and each pair's "
+        "provider group (its members), and the state DB opened read-only (none is created). Emails are compared "
+        "trimmed and case-insensitively. Times are UTC.",
+    )
+    explain.add_argument("email", type=_member, metavar="EMAIL", help="the person (their email)")
+    explain.add_argument("--group", metavar="NAME", help="only this group's pairs (its name or key)")
+    explain.add_argument(
+        "--offline",
+        action="store_true",
+        help="contact no provider (no credentials needed for them): membership and consent are 'not checked', "
+        "and the verdict says whether syncd wants them on the list",
+    )
+    explain.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default="text",
+        help='a short block per pair (text, the default), or one JSON object, {"email", "checked_at_provider", '
+        '"listed_in", "errors", "pairs": [{"group", "provider", "verdict", "summary", "desired", "source", '
+        '"source_reject", "excluded", "protected", "removal_policy", "added_by_syncd", "member", "consent", '
+        '"refused", "remembered_reject", "quarantined", "last_pass", "ledger", "error"}]} (json; see syncd/explain.py)',
+    )
+
+
+def _member(text: str) -> str:
+    """`--member`: an email, as its comparison key (trimmed, lower-cased)."""
+    from syncd.model import email_key
+
+    key = email_key(text)
+    if "@" not in key or any(ch.isspace() for ch in key):
+        raise argparse.ArgumentTypeError(f"expected an email address, got {text!r}")
+    return key
 
 
 def _limit(text: str) -> int:
@@ -333,6 +421,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_status(args)
         if args.command == "rejects":
             return cmd_rejects(args)
+        if args.command == "approve":
+            return cmd_approve(args)
+        if args.command == "explain":
+            return cmd_explain(args)
         if args.command == "demo":
             from syncd.demo import run_demo
 
@@ -381,6 +473,7 @@ def cmd_one_shot(args: argparse.Namespace) -> int:
                 dry_run=args.command == "plan" or args.dry_run,
                 groups=frozenset(args.group),
                 providers=frozenset(args.provider),
+                members=frozenset(getattr(args, "member", ())),  # run only
                 allow_mass_removal=args.allow_mass_removal,
                 trigger=args.command if args.command != "run" else "cli",
             )
@@ -434,7 +527,7 @@ def _check_selection(config: object, groups: Sequence[str], providers: Sequence[
                 file=str(config.path),
                 key="--provider",
             )
-    known_groups = {name.casefold() for name in config.group_names()}
+    known_groups = {name.casefold() for name in config.group_names()} | config.group_keys()  # a name or a key
     # Groups a SQL query names from its rows are known only when it runs: then any name may be one of them.
     for name in [] if config.has_query_named_groups else groups:
         if name.casefold() not in known_groups:
@@ -649,6 +742,59 @@ def cmd_rejects_clear(args: argparse.Namespace) -> int:
     else:
         noun = "reject" if cleared == 1 else "rejects"
         print(f"cleared {cleared} remembered {noun}: the next pass tries those members again")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- approve
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve a group's quarantined pairs: exit 0 when at least one was approved, 1 when none is held back."""
+    from syncd.config import load_state_settings
+    from syncd.state import Store
+
+    reason = args.reason.strip()
+    if not reason:
+        return _usage_error("approve", "--reason must say why the removals may go")
+    state = load_state_settings(_config_path(args.config))
+    existing = Store.open_read_only(state.url)
+    held = existing.quarantined(args.group) if existing is not None else []
+    if existing is not None:
+        existing.close()
+    wanted = [q for q in held if not args.provider or q.provider in args.provider]
+    if not wanted:
+        where = f" on {', '.join(args.provider)}" if args.provider else ""
+        print(
+            f"syncd: {args.group}{where}: no pair is held back by the removal guard: nothing to approve",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    with Store.open(state.url) as store:
+        approved = store.approve(args.group, [q.provider for q in wanted], reason)
+    for q in approved:
+        since = q.blocked_at.strftime("%Y-%m-%d %H:%M UTC")
+        print(
+            f"approved {q.name} → {q.provider}: the {q.held_back} removals held back since {since} ({q.reason}) "
+            "go at its next pass"
+        )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- explain
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why a person is (not) on each list. Reads only; exit 0 whatever the verdicts are."""
+    from syncd.config import load_config
+    from syncd.explain import explain, render_explanation
+
+    config = load_config(_config_path(args.config))
+    _check_selection(config, [args.group] if args.group else [], [])
+    explanation = asyncio.run(explain(config, args.email, group=args.group, offline=args.offline))
+    if args.output == "json":
+        print(json.dumps(explanation.as_dict(), indent=2))
+    else:
+        render_explanation(explanation, sys.stdout)
     return EXIT_OK
 
 

@@ -80,7 +80,15 @@ class Metrics:
         )
         self.removals_blocked = Counter(
             "syncd_removals_blocked_total",
-            "Passes in which the removal guard held a pair's removals back.",
+            "Times the removal guard put a pair in quarantine (its removals held back until approved or back under "
+            "the limits); a pair held pass after pass counts once.",
+            ["group", "provider"],
+            registry=r,
+        )
+        self.blocked = Gauge(
+            "syncd_pair_blocked",
+            "1 while the pair is in quarantine: the removal guard holds its removals back (see `syncd status`, "
+            "`syncd approve`), else 0.",
             ["group", "provider"],
             registry=r,
         )
@@ -114,8 +122,17 @@ class Metrics:
 
     # -- a pass ---------------------------------------------------------------------------------------
     def observe_pair(
-        self, result: PairResult, *, dry_run: bool, now: float, pending_add: int, pending_remove: int
+        self,
+        result: PairResult,
+        *,
+        dry_run: bool,
+        now: float,
+        pending_add: int,
+        pending_remove: int,
+        quarantine: str = "unchanged",
     ) -> None:
+        """A pair's pass. `quarantine` is what the pass did to its quarantine (`syncd.quarantine.Change`):
+        `syncd_removals_blocked_total` counts a pair entering it, `syncd_pair_blocked` says whether it is in it."""
         g, p = result.group, result.provider
         # Counters of a pair exist (at 0) from its first pass on, so alerts on their increase see the first one.
         self.changes.labels(g, p, "add")
@@ -134,8 +151,12 @@ class Metrics:
                 self.changes.labels(g, p, "remove").inc(result.remove)
             for reject in result.rejected:
                 self.rejected.labels(g, p, category(reject.code)).inc()
-        if result.status is PairStatus.BLOCKED:
+        if quarantine == "blocked":
             self.removals_blocked.labels(g, p).inc()
+        if quarantine in ("blocked", "still_blocked"):
+            self.blocked.labels(g, p).set(1)
+        elif quarantine in ("released", "none"):
+            self.blocked.labels(g, p).set(0)
         if result.status in (PairStatus.IN_SYNC, PairStatus.APPLIED):
             self.last_success.labels(g, p).set(now)
 

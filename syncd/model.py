@@ -87,6 +87,7 @@ class RejectCode(enum.StrEnum):
     MISSING_FIELDS = "missing_fields"
     REMEMBERED = "remembered"  # a permanent reject from an earlier pass, member unchanged since
     PROVIDER = "provider_rejected"
+    EXCLUDED = "excluded"  # a member of a group the desired group excludes (`exclude`): not desired, no error
 
 
 # Reject codes that say a person must not be subscribed again (they unsubscribed, bounced, are blacklisted).
@@ -145,7 +146,14 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class DesiredGroup:
-    """A group as the source of truth wants it. `members` are admitted (valid, unique); `rejected` are not."""
+    """A group as the source of truth wants it. `members` are admitted (valid, unique); `rejected` are not.
+
+    `key` is the group's identity (default: its name): the state DB files the pair's binding, owned members,
+    ledger and remembered rejects under it, so a group renamed in its source but keeping its key keeps its
+    provider group. Reports show the `name`. `protected` holds email keys (trimmed, lower-cased) syncd never
+    removes from the group's provider groups. `exclude` names (or keys) the groups whose members are subtracted
+    from this one after every source is read; `excluded` records the members that subtraction took out, each as a
+    `Reject` with code `excluded` whose reason names the excluded group it came from (they are not errors)."""
 
     name: str
     members: tuple[Member, ...]
@@ -155,6 +163,16 @@ class DesiredGroup:
     removal_policy: RemovalPolicy | None = None  # None: mirror for groups syncd created, owned for adopted
     max_removals: int | None = None  # None: the global safety settings
     max_removal_ratio: float | None = None
+    key: str = ""  # "" when built: the name
+    protected: frozenset[str] = frozenset()  # email keys never removed by syncd
+    exclude: tuple[str, ...] = ()  # names or keys of the groups whose members are subtracted
+    excluded: tuple[Reject, ...] = ()  # members the exclusion took out (code `excluded`)
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
+        if self.protected and not all(k == email_key(k) for k in self.protected):
+            object.__setattr__(self, "protected", frozenset(email_key(k) for k in self.protected))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +224,7 @@ class Plan:
     held_back: tuple[RemoteMember, ...] = ()  # removals the guard blocked
     unsupported: tuple[RemoteMember, ...] = ()  # removals the API cannot make
     kept: int = 0  # undesired members left alone by the removal policy
+    protected: int = 0  # undesired members kept because the group protects them (`protected`)
     guard: str | None = None  # why removals were held back
     cost: int = 0  # write requests the ops take (a connector may need more, e.g. to create recipients)
 

@@ -109,6 +109,7 @@ class SavedPair:
             "unsupported": [{"email": m.email, "id": m.id} for m in p.unsupported],
             "rejected": [{"email": r.email, "reason": r.reason, "code": str(r.code)} for r in p.rejected],
             "kept": p.kept,
+            "protected": p.protected,
         }
 
     @classmethod
@@ -139,6 +140,7 @@ class SavedPair:
                 Reject(r["email"], r["reason"], _reject_code(r.get("code"))) for r in data.get("rejected", [])
             ),
             kept=int(data.get("kept", 0)),
+            protected=int(data.get("protected", 0)),
             guard=data.get("guard"),
             cost=len(ops),
         )

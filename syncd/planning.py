@@ -277,6 +277,14 @@ def _admission(desired: Sequence[Member], absent: Sequence[Member], known: _Know
     return _Admission(writable, tuple(to_add), tuple(rejected))
 
 
+def _unprotected(undesired: Sequence[RemoteMember], protected: frozenset[str]) -> tuple[tuple[RemoteMember, ...], int]:
+    """The undesired members syncd may remove at all, and how many the group's `protected` list keeps."""
+    if not protected or not undesired:
+        return tuple(undesired), 0
+    removable = tuple(r for r in undesired if r.key not in protected)
+    return removable, len(undesired) - len(removable)
+
+
 def _by_policy(
     undesired: Sequence[RemoteMember], policy: RemovalPolicy, owned: frozenset[str]
 ) -> tuple[RemoteMember, ...]:
@@ -333,10 +341,20 @@ class _Change:
 
     @classmethod
     def of(
-        cls, group: str, provider: str, admission: _Admission, removals: _Removals, undesired: int, *, create: bool
+        cls,
+        group: str,
+        provider: str,
+        admission: _Admission,
+        removals: _Removals,
+        undesired: int,
+        *,
+        create: bool,
+        whole: bool = True,
     ) -> _Change:
+        """`whole` False: the members planned are only a part of the group, so a reset (which would write only
+        them) never reaches the same end state."""
         to_remove = removals.to_remove
-        exact = not create and bool(to_remove) and len(to_remove) == undesired
+        exact = whole and not create and bool(to_remove) and len(to_remove) == undesired
         return cls(group, provider, admission.writable, admission.to_add, to_remove, create, exact)
 
 
@@ -414,6 +432,8 @@ def plan(
     suppressed: Mapping[str, Suppression] | None = None,
     refused: Mapping[str, MemberReject] | None = None,
     allow_non_atomic_reset: bool = False,
+    group_size: int | None = None,
+    protected: frozenset[str] = frozenset(),
 ) -> Plan:
     """The fewest API calls that make `actual` equal `desired`.
 
@@ -423,14 +443,23 @@ def plan(
     `suppressed` are the people the provider holds as unsubscribed, bounced or blacklisted (consent first: they
     are rejected with that state as their reason, and remembered); `refused` the ones the connector found, by
     reading, that an add would refuse (rejected with the provider's reason; remembered when permanent).
+    `group_size` is the group's real member count when `actual` is only a part of it (a pass over some members,
+    `syncd run --member`): the guard weighs the removals against it, so one removal is never "all members", and
+    no reset is chosen (it would leave the group with only those members).
+    `protected` holds email keys never removed, whatever the source says: they stay (counted in `Plan.protected`),
+    and the plan is then never a reset (it would drop them).
     """
     current: Sequence[RemoteMember] = actual or ()
     known = _Known(provider, capabilities, known_rejects or {}, suppressed or {}, refused or {})
     diff = difference(desired, current)
     admission = _admission(desired, diff.absent, known)
-    undesired = diff.undesired
-    removals = _removals(undesired, policy, owned, capabilities, guard, len(current))
-    change = _Change.of(group, provider, admission, removals, len(undesired), create=actual is None)
+    undesired, kept_protected = _unprotected(diff.undesired, protected)
+    removals = _removals(
+        undesired, policy, owned, capabilities, guard, len(current) if group_size is None else group_size
+    )
+    change = _Change.of(
+        group, provider, admission, removals, len(diff.undesired), create=actual is None, whole=group_size is None
+    )
     choice = _cheapest(change, capabilities, allow_non_atomic_reset)
     return Plan(
         group=group,
@@ -445,6 +474,7 @@ def plan(
         held_back=removals.held_back,
         unsupported=removals.unsupported,
         kept=removals.kept,
+        protected=kept_protected,
         guard=removals.guard,
         cost=choice.cost,
     )

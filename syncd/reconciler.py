@@ -34,6 +34,7 @@ from connectors.base import (
 from connectors.http import RequestTally, count_requests
 from connectors.registry import build_connector
 from connectors.settings import BuildContext, ProviderSettings
+from syncd import quarantine
 from syncd.applying import Applied, Applier, OpOutcome
 from syncd.config import Config
 from syncd.errors import SyncdError
@@ -53,6 +54,7 @@ from syncd.model import (
     fingerprint,
 )
 from syncd.planning import Guard, missing_fields, plan
+from syncd.quarantine import Standing
 from syncd.sources import Source, build_sources, read_sources
 from syncd.state import Binding, Store, StoredReject
 from syncd.state.budget import SharedBucket
@@ -86,6 +88,9 @@ class PassOptions:
     providers: frozenset[str] = frozenset()  # only these providers; empty = all
     pairs: frozenset[tuple[str, str]] | None = None  # only these (casefolded group, provider) pairs
     skip_groups: frozenset[str] = frozenset()  # not these groups (casefolded): other queue jobs work them
+    # A member pass (`syncd run --member`): only these members (email keys, `email_key`), each pair's desired and
+    # current members narrowed to them before planning. Empty = every member. See `_narrow`.
+    members: frozenset[str] = frozenset()
     allow_mass_removal: bool = False
     trigger: str = "cli"
     # Several replicas on one PostgreSQL state DB: the queue job this pass works its pair under. Every state
@@ -126,6 +131,43 @@ def _remembered(pair: _Pair, member: Member) -> bool:
     return known is not None and known.fingerprint == fingerprint(member)
 
 
+@dataclass(frozen=True)
+class _Whole:
+    """In a member pass, the pair's whole group: how many members the source wants and the provider group has
+    (None: it does not exist yet). The plan covers only the chosen members; the guard and the report use these."""
+
+    desired: int
+    actual: int | None
+
+
+def _narrow(
+    pair: _Pair, actual: list[RemoteMember] | None, members: frozenset[str]
+) -> tuple[_Pair, list[RemoteMember] | None, _Whole | None]:
+    """A member pass (`syncd run --member`): the pair with its desired members (and the source's rejects of them)
+    narrowed to the chosen email keys, the group's current members narrowed likewise, and the whole group's sizes;
+    the plan is then exactly their adds and removes, so no other member can be touched. A provider group that does
+    not exist yet is not created for a member it would not hold. No `members`: everything as it is, and None."""
+    if not members:
+        return pair, actual, None
+    whole = _Whole(len(pair.group.members), None if actual is None else len(actual))
+    group = replace(
+        pair.group,
+        members=tuple(m for m in pair.group.members if m.key in members),
+        rejected=tuple(r for r in pair.group.rejected if email_key(r.email) in members),
+    )
+    chosen = None if actual is None else [m for m in actual if m.key in members]
+    if chosen is None and not group.members:
+        chosen = []  # nothing to create the group for: planned as an empty group, so nothing is sent
+    return replace(pair, group=group), chosen, whole
+
+
+def _as_whole(p: Plan, whole: _Whole | None) -> Plan:
+    """A member pass's plan, counted as the whole group (the report's desired and actual_before)."""
+    if whole is None:
+        return p
+    return replace(p, desired=whole.desired, actual=whole.actual if p.actual is not None else None)
+
+
 async def _refused(
     connector: Connector, remote: RemoteGroup | None, addable: Sequence[Member]
 ) -> Mapping[str, MemberReject]:
@@ -141,9 +183,16 @@ class _Providers:
 
     connectors: dict[str, Connector] = field(default_factory=dict)
     unusable: dict[str, str] = field(default_factory=dict)
+    # groups that fail closed this pass (a group they exclude was not read), by casefolded key, with why: their
+    # pairs are recorded as failed and never worked
+    closed_groups: dict[str, str] = field(default_factory=dict)
 
     def tried(self, provider: str) -> bool:
         return provider in self.connectors or provider in self.unusable
+
+    def why_not(self, group: DesiredGroup, provider: str) -> str | None:
+        """Why the pair is not worked this pass (its group fails closed, or its provider is unusable), or None."""
+        return self.closed_groups.get(group.key.casefold()) or self.unusable.get(provider)
 
 
 # State DB calls run in a worker thread (the event loop never waits on the database); asyncio.to_thread carries
@@ -164,11 +213,13 @@ class _StoreSink:
         self.done = 0
 
     async def group_created(self, group: RemoteGroup) -> None:
-        binding = Binding(self.pair.group.name, self.pair.target.provider, group.id, group.name, True)
+        binding = Binding(self.pair.group.key, self.pair.target.provider, group.id, group.name, True)
         await _db(self.store.save_binding, binding)
 
     async def recorded(self, outcome: OpOutcome) -> None:
-        await _db(self.store.record_ledger, self.run_id, outcome.ledger)
+        key = self.pair.group.key  # the state files the pair under the group's key (its name unless one is given)
+        entries = outcome.ledger if key == self.pair.group.name else [replace(e, group=key) for e in outcome.ledger]
+        await _db(self.store.record_ledger, self.run_id, entries)
         self._show_progress(outcome)
         if not self.dry_run:
             await _db(self._remember, outcome)
@@ -182,7 +233,7 @@ class _StoreSink:
     def _remember(self, outcome: OpOutcome) -> None:
         """Who syncd now owns (for the `owned` policy), and the permanent rejects: those it learnt, and those it
         may forget because the member was added after all."""
-        store, name, provider = self.store, self.pair.group.name, self.pair.target.provider
+        store, name, provider = self.store, self.pair.group.key, self.pair.target.provider
         if outcome.added:
             store.mark_owned(name, provider, [m.key for m in outcome.added])
             cleared = [m.key for m in outcome.added if m.key in self.pair.known_rejects]
@@ -252,6 +303,7 @@ class Reconciler:
         self.progress = progress
         self.plan_hook = plan_hook
         self.pair_done = pair_done  # told each pair's result as soon as it is recorded (the demo prints it)
+        self._member_runs: set[str] = set()  # the runs under way that are member passes (see `_record_pair`)
 
     # -- the pass -------------------------------------------------------------------------------------
     async def run(self, options: PassOptions = PassOptions(), stop: asyncio.Event | None = None) -> RunReport:
@@ -259,6 +311,8 @@ class Reconciler:
         and the run is recorded as interrupted."""
         started = time.monotonic()
         selection = {"groups": sorted(options.groups), "providers": sorted(options.providers)}
+        if options.members:
+            selection["members"] = sorted(options.members)
         token = current_fence.set(options.fence)
         try:
             return await self._run(options, stop, started, selection)
@@ -270,6 +324,8 @@ class Reconciler:
     ) -> RunReport:
         run_id = await _db(self.store.start_run, dry_run=options.dry_run, trigger=options.trigger, selection=selection)
         bind_field("run_id", run_id)  # every line the pass (and the pair tasks it starts) logs names its run
+        if options.members:
+            self._member_runs.add(run_id)
         try:
             return await self._pass(run_id, options, stop, started)
         except asyncio.CancelledError:
@@ -285,31 +341,43 @@ class Reconciler:
             with contextlib.suppress(SyncdError):
                 await _db(self.store.finish_run, run_id, outcome="failure", errors=[f"the pass ended early: {exc}"])
             raise
+        finally:
+            self._member_runs.discard(run_id)
 
     async def _pass(self, run_id: str, options: PassOptions, stop: asyncio.Event | None, started: float) -> RunReport:
-        groups, errors = await self._read_sources(options)
+        groups, errors, closed = await self._read_sources(options)
         async with contextlib.AsyncExitStack() as open_connectors:  # closed however the pairs end
             providers = await self._build_connectors(open_connectors, groups, options)
+            providers.closed_groups.update(closed)
             selected = self._select(groups, providers, options)
             ran = await self._run_pairs(selected, providers, options, run_id, stop)
         results = await self._collect(selected, providers, ran, run_id)
         return await self._record_run(run_id, options, stop, started, results, errors)
 
-    async def _read_sources(self, options: PassOptions) -> tuple[list[DesiredGroup], list[str]]:
-        """The desired groups (of the chosen ones, if any), and the sources' errors.
+    async def _read_sources(self, options: PassOptions) -> tuple[list[DesiredGroup], list[str], dict[str, str]]:
+        """The desired groups (of the chosen ones, if any: by name or key), the sources' errors, and why the
+        groups that fail closed do (by key; they are among the groups, and their pairs fail unworked).
 
         Every source fails closed on its own (errors, timeouts, conflicts, implausibly empty groups): its
         groups are then simply not among the desired ones, so nothing is sent for them. See syncd.sources.
-        A pass over some groups only leaves out the sources that cannot yield any of them: nothing is asked of
+        A group whose `exclude` names a group that was not read fails closed. A pass over some groups only
+        leaves out the sources that cannot yield any of them or of the groups they exclude: nothing is asked of
         a CRM for groups nobody chose, and its trouble is not this pass's."""
         wanted = {g.casefold() for g in options.groups}
-        sources = [s for s in self.sources if self._may_yield(s, wanted)]
+        needed = self.config.exclusion_closure(wanted) if wanted else wanted
+        sources = [s for s in self.sources if self._may_yield(s, needed)]
         read = await read_sources(sources, self.store)
-        return [
-            g
-            for g in read.groups
-            if (not wanted or g.name.casefold() in wanted) and g.name.casefold() not in options.skip_groups
-        ], read.errors
+        closed = {g.key.casefold(): why for g, why in read.closed}
+        return (
+            [
+                g
+                for g in [*read.groups, *(g for g, _ in read.closed)]
+                if (not wanted or g.name.casefold() in wanted or g.key.casefold() in wanted)
+                and g.name.casefold() not in options.skip_groups
+            ],
+            read.errors,
+            closed,
+        )
 
     @staticmethod
     def _may_yield(source: Source, wanted: set[str]) -> bool:
@@ -376,9 +444,9 @@ class Reconciler:
         pairs of unusable providers. Every pair runs to its end, whatever happens to the others: none is left
         running unawaited while the connectors close under it. An exception a pair let out is its answer."""
         pairs = [
-            _Pair(g, t, providers.connectors[t.provider], await _db(self.store.known_rejects, t.provider, g.name))
+            _Pair(g, t, providers.connectors[t.provider], await _db(self.store.known_rejects, t.provider, g.key))
             for g, t in selected
-            if t.provider in providers.connectors
+            if t.provider in providers.connectors and providers.why_not(g, t.provider) is None
         ]
         return await asyncio.gather(
             *(self._run_pair(pair, options, run_id, stop) for pair in pairs), return_exceptions=True
@@ -392,15 +460,15 @@ class Reconciler:
         run_id: str,
     ) -> list[PairResult]:
         """The pass's results in the order of `selected`: the first exception a pair let out (if any) ends the
-        pass; a pair of an unusable provider is recorded as failed; a pair not worked (stopping, or another
-        replica's lease) has none."""
+        pass; a pair of an unusable provider, or of a group that fails closed, is recorded as failed; a pair not
+        worked (stopping, or another replica's lease) has none."""
         for answer in ran:
             if isinstance(answer, BaseException):
                 raise answer
         answers = iter(ran)
         results: list[PairResult] = []
         for g, t in selected:
-            why = providers.unusable.get(t.provider)
+            why = providers.why_not(g, t.provider)
             result = next(answers) if why is None else await self._unusable(g, t.provider, run_id, why)
             if isinstance(result, PairResult):
                 results.append(result)
@@ -460,10 +528,14 @@ class Reconciler:
         with count_requests(pair.tally):
             try:
                 remote, actual, created_by_syncd, bound_as = await self._read(pair, options)
+                pair, actual, whole = _narrow(pair, actual, options.members)
+                group = pair.group
                 suppressed, refused = await self._provider_says(pair, remote, actual, bound_as)
                 policy = group.removal_policy or (
                     RemovalPolicy.MIRROR if created_by_syncd or remote is None else RemovalPolicy.OWNED
                 )
+                # a member pass neither uses nor settles an approval: it is not the pass the approval is for
+                held = Standing() if whole else await _db(quarantine.standing, self.store, bound_as, provider)
                 # pure CPU, a second or more for a million members: in a worker thread, so the loop goes on
                 the_plan = await asyncio.to_thread(
                     plan,
@@ -473,7 +545,7 @@ class Reconciler:
                     actual=actual,
                     capabilities=pair.connector.capabilities,
                     policy=policy,
-                    guard=self._guard(group, options),
+                    guard=self._guard(group, options, approved=held.approved),
                     owned=await _db(self.store.owned, bound_as, provider)
                     if policy is RemovalPolicy.OWNED
                     else frozenset(),
@@ -481,7 +553,10 @@ class Reconciler:
                     suppressed=suppressed,
                     refused=refused,
                     allow_non_atomic_reset=self.config.provider(provider).allow_non_atomic_reset,
+                    group_size=None if whole is None else whole.actual,
+                    protected=group.protected,
                 )
+                the_plan = _as_whole(the_plan, whole)
                 if self.plan_hook is not None:
                     the_plan = await self.plan_hook(group, the_plan, actual)
                 sink = _StoreSink(self.store, run_id, pair, the_plan, dry_run=options.dry_run, progress=self.progress)
@@ -494,7 +569,9 @@ class Reconciler:
                 )
                 quiet = [m.key for m in (*the_plan.held_back, *the_plan.unsupported)]
                 noted = await _db(self.store.noted_removals, bound_as, provider, quiet) if quiet else {}
-                applied = await applier.apply(the_plan, remote, remove_reason=REMOVE_REASONS[policy], noted=noted)
+                reason = held.remove_reason(REMOVE_REASONS[policy])
+                applied = await applier.apply(the_plan, remote, remove_reason=reason, noted=noted)
+                change = await self._settle(pair, bound_as, held, run_id, options, the_plan, applied)
             except FencedOut:
                 raise  # another replica has the pair now: nothing more is written for it here
             except (ConnectorError, SyncdError) as exc:
@@ -502,7 +579,38 @@ class Reconciler:
             except Exception as exc:  # a bug must not take the other pairs down with it
                 log.exception("pair %r → %s crashed", group.name, provider)
                 return await self._failed(pair, run_id, f"internal error: {type(exc).__name__}: {exc}")
-        return await self._finish(pair, run_id, options, the_plan, applied)
+        return await self._finish(pair, run_id, options, the_plan, applied, change)
+
+    async def _settle(
+        self, pair: _Pair, bound_as: str, held: Standing, run_id: str, options: PassOptions, p: Plan, applied: Applied
+    ) -> quarantine.Change:
+        """The pair's quarantine after a real pass (syncd.quarantine); a dry run changes none, nor does a member
+        pass (`--member`: it planned a few members, not the pair)."""
+        if options.dry_run or options.members:
+            return quarantine.Change.UNCHANGED
+        change = await _db(
+            quarantine.settle,
+            self.store,
+            bound_as,
+            pair.target.provider,
+            held,
+            name=pair.group.name,
+            run_id=run_id,
+            guard=p.guard,
+            held_back=len(p.held_back),
+            failed=bool(applied.failures),
+        )
+        if change is quarantine.Change.BLOCKED:
+            log.warning(
+                "group %r → %s: quarantined (%s): its removals wait, pass after pass, for `syncd approve` or a plan "
+                "under the limits",
+                pair.group.name,
+                pair.target.provider,
+                p.guard,
+            )
+        elif change is quarantine.Change.RELEASED:
+            log.info("group %r → %s: out of quarantine", pair.group.name, pair.target.provider)
+        return change
 
     async def _provider_says(
         self, pair: _Pair, remote: RemoteGroup | None, actual: Sequence[RemoteMember] | None, bound_as: str
@@ -541,14 +649,21 @@ class Reconciler:
 
         return check
 
-    def _guard(self, group: DesiredGroup, options: PassOptions) -> Guard:
+    def _keyed_anew(self, group: DesiredGroup) -> bool:
+        """Whether a binding filed under the group's name may be this group's, from before it had its key: it has
+        a key other than its name, and no group of the config has that name as its key."""
+        name = group.name.casefold()
+        return group.key.casefold() != name and name not in self.config.group_keys()
+
+    def _guard(self, group: DesiredGroup, options: PassOptions, *, approved: bool = False) -> Guard:
+        """The removal guard of the group; `approved`: a person approved the pair's held removals."""
         safety = self.config.safety
         return Guard(
             max_removals=group.max_removals if group.max_removals is not None else safety.max_removals,
             max_removal_ratio=(
                 group.max_removal_ratio if group.max_removal_ratio is not None else safety.max_removal_ratio
             ),
-            allow_mass_removal=options.allow_mass_removal,
+            allow_mass_removal=options.allow_mass_removal or approved,
         )
 
     async def _read(
@@ -559,9 +674,15 @@ class Reconciler:
         trusted without a look-up: the member read proves the group is still there, so a steady-state pass
         costs one read. A binding, once made, is followed by id, so a rename on either side creates no
         duplicate; a group renamed in its source only in case keeps its binding (group names are compared
-        case-insensitively), which a real run then files under the new spelling."""
-        name, provider = pair.group.name, pair.target.provider
+        case-insensitively), which a real run then files under the new spelling.
+
+        The state DB files the pair under the group's `key` (its name unless one is given), so a group renamed
+        but keeping its key keeps everything. A key just added to a group bound under its name finds that binding
+        (unless another group now has that name as its key), and a real run carries it over to the key."""
+        name, provider = pair.group.key, pair.target.provider
         binding = await _db(self.store.binding, name, provider)
+        if binding is None and self._keyed_anew(pair.group):
+            binding = await _db(self.store.binding, pair.group.name, provider)
         bound_as = name
         if binding is not None and binding.group != name:
             if options.dry_run:
@@ -594,11 +715,11 @@ class Reconciler:
             if remote is None:
                 raise BindError(f"{provider} has no group with id {pair.target.group_id!r} (from the group's target)")
             created = binding is not None and binding.remote_id == remote.id and binding.created_by_syncd
-            await self._save_binding(name, provider, remote, created, options)
+            await self._save_binding(pair.group.key, provider, remote, created, options)
             return remote, created
         remote = await connector.find_group(name=name)
         if remote is not None:
-            await self._save_binding(name, provider, remote, False, options)
+            await self._save_binding(pair.group.key, provider, remote, False, options)
             return remote, False
         if not await _can_create_groups(connector):
             raise BindError(
@@ -642,7 +763,9 @@ class Reconciler:
             self.pair_done(result)
         return result
 
-    async def _finish(self, pair: _Pair, run_id: str, options: PassOptions, p: Plan, applied: Applied) -> PairResult:
+    async def _finish(
+        self, pair: _Pair, run_id: str, options: PassOptions, p: Plan, applied: Applied, change: quarantine.Change
+    ) -> PairResult:
         dry = options.dry_run
         changes = _Changes.of(p, applied, dry_run=dry)
         result = PairResult(
@@ -662,16 +785,29 @@ class Reconciler:
             held_back=len(p.held_back),
             unchecked_add=len(p.to_add) if dry and not pair.connector.capabilities.adds_verifiable else 0,
         )
-        await self._record_pair(run_id, result, applied.group, dry_run=dry, pending=changes)
+        await self._record_pair(run_id, result, applied.group, dry_run=dry, pending=changes, held=change)
         self._log(result, p)
         if self.pair_done is not None:
             self.pair_done(result)
         return result
 
     async def _record_pair(
-        self, run_id: str, result: PairResult, remote: RemoteGroup | None, *, dry_run: bool, pending: _Changes | None
+        self,
+        run_id: str,
+        result: PairResult,
+        remote: RemoteGroup | None,
+        *,
+        dry_run: bool,
+        pending: _Changes | None,
+        held: quarantine.Change = quarantine.Change.UNCHANGED,
     ) -> None:
-        """Record the pair and its metrics; `pending` None: the pass failed before it read the group."""
+        """Record the pair and its metrics; `pending` None: the pass failed before it read the group.
+
+        A member pass (`PassOptions.members`) records neither: it planned a few members, not the pair, so it must
+        not become the pair's last pass (`syncd status`, the sources' empty-group check) nor set its gauges. Its
+        ledger rows, rejects and owned members are recorded as in any pass (`_StoreSink`)."""
+        if run_id in self._member_runs:
+            return
         await _db(
             self.store.record_pair,
             run_id,
@@ -682,7 +818,12 @@ class Reconciler:
         )
         known = pending or _Changes()
         self.metrics.observe_pair(
-            result, dry_run=dry_run, now=time.time(), pending_add=known.pending_add, pending_remove=known.pending_remove
+            result,
+            dry_run=dry_run,
+            now=time.time(),
+            pending_add=known.pending_add,
+            pending_remove=known.pending_remove,
+            quarantine=held,
         )
 
     @staticmethod
@@ -705,8 +846,8 @@ class Reconciler:
             r.requests["read"],
             r.requests["write"],
             (
-                f"; removals held back: {p.guard} (to let them through: syncd run --allow-mass-removal "
-                f"--group {shlex.quote(r.group)}, or raise safety.max_removals / max_removal_ratio)"
+                f"; removals held back: {p.guard} (if they are right: syncd approve {shlex.quote(r.group)} "
+                f"--provider {r.provider} --reason '…', or raise safety.max_removals / max_removal_ratio)"
                 if p.guard
                 else ""
             ),

@@ -92,8 +92,9 @@ def _notes(p: PairResult) -> Iterator[str]:
         )
     if p.status is PairStatus.BLOCKED:
         yield (
-            f"  blocked   {p.group} → {p.provider}: {p.held_back} removals held back: {p.guard}. "
-            "Re-run with --allow-mass-removal, or raise safety.max_removals / max_removal_ratio."
+            f"  blocked   {p.group} → {p.provider}: {p.held_back} removals held back: {p.guard}. If they are "
+            f"right: syncd approve {shlex.quote(p.group)} --provider {p.provider} --reason '…' (once), or raise "
+            "safety.max_removals / max_removal_ratio."
         )
     if p.error:
         yield f"  error     {p.group} → {p.provider}: {p.error}"

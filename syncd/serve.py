@@ -383,12 +383,27 @@ class Daemon:
             finally:
                 if self.progress is not None:
                     self.progress.close()
+            await self._refresh_blocked(store)
             self.last_pass = {
                 "run_id": report.run_id,
                 "outcome": report.outcome,
                 "seconds": round(time.monotonic() - started, 3),
                 "finished_at": time.time(),
             }
+
+    async def _refresh_blocked(self, store: Store) -> None:
+        """`syncd_pair_blocked` from the quarantine table, for every pair of the file: with several replicas, a
+        pair's latest pass may have run on another one, and this replica's gauge must not stay stale."""
+        try:
+            held = await asyncio.to_thread(store.quarantined)
+        except SyncdError as exc:
+            log.warning("could not read the quarantined pairs: %s", exc)
+            return
+        blocked = {(q.name.casefold(), q.provider) for q in held}
+        for group, targets in self.config.group_targets():
+            for target in targets:
+                is_held = (group.casefold(), target.provider) in blocked
+                self.metrics.blocked.labels(group, target.provider).set(1 if is_held else 0)
 
     # -- a pass the API starts (syncd.api.ApiBackend) -------------------------------------------------
     async def start_api_pass(self, request: RunRequest) -> StartedPass:

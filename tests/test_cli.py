@@ -372,7 +372,9 @@ def test_the_guard_log_line_says_how_to_let_the_removals_through(served: tuple[W
     assert result.returncode == 1
     (line,) = [json.loads(x) for x in result.stderr.splitlines() if "held back" in x]
     assert line["level"] == "warning" and "would remove all 2 members" in line["msg"]
-    assert "syncd run --allow-mass-removal --group 'Sales Team'" in line["msg"]
+    assert "syncd approve 'Sales Team' --provider c8 --reason '…'" in line["msg"]
+    (quarantined,) = [json.loads(x) for x in result.stderr.splitlines() if "quarantined" in x]
+    assert quarantined["level"] == "warning" and "Sales Team" in quarantined["msg"]
 
 
 @pytest.mark.parametrize(

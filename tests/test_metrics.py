@@ -30,6 +30,7 @@ from tests.e2e import C8_TOKEN, CR_CLIENT, CR_SECRET, World, emails, provider_en
 # will still get done, for an alert of its own): name -> label names (counters by their exposed *_total name)
 DESIGN_METRICS: dict[str, tuple[str, ...]] = {
     "syncd_unremovable_members": ("group", "provider"),
+    "syncd_pair_blocked": ("group", "provider"),  # the quarantine, so its alert fires once per blocked pair
     "syncd_runs_total": ("outcome",),
     "syncd_run_duration_seconds": (),
     "syncd_last_success_timestamp_seconds": ("group", "provider"),

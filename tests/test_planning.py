@@ -572,3 +572,74 @@ def test_a_large_diff_keeps_source_and_group_order() -> None:
     assert [m.email for m in p.to_add] == many(15, prefix="new")
     assert [m.email for m in p.to_remove] == many(20)[::-1]
     assert p.cost == 2 + 2  # 15 adds in batches of 10, 20 removals in batches of 10
+
+
+# ------------------------------------------------------------------------------ protected members
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual", "protected", "caps", "policy", "removed", "kept_protected", "strategy"),
+    [
+        # the source dropped the CEO: protected, so never removed; the others go
+        (
+            ["a@x.com"],
+            ["a@x.com", "ceo@x.com", "b@x.com"],
+            {"ceo@x.com"},
+            CAPS,
+            RemovalPolicy.MIRROR,
+            ["b@x.com"],
+            1,
+            Strategy.INCREMENTAL,
+        ),
+        # matched as email keys: the group's spelling does not matter
+        ([], ["CEO@X.com "], {"ceo@x.com"}, CAPS, RemovalPolicy.MIRROR, [], 1, Strategy.INCREMENTAL),
+        # a protected member the source still lists is simply desired: nothing kept
+        (["ceo@x.com"], ["ceo@x.com"], {"ceo@x.com"}, CAPS, RemovalPolicy.MIRROR, [], 0, Strategy.INCREMENTAL),
+        # a reset would drop the protected member: never chosen, however cheap
+        (
+            ["a@x.com"],
+            ["ceo@x.com", *many(30)],
+            {"ceo@x.com"},
+            ATOMIC,
+            RemovalPolicy.MIRROR,
+            many(30),
+            1,
+            Strategy.INCREMENTAL,
+        ),
+        # without protection the same change is one atomic reset
+        (
+            ["a@x.com"],
+            ["ceo@x.com", *many(30)],
+            set(),
+            ATOMIC,
+            RemovalPolicy.MIRROR,
+            ["ceo@x.com", *many(30)],
+            0,
+            Strategy.RESET,
+        ),
+        # add_only removes nobody anyway; the protected one is counted as protected, the other as kept
+        ([], ["ceo@x.com", "b@x.com"], {"ceo@x.com"}, CAPS, RemovalPolicy.ADD_ONLY, [], 1, Strategy.INCREMENTAL),
+    ],
+)
+def test_protected_members_are_never_removed(  # type: ignore[no-untyped-def]
+    desired, actual, protected, caps, policy, removed, kept_protected, strategy
+) -> None:
+    p = run(desired, actual, caps=caps, policy=policy, protected=frozenset(protected))
+    assert [m.email for m in p.to_remove] == removed
+    assert p.protected == kept_protected
+    assert p.strategy is strategy
+    assert not any(m.key in protected for op in p.ops for m in op.members) or strategy is Strategy.RESET
+
+
+def test_protected_members_do_not_count_against_the_guard() -> None:
+    # 3 of 4 would go without protection (held back); with two of them protected, one removal passes the guard
+    guard = Guard(max_removals=1, max_removal_ratio=1.0)
+    blocked = run(["d@x.com"], ["a@x.com", "b@x.com", "c@x.com", "d@x.com"], guard=guard)
+    assert blocked.guard is not None
+    p = run(
+        ["d@x.com"],
+        ["a@x.com", "b@x.com", "c@x.com", "d@x.com"],
+        guard=guard,
+        protected=frozenset({"a@x.com", "b@x.com"}),
+    )
+    assert p.guard is None and [m.email for m in p.to_remove] == ["c@x.com"] and p.protected == 2

@@ -26,7 +26,7 @@ import ipaddress
 import os
 import re
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol, Union
@@ -450,6 +450,28 @@ class MemberSpec(BaseModel):
         )
 
 
+# The texts of the group keys every kind of group takes (inline, and the groups sources name).
+KEY_TEXT = (
+    "The group's stable identity (default: its name): the state DB files the group's provider bindings, the members "
+    "syncd added, its ledger and remembered rejects under it, so renaming the group while keeping its key keeps its "
+    "provider groups (nothing is created or renamed there). Unique across the config, compared case-insensitively. "
+    "Adding a key to an existing group carries its binding over."
+)
+TARGETS_TEXT = (
+    "Providers this group is synced to: names, or {provider, group_id} mappings. Default: every configured "
+    "provider; an empty list ([]) syncs it nowhere (a group that exists to be excluded or referenced)."
+)
+PROTECTED_TEXT = (
+    "Email addresses syncd never removes from this group's provider groups, whatever the source says "
+    "(compared case-insensitively). They are not added for being listed here."
+)
+EXCLUDE_TEXT = (
+    "Names (or keys) of other groups, from any source, whose members are subtracted from this group after every "
+    "source is read (a suppression list). If one of them cannot be read this pass, this group changes nothing "
+    "(each of its pairs fails, naming it)."
+)
+
+
 class GroupSpec(BaseModel):
     """A desired group, written inline in the config (the yaml source)."""
 
@@ -459,11 +481,10 @@ class GroupSpec(BaseModel):
         description="The group's name; also its name at the providers when syncd creates it. Unique, "
         "compared case-insensitively."
     )
-    targets: list[TargetSpec] | None = Field(
-        default=None,
-        description="Providers this group is synced to: names, or {provider, group_id} mappings. "
-        "Default: every configured provider.",
-    )
+    key: str | None = Field(default=None, description=KEY_TEXT)
+    targets: list[TargetSpec] | None = Field(default=None, description=TARGETS_TEXT)
+    protected: list[str] = Field(default_factory=list, description=PROTECTED_TEXT)
+    exclude: list[str] = Field(default_factory=list, description=EXCLUDE_TEXT)
     members: list[MemberSpec] = Field(
         default_factory=list, description="The members: email addresses, or mappings with names and address."
     )
@@ -485,6 +506,21 @@ class GroupSpec(BaseModel):
         if not value:
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else check_group_name(value)
+
+    @field_validator("protected")
+    @classmethod
+    def _protected(cls, value: list[str]) -> list[str]:
+        return check_protected(value)
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, value: list[str]) -> list[str]:
+        return check_exclude(value)
 
     @model_validator(mode="after")
     def _targets_once(self) -> GroupSpec:
@@ -519,11 +555,26 @@ REMOVAL_POLICY_TEXT = (
 
 
 def check_group_name(value: str) -> str:
-    """A group name as a source's settings give it: trimmed, not empty."""
+    """A group name (or key) as a source's settings give it: trimmed, not empty."""
     value = value.strip()
     if not value:
         raise ValueError("must not be empty")
     return value
+
+
+def check_protected(value: list[str]) -> list[str]:
+    """A `protected` list: email addresses, trimmed (compared case-insensitively)."""
+    problems = ProblemList()
+    for i, email in enumerate(value):
+        if "@" not in email.strip():
+            problems.add((i,), f"not an email address: {email!r}")
+    problems.check()
+    return [email.strip() for email in value]
+
+
+def check_exclude(value: list[str]) -> list[str]:
+    """An `exclude` list: group names or keys, trimmed, not empty."""
+    return [check_group_name(name) for name in value]
 
 
 class HasTargets(Protocol):
@@ -535,11 +586,24 @@ class HasTargets(Protocol):
 
 
 class DeclaredGroup(NamedTuple):
-    """A group (or, with `name` None, the groups) a source entry defines, as the config file says it."""
+    """A group (or, with `name` None, the groups) a source entry defines, as the config file says it. Its `key`
+    and `exclude` are at loc[:-1] + ("key",) and loc[:-1] + ("exclude", i)."""
 
     loc: Loc  # where its name is given, relative to the entry; its targets are at loc[:-1] + ("targets", i)
     name: str | None  # None: the source names its groups only when it is read (e.g. from a query's rows)
     holder: HasTargets  # what holds its targets
+    key: str | None = None  # its `key`, when the file gives one (else its name is its key)
+    exclude: tuple[str, ...] = ()  # the groups (names or keys) whose members it subtracts
+
+    @property
+    def identity(self) -> str | None:
+        """Its key: the `key` given, else its name."""
+        return self.key or self.name
+
+    @property
+    def key_loc(self) -> Loc:
+        """Where its identity is given: its `key`, else its name."""
+        return (*self.loc[:-1], "key") if self.key else self.loc
 
 
 class SourceSettings(BaseModel):
@@ -701,6 +765,25 @@ class Config(_Overridable):
         for group in [g for g in declared if g.name is None]:  # named by what the source reads
             for where, target in _targets_at(group):
                 _check_provider(where, target, providers, problems)
+        _check_keys(declared, problems)
+        _check_exclusions(declared, problems)
+
+    def exclusion_closure(self, names: Iterable[str]) -> set[str]:
+        """These group names or keys (casefolded) with the names and keys of every group they exclude, directly or
+        through others: what a pass over some groups must read to subtract their exclusions."""
+        by_ref = _by_reference([g for g in self._declared_groups() if g.name is not None])
+        todo = [n.casefold() for n in names]
+        seen: set[str] = set()
+        while todo:
+            ref = todo.pop()
+            if ref in seen:
+                continue
+            seen.add(ref)
+            group = by_ref.get(ref)
+            if group is not None and group.name is not None:
+                todo += [group.name.casefold(), (group.identity or "").casefold()]
+                todo += [e.casefold() for e in group.exclude]
+        return seen
 
     def _check_source_names(self, problems: ProblemList) -> None:
         labels: dict[str, int] = {}
@@ -713,7 +796,10 @@ class Config(_Overridable):
 
     def _declared_groups(self) -> list[DeclaredGroup]:
         """Every group of the file with the absolute location of its name: inline groups, then each source's."""
-        out = [DeclaredGroup(("groups", gi, "name"), group.name, group) for gi, group in enumerate(self.groups)]
+        out = [
+            DeclaredGroup(("groups", gi, "name"), group.name, group, group.key, tuple(group.exclude))
+            for gi, group in enumerate(self.groups)
+        ]
         for si, source in enumerate(self.sources):
             out += [group._replace(loc=("sources", si, *group.loc)) for group in source.declared_groups()]
         return out
@@ -743,6 +829,10 @@ class Config(_Overridable):
         names only when it is read (a SQL query's rows) are not among them: see `has_query_named_groups`."""
         return [name for name, _ in self._named_groups()]
 
+    def group_keys(self) -> set[str]:
+        """The casefolded key (its `key`, else its name) of every group named in the file."""
+        return {str(g.identity).casefold() for g in self._declared_groups() if g.name is not None}
+
     def group_targets(self) -> list[tuple[str, list[TargetSpec]]]:
         """Every group named in the file with its targets (defaults applied): what `validate --online` checks."""
         return [(name, self.targets_of(holder)) for name, holder in self._named_groups()]
@@ -755,9 +845,14 @@ class Config(_Overridable):
         if not self.groups and not self.sources:
             out.append("no groups and no sources are configured: there is nothing to sync")
         if self.providers:
-            for name, targets in self.group_targets():
-                if not targets:
-                    out.append(f"group {name!r} has an empty targets list: it is synced nowhere")
+            referenced = {e.casefold() for g in self._declared_groups() for e in g.exclude}
+            for group in [g for g in self._declared_groups() if g.name is not None]:
+                names = {str(group.name).casefold(), (group.identity or "").casefold()}
+                if not self.targets_of(group.holder) and not names & referenced:
+                    out.append(
+                        f"group {group.name!r} has an empty targets list and no group excludes it: it is synced "
+                        "nowhere and used nowhere"
+                    )
         return out
 
     @property
@@ -801,6 +896,72 @@ def _check_defined_once(group: DeclaredGroup, defined: dict[str, Loc], problems:
             ref=defined[key],
         )
     defined.setdefault(key, group.loc)
+
+
+def _check_keys(declared: Sequence[DeclaredGroup], problems: ProblemList) -> None:
+    """Each group key once (a group without one has its name as its key; compared case-insensitively). Two
+    groups without `key` whose names clash are reported as a name clash already."""
+    keys: dict[str, tuple[Loc, bool]] = {}  # casefolded key -> where it is first given, and whether as `key`
+    for group in [g for g in declared if g.name is not None]:
+        key = str(group.identity).casefold()
+        first = keys.setdefault(key, (group.key_loc, group.key is not None))
+        if first[0] != group.key_loc and (group.key is not None or first[1]):
+            problems.add(
+                group.key_loc,
+                f"group key {group.identity!r} is already used by {{ref}}: a key identifies one group (keys are "
+                "compared case-insensitively; a group without `key` has its name as its key)",
+                ref=first[0],
+            )
+
+
+def _by_reference(named: Sequence[DeclaredGroup]) -> dict[str, DeclaredGroup]:
+    """Named groups by casefolded key, and by casefolded name where no key takes it (keys win)."""
+    out: dict[str, DeclaredGroup] = {}
+    for group in named:
+        out.setdefault(str(group.name).casefold(), group)
+    for group in named:
+        out[str(group.identity).casefold()] = group
+    return out
+
+
+def _check_exclusions(declared: Sequence[DeclaredGroup], problems: ProblemList) -> None:
+    """Every `exclude` names a group of the file (unless a source names groups only when read), never its own
+    group, and no group excludes itself through others (a cycle)."""
+    named = [g for g in declared if g.name is not None]
+    by_ref = _by_reference(named)
+    open_ended = any(g.name is None for g in declared)
+    for group in named:
+        for i, ref in enumerate(group.exclude):
+            where = (*group.loc[:-1], "exclude", i)
+            target = by_ref.get(ref.casefold())
+            if target is None:
+                if not open_ended:
+                    problems.add(where, f"no group named (or keyed) {ref!r} to exclude")
+            elif target is group:
+                problems.add(where, f"group {group.name!r} excludes itself")
+            elif _reaches(target, group, by_ref):
+                problems.add(
+                    where,
+                    f"exclusion cycle: {group.name!r} excludes {target.name!r}, which excludes {group.name!r} "
+                    "(directly or through others)",
+                )
+
+
+def _reaches(start: DeclaredGroup, goal: DeclaredGroup, by_ref: Mapping[str, DeclaredGroup]) -> bool:
+    """Whether `start` excludes `goal`, directly or through other groups."""
+    todo, seen = [start], set[int]()
+    while todo:
+        group = todo.pop()
+        if id(group) in seen:
+            continue
+        seen.add(id(group))
+        for ref in group.exclude:
+            target = by_ref.get(ref.casefold())
+            if target is goal:
+                return True
+            if target is not None:
+                todo.append(target)
+    return False
 
 
 def _check_provider(where: Loc, target: TargetSpec, providers: Sequence[str], problems: ProblemList) -> bool:

@@ -6,11 +6,16 @@ A pass must never mistake a broken read for "these people left". So, for every s
 * a CRM group that comes back empty although its last real pass had members is left untouched, unless the
   source says `allow_empty` (sources opt in with a truthy `guard_empty` attribute: the inline YAML groups are
   what the user wrote, so an empty one there is deliberate);
-* a group defined by two sources (only possible at run time, for groups named by a SQL query's rows) is
-  applied from neither.
+* a group defined by two sources (only possible at run time, for groups named by a SQL query's rows), or two
+  groups with one key, is applied from neither.
 
 Each of these is one line in `ReadResult.errors`: the pass reports it and exits 1, and since the group is not
 among the desired groups at all, no request for it reaches any provider.
+
+Then, with every source read, each group's `exclude` is applied (`apply_exclusions`): the members of the groups
+it names (by name or key, from any source) are subtracted. A group whose excluded group was not read this pass
+(its source failed, or nothing yields it) fails closed: it is in `ReadResult.closed`, with why, and the pass
+records each of its pairs as failed without contacting any provider.
 """
 
 from __future__ import annotations
@@ -19,14 +24,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import httpx
 
 from connectors.http import RequestHooks
 from syncd.errors import SourceError
-from syncd.model import DesiredGroup
+from syncd.model import DesiredGroup, Reject, RejectCode
 
 log = logging.getLogger("syncd.sources")
 
@@ -82,6 +87,8 @@ class SourceContext:
 class ReadResult:
     groups: list[DesiredGroup] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # groups that fail closed this pass (an excluded group was not read), each with why: nothing is sent for them
+    closed: list[tuple[DesiredGroup, str]] = field(default_factory=list)
 
 
 async def read_sources(sources: Sequence[Source], last_pass: LastPass | None = None) -> ReadResult:
@@ -90,8 +97,61 @@ async def read_sources(sources: Sequence[Source], last_pass: LastPass | None = N
     result = ReadResult()
     read = _keep_answers(sources, answers, result.errors)
     kept = _without_conflicts(read, result.errors)
-    result.groups = _without_suspect_empties(kept, last_pass, result.errors)
+    result.groups, result.closed = apply_exclusions(_without_suspect_empties(kept, last_pass, result.errors))
     return result
+
+
+def apply_exclusions(
+    groups: Sequence[DesiredGroup],
+) -> tuple[list[DesiredGroup], list[tuple[DesiredGroup, str]]]:
+    """Every group less the members of the groups its `exclude` names (by key, else by name; case-insensitive),
+    with those members recorded in its `excluded`; and, apart, the groups that name a group not among `groups`
+    (its source failed, or nothing yields it), each with why: they fail closed. What a group subtracts is its
+    excluded groups' members as their sources give them (their own `exclude` does not change it). Pure."""
+    by_ref = _by_reference(groups)
+    kept: list[DesiredGroup] = []
+    closed: list[tuple[DesiredGroup, str]] = []
+    for group in groups:
+        missing = [ref for ref in group.exclude if ref.casefold() not in by_ref]
+        if missing:
+            closed.append((group, _not_read(group, missing)))
+        elif group.exclude:
+            kept.append(_subtract(group, [by_ref[ref.casefold()] for ref in group.exclude]))
+        else:
+            kept.append(group)
+    return kept, closed
+
+
+def _by_reference(groups: Sequence[DesiredGroup]) -> dict[str, DesiredGroup]:
+    """The groups by casefolded key, and by casefolded name where no key takes it (keys win)."""
+    out = {g.name.casefold(): g for g in groups}
+    out.update({g.key.casefold(): g for g in groups})
+    return out
+
+
+def _not_read(group: DesiredGroup, missing: Sequence[str]) -> str:
+    names = ", ".join(repr(ref) for ref in missing)
+    return (
+        f"group {group.name!r} excludes {names}, which could not be read this pass (its source failed, or no "
+        f"source yields it): nothing is changed for {group.name!r} until it can be (fail closed)"
+    )
+
+
+def _subtract(group: DesiredGroup, excluded: Sequence[DesiredGroup]) -> DesiredGroup:
+    """The group less the members of `excluded`; each member taken out is recorded, naming the group it is in."""
+    source_of: dict[str, str] = {}
+    for other in excluded:
+        for member in other.members:
+            source_of.setdefault(member.key, other.name)
+    if not source_of:
+        return group
+    members = tuple(m for m in group.members if m.key not in source_of)
+    out = tuple(
+        Reject(m.email, f"excluded: a member of {source_of[m.key]!r}", RejectCode.EXCLUDED)
+        for m in group.members
+        if m.key in source_of
+    )
+    return replace(group, members=members, excluded=group.excluded + out)
 
 
 def _keep_answers(
@@ -111,23 +171,44 @@ def _keep_answers(
 def _without_conflicts(
     by_source: Sequence[tuple[Source, list[DesiredGroup]]], errors: list[str]
 ) -> list[tuple[Source, DesiredGroup]]:
-    """Every group with its source, except those whose name two sources yield: neither definition wins."""
+    """Every group with its source, except those whose name two sources yield (neither definition wins), and
+    those whose key two groups give (a key is one group's identity)."""
     owners: dict[str, list[str]] = {}
+    keyed: dict[str, list[str]] = {}  # casefolded key -> the names of the groups that give it
     for source, groups in by_source:
         for group in groups:
             names = owners.setdefault(group.name.casefold(), [])
             if source.name not in names:
                 names.append(source.name)
+            holders = keyed.setdefault(group.key.casefold(), [])
+            if group.name.casefold() not in {h.casefold() for h in holders}:
+                holders.append(group.name)
     conflicts = {key for key, names in owners.items() if len(names) > 1}
     for key in sorted(conflicts):
         name = next(g.name for _, gs in by_source for g in gs if g.name.casefold() == key)
-        message = (
+        _error(
+            errors,
             f"group {name!r} is defined by more than one source ({', '.join(owners[key])}): neither definition "
-            "is applied this pass; give each group one source"
+            "is applied this pass; give each group one source",
         )
-        log.error("%s", message)
-        errors.append(message)
-    return [(s, g) for s, groups in by_source for g in groups if g.name.casefold() not in conflicts]
+    shared = {key for key, names in keyed.items() if len(names) > 1}
+    for key in sorted(shared):
+        _error(
+            errors,
+            f"groups {', '.join(repr(n) for n in keyed[key])} share the key {key!r}: none of them is applied this "
+            "pass; a key identifies one group",
+        )
+    return [
+        (s, g)
+        for s, groups in by_source
+        for g in groups
+        if g.name.casefold() not in conflicts and g.key.casefold() not in shared
+    ]
+
+
+def _error(errors: list[str], message: str) -> None:
+    log.error("%s", message)
+    errors.append(message)
 
 
 def _without_suspect_empties(

@@ -103,14 +103,20 @@ from connectors.http import (
 )
 from connectors.settings import RetrySettings, check_api_url
 from syncd.config.models import (
+    EXCLUDE_TEXT,
+    KEY_TEXT,
     MODEL_CONFIG,
+    PROTECTED_TEXT,
     REMOVAL_POLICY_TEXT,
     SOURCE_NAME_PATTERN,
+    TARGETS_TEXT,
     Config,
     DeclaredGroup,
     SourceSettings,
     TargetSpec,
+    check_exclude,
     check_group_name,
+    check_protected,
     check_targets_once,
 )
 from syncd.config.problems import ProblemList
@@ -174,11 +180,10 @@ class HubSpotGroupSpec(BaseModel):
         description="The HubSpot list's id (the number in the list's URL; the v3 lists API's listId). Its "
         "current contacts are the group's members."
     )
-    targets: list[TargetSpec] | None = Field(
-        default=None,
-        description="Providers this group is synced to: names, or {provider, group_id} mappings. "
-        "Default: every configured provider.",
-    )
+    key: str | None = Field(default=None, description=KEY_TEXT)
+    targets: list[TargetSpec] | None = Field(default=None, description=TARGETS_TEXT)
+    protected: list[str] = Field(default_factory=list, description=PROTECTED_TEXT)
+    exclude: list[str] = Field(default_factory=list, description=EXCLUDE_TEXT)
     removal_policy: RemovalPolicy | None = Field(default=None, description=REMOVAL_POLICY_TEXT)
     max_removals: int | None = Field(default=None, ge=0, description="Overrides safety.max_removals for this group.")
     max_removal_ratio: float | None = Field(
@@ -189,6 +194,21 @@ class HubSpotGroupSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return check_group_name(value)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else check_group_name(value)
+
+    @field_validator("protected")
+    @classmethod
+    def _protected(cls, value: list[str]) -> list[str]:
+        return check_protected(value)
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, value: list[str]) -> list[str]:
+        return check_exclude(value)
 
     @field_validator("list_id", mode="before")
     @classmethod
@@ -295,7 +315,7 @@ class HubSpotSourceSettings(SourceSettings):
 
     def declared_groups(self) -> Iterator[DeclaredGroup]:
         for gi, spec in enumerate(self.groups):
-            yield DeclaredGroup(("groups", gi, "name"), spec.name, spec)
+            yield DeclaredGroup(("groups", gi, "name"), spec.name, spec, spec.key, tuple(spec.exclude))
 
     @property
     def property_map(self) -> dict[str, str]:
@@ -620,6 +640,9 @@ class HubSpotSource:
             removal_policy=spec.removal_policy,
             max_removals=spec.max_removals,
             max_removal_ratio=spec.max_removal_ratio,
+            key=spec.key or spec.name,
+            protected=frozenset(spec.protected),
+            exclude=tuple(spec.exclude),
         )
 
     def _contact(self, properties: dict[str, Any]) -> Contact | None:

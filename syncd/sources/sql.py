@@ -1,8 +1,9 @@
 """Any SQL database as a source of desired groups: one query, one row per (group, member).
 
 Columns are matched by name, case-insensitively: `email` (required), `first_name`, `last_name`, the address
-fields `line1`, `line2`, `city`, `postcode`, `country`, and `group` (the group's name) unless the source
-configures a fixed `group`. Any other column is an error (a misspelt `firstname` must not silently drop data).
+fields `line1`, `line2`, `city`, `postcode`, `country`, `group` (the group's name) unless the source
+configures a fixed `group`, and `key` (the group's stable identity; every row of a group must give the same)
+unless the source sets `key`. Any other column is an error (a misspelt `firstname` must not silently drop data).
 Rows whose group names differ only in case belong to one group (the first spelling names it).
 
 Fail closed:
@@ -45,6 +46,7 @@ from sqlalchemy.pool import NullPool
 
 from connectors.base import Contact, PostalAddress, in_bulk
 from syncd.config.models import (
+    KEY_TEXT,
     REMOVAL_POLICY_TEXT,
     SOURCE_NAME_PATTERN,
     Config,
@@ -66,6 +68,7 @@ log = logging.getLogger("syncd.sources.sql")
 ADDRESS_COLUMNS = ("line1", "line2", "city", "postcode", "country")
 MEMBER_COLUMNS = ("email", "first_name", "last_name", *ADDRESS_COLUMNS)
 GROUP_COLUMN = "group"
+KEY_COLUMN = "key"
 
 FETCH_ROWS = 5_000  # rows fetched at a time (a server-side cursor where the driver has one)
 
@@ -97,6 +100,11 @@ class SqlSourceSettings(SourceSettings):
         default=None,
         description="Put every row in this one group (the query then has no `group` column). Without it the "
         "rows' `group` column names the groups, which are then known only when the query runs.",
+    )
+    key: str | None = Field(
+        default=None,
+        description="With a fixed `group`: its key. " + KEY_TEXT + " Without a fixed `group`, the query may return "
+        "a `key` column instead (every row of a group giving the same key).",
     )
     targets: list[TargetSpec] | None = Field(
         default=None,
@@ -141,7 +149,7 @@ class SqlSourceSettings(SourceSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("group")
+    @field_validator("group", "key")
     @classmethod
     def _group(cls, value: str | None) -> str | None:
         return None if value is None else check_group_name(value)
@@ -149,6 +157,14 @@ class SqlSourceSettings(SourceSettings):
     @model_validator(mode="after")
     def _targets(self) -> SqlSourceSettings:
         check_targets_once(self.targets)
+        if self.key is not None and self.group is None:
+            problems = ProblemList()
+            problems.add(
+                ("key",),
+                "`key` names the key of a fixed `group`, and this source sets none: drop `key`, or return a "
+                "`key` column from the query",
+            )
+            problems.check()
         if self.group is None:
             pinned = [i for i, t in enumerate(self.targets or ()) if t.group_id]
             if pinned:
@@ -164,7 +180,7 @@ class SqlSourceSettings(SourceSettings):
     def declared_groups(self) -> Iterator[DeclaredGroup]:
         """The fixed `group`; or, without one, the groups the query's rows name (name None), whose targets
         are still checked."""
-        yield DeclaredGroup(("group",), self.group, self)
+        yield DeclaredGroup(("group",), self.group, self, self.key)
 
     @property
     def safe_url(self) -> str:
@@ -382,6 +398,7 @@ class SqlSource:
                     removal_policy=self.settings.removal_policy,
                     max_removals=self.settings.max_removals,
                     max_removal_ratio=self.settings.max_removal_ratio,
+                    key=rows.keys.get(key) or self.settings.key or rows.spelled[key],
                 )
             )
         log.debug("%s: %d rows, %d groups", self.name, rows.count, len(groups))
@@ -392,6 +409,8 @@ class SqlSource:
         for i, column in enumerate(columns):
             key = column.strip().lower()
             allowed = MEMBER_COLUMNS if self.settings.group is not None else (GROUP_COLUMN, *MEMBER_COLUMNS)
+            if self.settings.key is None:
+                allowed = (*allowed, KEY_COLUMN)
             if key not in allowed:
                 hint = (
                     " (this source sets a fixed `group`: drop the group column, or drop `group` from the config)"
@@ -428,12 +447,14 @@ class _Rows:
         self.spelled: dict[str, str] = {}
         self.candidates: dict[str, list[Contact]] = {}
         self.missing: dict[str, list[Reject]] = {}
+        self.keys: dict[str, str | None] = {}  # group -> the key its rows give (None: no key, the name is)
         self._values: dict[str, str] = {}
         if self.fixed is not None:
             self.order.append(self.fixed.casefold())
             self.spelled[self.fixed.casefold()] = self.fixed
         self._email = index["email"]
         self._group = index.get(GROUP_COLUMN)
+        self._key = index.get(KEY_COLUMN)
         self._fields = [(index.get(c)) for c in ("first_name", "last_name", *ADDRESS_COLUMNS)]
 
     def take(self, row: Sequence[Any]) -> None:
@@ -448,6 +469,8 @@ class _Rows:
         if key not in self.spelled:
             self.spelled[key] = name
             self.order.append(key)
+        if self._key is not None:
+            self._agree(key, _text(row[self._key]))
         email = _text(row[self._email])
         if email is None:
             self.missing.setdefault(key, []).append(
@@ -455,6 +478,16 @@ class _Rows:
             )
             return
         self.candidates.setdefault(key, []).append(self._contact(row, email))
+
+    def _agree(self, group: str, key: str | None) -> None:
+        """Every row of a group gives the same `key` (or none): a group with two identities fails the source."""
+        first = self.keys.setdefault(group, key)
+        if first != key:
+            raise SourceError(
+                self.source,
+                f"row {self.count} gives group {self.spelled[group]!r} the key {key!r}, but an earlier row gave it "
+                f"{first!r}: every row of a group must give the same key",
+            )
 
     def _contact(self, row: Sequence[Any], email: str) -> Contact:
         values = self._values

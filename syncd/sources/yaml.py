@@ -38,6 +38,9 @@ class YamlSource:
                     removal_policy=spec.removal_policy,
                     max_removals=spec.max_removals,
                     max_removal_ratio=spec.max_removal_ratio,
+                    key=spec.key or spec.name,
+                    protected=frozenset(spec.protected),
+                    exclude=tuple(spec.exclude),
                 )
             )
         return groups

@@ -1,5 +1,6 @@
 """syncd's state DB: what it did (runs, pair results, the per-member ledger) and what it must remember
-between passes (bindings, owned members, recipient ids, permanent rejects, leases). See `Store`."""
+between passes (bindings, owned members, recipient ids, permanent rejects, quarantined pairs, the shared rate
+budgets). See `Store`."""
 
 from syncd.state.migrate import head_revision
 from syncd.state.records import (
@@ -7,6 +8,7 @@ from syncd.state.records import (
     LedgerEntry,
     LedgerRow,
     PairRow,
+    Quarantined,
     RejectRow,
     RunOutcome,
     RunRow,
@@ -20,6 +22,7 @@ __all__ = [
     "LedgerEntry",
     "LedgerRow",
     "PairRow",
+    "Quarantined",
     "RejectRow",
     "RunOutcome",
     "RunRow",

@@ -166,3 +166,23 @@ class PairState:
     rejected: int  # members rejected in that pass
     blocked_reason: str | None
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A pair the removal guard holds back (the `quarantine` table): since when, why (the latest pass's guard), how
+    many removals it holds, and the approval that lets them go at the next real pass, if one was given."""
+
+    group: str  # the group's key (its name unless the config gives one)
+    provider: str
+    name: str  # the group's name, as its latest pass saw it
+    blocked_at: datetime
+    run_id: str
+    reason: str
+    held_back: int
+    approved_at: datetime | None = None
+    approval: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.approved_at is not None

@@ -38,6 +38,7 @@ from syncd.state.records import (
     LedgerRow,
     PairRow,
     PairState,
+    Quarantined,
     RejectRow,
     RunOutcome,
     RunRow,
@@ -48,6 +49,7 @@ from syncd.state.tables import (
     ledger,
     owned_members,
     pair_results,
+    quarantine,
     recipient_ids,
     rejects,
     runs,
@@ -568,7 +570,8 @@ class Store:
 
     def rename_group(self, old: str, new: str, provider: str) -> None:
         """Move the pair's binding and the record of the members syncd added from the group name `old` to `new`
-        (a group renamed in its source, e.g. only in case). Nothing happens when `new` already has a binding."""
+        (a group renamed in its source, e.g. only in case, or given a `key`), with its remembered rejects. Nothing
+        happens when `new` already has a binding."""
         if old == new:
             return
         with self._tx("rename_group", write=True) as conn:
@@ -588,6 +591,18 @@ class Store:
             conn.execute(
                 owned_members.update()
                 .where(owned_members.c.group_name == old, owned_members.c.provider == provider)
+                .values(group_name=new)
+            )
+            # the pair's remembered rejects follow it too (a key added to a group: its state moves to the key)
+            conn.execute(rejects.delete().where(rejects.c.group_name == new, rejects.c.provider == provider))
+            conn.execute(
+                rejects.update()
+                .where(rejects.c.group_name == old, rejects.c.provider == provider)
+                .values(group_name=new)
+            )
+            conn.execute(  # a quarantine (and its approval) follows the pair
+                quarantine.update()
+                .where(quarantine.c.group_name == old, quarantine.c.provider == provider)
                 .values(group_name=new)
             )
 
@@ -708,6 +723,66 @@ class Store:
                         rejects.c.provider == provider, self._one_of(rejects.c.email_key, chunk), *scope
                     )
                 )
+
+    # ------------------------------------------------------------------------------------- quarantine
+
+    def quarantined(self, group: str | None = None, provider: str | None = None) -> list[Quarantined]:
+        """The pairs the removal guard holds back (of `group`, its key or its name, compared case-insensitively,
+        and `provider`), oldest first."""
+        query = sa.select(quarantine).order_by(quarantine.c.blocked_at, quarantine.c.group_name, quarantine.c.provider)
+        if group is not None:
+            query = query.where(_named(group))
+        if provider is not None:
+            query = query.where(quarantine.c.provider == provider)
+        with self._tx("quarantined") as conn:
+            return [_quarantined(row) for row in conn.execute(query)]
+
+    def hold(self, group: str, provider: str, *, name: str, run_id: str, reason: str, held_back: int) -> bool:
+        """Keep the pair (`group`: its key; `name`: the group's name now) in quarantine with the latest guard's
+        reason; True when it was not there before (the pair is newly blocked). An approval given meanwhile stays."""
+        with self._tx("hold", write=True) as conn:
+            updated = conn.execute(
+                quarantine.update()
+                .where(quarantine.c.group_name == group, quarantine.c.provider == provider)
+                .values(reason=reason, held_back=held_back, display_name=name)
+            ).rowcount
+            if updated:
+                return False
+            conn.execute(
+                self._insert(quarantine)
+                .values(
+                    group_name=group,
+                    provider=provider,
+                    display_name=name,
+                    blocked_at=utcnow(),
+                    run_id=run_id,
+                    reason=reason,
+                    held_back=held_back,
+                )
+                .on_conflict_do_nothing(index_elements=["group_name", "provider"])
+            )
+            return True
+
+    def release(self, group: str, provider: str) -> Quarantined | None:
+        """Take the pair out of quarantine; the row it had (None: it was not held)."""
+        where = (quarantine.c.group_name == group, quarantine.c.provider == provider)
+        with self._tx("release", write=True) as conn:
+            row = conn.execute(sa.select(quarantine).where(*where)).first()
+            if row is None:
+                return None
+            conn.execute(quarantine.delete().where(*where))
+            return _quarantined(row)
+
+    def approve(self, group: str, providers: Sequence[str], reason: str) -> list[Quarantined]:
+        """Approve the held removals of the group's quarantined pairs (those of `providers`; all when empty): the
+        next real pass of each lets them go once. The pairs approved, as they are now."""
+        with self._tx("approve", write=True) as conn:
+            where = [_named(group)]
+            if providers:
+                where.append(quarantine.c.provider.in_(list(providers)))
+            conn.execute(quarantine.update().where(*where).values(approved_at=utcnow(), approval=reason))
+            query = sa.select(quarantine).where(*where).order_by(quarantine.c.provider)
+            return [_quarantined(row) for row in conn.execute(query)]
 
     def noted_removals(self, group: str, provider: str, keys: Sequence[str]) -> dict[str, LedgerOutcome]:
         """Of these email keys, those whose last ledger entry in the pair, in a real run, is a removal not made
@@ -1106,6 +1181,26 @@ class StateRecipientCache:
 
 
 # ---------------------------------------------------------------------------------------- row mapping
+
+
+def _named(group: str) -> sa.ColumnElement[bool]:
+    """A quarantined pair's group, by its key or its name, case-insensitively."""
+    folded = group.lower()
+    return sa.or_(sa.func.lower(quarantine.c.group_name) == folded, sa.func.lower(quarantine.c.display_name) == folded)
+
+
+def _quarantined(row: sa.Row[Any]) -> Quarantined:
+    return Quarantined(
+        group=row.group_name,
+        provider=row.provider,
+        name=row.display_name,
+        blocked_at=row.blocked_at,
+        run_id=row.run_id,
+        reason=row.reason,
+        held_back=row.held_back,
+        approved_at=row.approved_at,
+        approval=row.approval,
+    )
 
 
 def _run_row(row: sa.Row[Any]) -> RunRow:

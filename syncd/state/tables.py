@@ -194,3 +194,20 @@ rate_buckets = sa.Table(
     sa.Column("quota_until", sa.Float(), nullable=False),
     sa.Column("sent", sa.JSON(), nullable=False),  # when the requests of the sliding window went (a list)
 )
+
+# One row per pair the removal guard holds back (syncd/quarantine.py): it stays blocked across passes until a
+# plan is back under the limits, a run with --allow-mass-removal, or `syncd approve` (approved_at / approval: the
+# next real pass removes once, and its ledger rows carry the approval's reason).
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("group_name", sa.String(), primary_key=True),  # the group's key, as the state files its pairs
+    sa.Column("provider", sa.String(), primary_key=True),
+    sa.Column("display_name", sa.String(), nullable=False),  # the group's name, as its latest pass saw it
+    sa.Column("blocked_at", UTCDateTime(), nullable=False),
+    sa.Column("run_id", sa.String(32), nullable=False),  # the pass that blocked it first
+    sa.Column("reason", sa.Text(), nullable=False),  # the guard's, from the latest pass
+    sa.Column("held_back", sa.Integer(), nullable=False),  # removals held back by the latest pass
+    sa.Column("approved_at", UTCDateTime(), nullable=True),
+    sa.Column("approval", sa.Text(), nullable=True),  # the reason given to `syncd approve`
+)
