@@ -195,6 +195,21 @@ def rows_written(url: str, before: dict[str, tuple[int, int]], since: float) -> 
     return written
 
 
+class GcPauses:
+    """The longest garbage collection of each generation during the pass (it stops every thread)."""
+
+    def __init__(self) -> None:
+        self.worst = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            gen = info["generation"]
+            self.worst[gen] = max(self.worst[gen], time.perf_counter() - self._started)
+
+
 class LoopLag:
     """The event loop's longest stall during the pass: a task that asks to wake every 10 ms records how late it
     woke. A synchronous DB call or a long parse on the loop shows here; one in a worker thread does not."""
@@ -236,9 +251,12 @@ def one_pass(config_path: str) -> dict[str, Any]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     store = Store.open(config.state.url)
     lag = LoopLag()
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     try:
         report = asyncio.run(_run_watched(Reconciler(config, store, Metrics()), PassOptions(), lag))
     finally:
+        gc.callbacks.remove(pauses)
         store.close()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -256,6 +274,7 @@ def one_pass(config_path: str) -> dict[str, Any]:
         "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(peak),
         "loop_stall_max_ms": round(lag.worst * 1000),
+        "gc_pause_max_ms": [round(w * 1000) for w in pauses.worst],
         "state_rows_written": rows_written(config.state.url, before, since),
         "state_db_mb": round(Path(config.state.url.removeprefix("sqlite:///")).stat().st_size / 2**20),
     }
@@ -354,7 +373,8 @@ def show(result: dict[str, Any]) -> None:
             f"{r['plan_in_pass_s']:>7} {r['bare_set_difference_s']:>7} {r['ratio_in_pass']:>5} ({r['ratio_again']})"
         )
         print(
-            f"{'':8} {r['status']}: +{r['added']} -{r['removed']}, {r['rejected']} rejected; rows "
+            f"{'':8} {r['status']}: +{r['added']} -{r['removed']}, {r['rejected']} rejected; longest GC pause per "
+            f"generation {r['gc_pause_max_ms']} ms; rows "
             f"{r['state_rows_written']}; state DB {r['state_db_mb']} MB"
         )
 

@@ -434,6 +434,8 @@ class CleverReachConnector(Closing):
     async def read_members(self, group: RemoteGroup) -> Sequence[RemoteMember]:
         members: list[RemoteMember] = []
         seen: set[str] = set()
+        # Deactivation names receivers by email: only `delete` mode keeps their ids (a million cost some 55 MB).
+        keep_ids = self.remove_mode is RemoveMode.DELETE
 
         def take(page: list[dict[str, Any]]) -> None:
             """A page's active receivers, as members, as the page comes (no page is kept). The collector pauses
@@ -444,7 +446,7 @@ class CleverReachConnector(Closing):
                     email = r.get("email")
                     if not isinstance(email, str) or not _active_fast(r):  # `type=active`, checked again
                         continue
-                    rid = r.get("id")
+                    rid = r.get("id") if keep_ids else None
                     member = RemoteMember(email, None if rid is None else str(rid))
                     if member.key not in seen:  # a receiver moving between pages can be read twice
                         seen.add(member.key)

@@ -300,8 +300,10 @@ def _leads(obj: Any, where: str, *, required: bool = True) -> list[str] | None:
         if rid is None:
             raise ProtocolError(f"{where}: a lead that is not a recipient id")
         ids.append(rid)
-    unique = dict.fromkeys(ids)  # de-duplicated, order kept
-    return ids if len(unique) == len(ids) else list(unique)
+    seen: set[str] = set()
+    for start in range(0, len(ids), 65_536):  # a step at a time: one C call over a million ids holds the interpreter
+        seen.update(ids[start : start + 65_536])
+    return ids if len(seen) == len(ids) else list(dict.fromkeys(ids))  # de-duplicated, order kept
 
 
 # ------------------------------------------------------------------------------------- errorLog entries
@@ -729,7 +731,9 @@ class Communic8Connector(Closing):
 
     async def _group_lead_list(self, group: RemoteGroup) -> list[str]:
         where = "GET /recipientGroup/{id}"
-        return _required(_leads(_data(await self._call("GET", _group_path(group.id)), where), where))
+        body = await self._call("GET", _group_path(group.id))
+        # a million ids to check one by one: in a worker thread, so the event loop goes on meanwhile
+        return await asyncio.to_thread(lambda: _required(_leads(_data(body, where), where)))
 
     async def _group_leads(self, group: RemoteGroup) -> set[str]:
         return set(await self._group_lead_list(group))
@@ -816,7 +820,7 @@ class Communic8Connector(Closing):
 
 
 def _members(leads: Sequence[str], emails: Mapping[str, str]) -> list[RemoteMember]:
-    with in_bulk():
+    with in_bulk(freeze=True):
         return [RemoteMember(emails.get(lead), lead) for lead in leads]
 
 

@@ -503,6 +503,7 @@ class GiftronautConnector(Closing):
         # What this pass knows about recipients: email key -> id (the cache, then everything read),
         # keys known not to exist, and creates Giftronaut refused (not sent twice in a pass).
         self._known_ids: dict[str, str] | None = None
+        self._known_lock = asyncio.Lock()  # the cache is loaded once, by the first pair that asks, the others wait
         self._absent: set[str] = set()
         self._refused: dict[str, MemberReject] = {}
         # Resolution is done in bulk, under one lock: callers that arrive while a resolution runs park their
@@ -741,7 +742,9 @@ class GiftronautConnector(Closing):
     # -- resolving emails to recipient ids ----------------------------------------------------------
     async def _known(self) -> dict[str, str]:
         if self._known_ids is None:
-            self._known_ids = dict(await off_loop(self.cache.all))
+            async with self._known_lock:
+                if self._known_ids is None:
+                    self._known_ids = dict(await off_loop(self.cache.all))
         return self._known_ids
 
     async def _resolved(self, key: str) -> bool:

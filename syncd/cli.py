@@ -290,9 +290,10 @@ def _rejects_parser(
         parents=[_config_option(argparse.SUPPRESS), _logging_options(argparse.SUPPRESS)],
         argument_default=argparse.SUPPRESS,
         help="forget remembered rejects, so the next pass tries those members again",
-        description="Forget the remembered permanent rejects that match (at least one of --group, --provider, "
-        "--member; or --all), so the next pass tries those members again, and say how many were forgotten. "
-        "Writes to the state DB.",
+        description="Forget the remembered permanent rejects that match --group, --provider and --member (every "
+        "one without a filter, or with --all), so the next pass tries those members again, and say how many were "
+        "forgotten. A person a provider holds as unsubscribed, bounced or blacklisted is still never added: the "
+        "next pass finds that again. Writes to the state DB.",
     )
     clear.add_argument(
         "--group",
@@ -303,7 +304,9 @@ def _rejects_parser(
     clear.add_argument(
         "--member", metavar="EMAIL", default=None, help="this member's rejects (matched case-insensitively)"
     )
-    clear.add_argument("--all", action="store_true", default=False, help="every remembered reject")
+    clear.add_argument(
+        "--all", action="store_true", default=False, help="every remembered reject (the same as no filter, said aloud)"
+    )
 
 
 def _explain_parser(
@@ -724,10 +727,8 @@ def cmd_rejects_clear(args: argparse.Namespace) -> int:
     given = [f"--{name}" for name, value in filters.items() if value is not None]
     if given and args.all:
         return _usage_error("rejects clear", f"--all clears every reject: leave out {', '.join(given)}")
-    if not (given or args.all):
-        return _usage_error(
-            "rejects clear", "say which rejects to forget: --group, --provider or --member (or --all for every one)"
-        )
+    # No filter: every reject, as DESIGN.md's `syncd rejects clear` says. Harmless to consent: a person the
+    # provider holds as unsubscribed, bounced or blacklisted is found so again by the next pass's consent read.
     state = load_state_settings(_config_path(args.config))
     existing = Store.open_read_only(state.url)  # nothing remembered yet: say so, and create no state DB
     if existing is None:

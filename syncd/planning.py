@@ -234,6 +234,16 @@ class Difference:
     undesired: tuple[RemoteMember, ...]
 
 
+STEP = 65_536  # keys per set operation: a plan runs in a worker thread, and between two steps the event loop may run
+
+
+def _set_of(keys: Sequence[str]) -> set[str]:
+    out: set[str] = set()
+    for start in range(0, len(keys), STEP):
+        out.update(keys[start : start + STEP])
+    return out
+
+
 def difference(desired: Sequence[Member], actual: Sequence[RemoteMember]) -> Difference:
     """The two set differences of desired and actual members by key, each key read once: one set of the desired
     keys, the actual keys it lacks picked out by C iterators, then the same set emptied of the actual keys (what
@@ -246,10 +256,15 @@ def difference(desired: Sequence[Member], actual: Sequence[RemoteMember]) -> Dif
         return Difference((), tuple(actual))
     desired_keys = [m.key for m in desired]
     actual_keys = [m.key for m in actual]
-    missing = set(desired_keys)
+    # A step at a time (`STEP`): one C call over a million keys would hold the interpreter (and the event loop
+    # waiting for it) for a tenth of a second.
+    missing = _set_of(desired_keys)
     wanted = len(missing)
-    extra = set(filterfalse(missing.__contains__, actual_keys))
-    missing.difference_update(actual_keys)
+    extra: set[str] = set()
+    for start in range(0, len(actual_keys), STEP):
+        extra.update(filterfalse(missing.__contains__, actual_keys[start : start + STEP]))
+    for start in range(0, len(actual_keys), STEP):
+        missing.difference_update(actual_keys[start : start + STEP])
     if len(missing) == wanted:
         absent: tuple[Member, ...] = tuple(desired)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import shlex
 import time
@@ -318,6 +319,7 @@ class Reconciler:
             return await self._run(options, stop, started, selection)
         finally:
             current_fence.reset(token)
+            gc.unfreeze()  # what `connectors.base.in_bulk` froze: cyclic garbage among it is collected again
 
     async def _run(
         self, options: PassOptions, stop: asyncio.Event | None, started: float, selection: dict[str, list[str]]

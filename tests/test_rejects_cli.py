@@ -204,14 +204,19 @@ def test_options_of_rejects_before_clear_still_count(served: tuple[World, str], 
     assert {r.provider for r in stored(state_url)} == {"c8"}
 
 
-def test_clear_needs_a_filter_or_all_and_not_both(tmp_path: Path) -> None:
+def test_clear_without_a_filter_clears_every_reject_but_all_with_a_filter_is_a_mistake(
+    served: tuple[World, str], state_url: str
+) -> None:
+    world, url = served
+    a_world_with_rejects(world, url, state_url)
+    readonly = state_only_config(world.tmp, state_url)
+    assert clear(readonly) == "cleared 4 remembered rejects: the next pass tries those members again\n"
+    assert stored(state_url) == []
+    assert clear(readonly, "--all") == "no remembered rejects match: nothing cleared\n"
+
+
+def test_all_and_a_filter_together_are_refused(tmp_path: Path) -> None:
     readonly = state_only_config(tmp_path, f"sqlite:///{tmp_path}/state.db")
-    nothing = syncd("rejects", "clear", "--config", str(readonly))
-    assert (nothing.returncode, nothing.stdout) == (2, "")
-    assert nothing.stderr == (
-        "syncd rejects clear: error: say which rejects to forget: --group, --provider or --member "
-        "(or --all for every one)\n"
-    )
     both = syncd("rejects", "clear", "--config", str(readonly), "--all", "--provider", "c8", "--member", "a@b.c")
     assert (both.returncode, both.stdout) == (2, "")
     assert both.stderr == "syncd rejects clear: error: --all clears every reject: leave out --provider, --member\n"

@@ -354,7 +354,7 @@ class SqlSource:
             if cursor.description is None:
                 raise SourceError(self.name, "the query returns no rows (is it a SELECT?)")
             rows = _Rows(self, self._columns([str(c[0]) for c in cursor.description]))
-            with in_bulk():  # a contact per row: a million of them, maybe
+            with in_bulk(freeze=True):  # a contact per row: a million of them, maybe
                 while fetched := cursor.fetchmany(FETCH_ROWS):
                     for row in fetched:
                         rows.take(row)
@@ -386,7 +386,7 @@ class SqlSource:
         targets = tuple(Target(t.provider, t.group_id) for t in self.config.targets_of(self.settings))
         groups = []
         for key in rows.order:
-            with in_bulk():
+            with in_bulk(freeze=True):
                 members, invalid = admit(rows.candidates.pop(key, []))
             groups.append(
                 DesiredGroup(
