@@ -53,6 +53,8 @@ def in_bulk(*, freeze: bool = False) -> Iterator[None]:
     garbage included, so never where HTTP answers come and go page after page (it would pile up); the pass
     unfreezes everything when it ends (`syncd.reconciler`), so that garbage is collected then."""
     was_enabled = gc.isenabled()
+    if freeze and was_enabled:
+        gc.collect(1)  # the young garbage (an HTTP answer just read, in a cycle) must not be frozen with the rest
     gc.disable()
     try:
         yield

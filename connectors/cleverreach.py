@@ -432,27 +432,24 @@ class CleverReachConnector(Closing):
 
     # -- members ------------------------------------------------------------------------------------
     async def read_members(self, group: RemoteGroup) -> Sequence[RemoteMember]:
-        members: list[RemoteMember] = []
-        seen: set[str] = set()
+        found: dict[str, tuple[str, str | None]] = {}  # key -> (email, id): strings only, which no collection walks
         # Deactivation names receivers by email: only `delete` mode keeps their ids (a million cost some 55 MB).
         keep_ids = self.remove_mode is RemoveMode.DELETE
 
         def take(page: list[dict[str, Any]]) -> None:
-            """A page's active receivers, as members, as the page comes (no page is kept). The collector pauses
-            while a page's members are made, never across a request (an answer kept alive by a reference cycle
-            would wait for it)."""
-            with in_bulk():
-                for r in page:
-                    email = r.get("email")
-                    if not isinstance(email, str) or not _active_fast(r):  # `type=active`, checked again
-                        continue
-                    rid = r.get("id") if keep_ids else None
-                    member = RemoteMember(email, None if rid is None else str(rid))
-                    if member.key not in seen:  # a receiver moving between pages can be read twice
-                        seen.add(member.key)
-                        members.append(member)
+            """A page's active receivers, as the page comes (no page is kept); a receiver moving between pages
+            can be read twice."""
+            for r in page:
+                email = r.get("email")
+                if not isinstance(email, str) or not _active_fast(r):  # `type=active`, checked again
+                    continue
+                rid = r.get("id") if keep_ids else None
+                found.setdefault(email_key(email), (email, None if rid is None else str(rid)))
 
         await self._read_receivers(group, "active", take)
+        # The members, made at once after the last page and frozen out of garbage collection (a collection that
+        # walked a million of them would stop the event loop), in a worker thread.
+        members = await asyncio.to_thread(_members, found)
         log.debug("%s: group %s has %d active receivers", self.name, group.id, len(members))
         return members
 
@@ -673,6 +670,11 @@ class CleverReachConnector(Closing):
             done.append(member.key)
         log.debug("%s: group %s: %d deleted", self.name, group.id, len(done))
         return BatchResult(tuple(done))
+
+
+def _members(found: Mapping[str, tuple[str, str | None]]) -> list[RemoteMember]:
+    with in_bulk(freeze=True):
+        return [RemoteMember(email, rid) for email, rid in found.values()]
 
 
 # ---------------------------------------------------------------------------------------------- build

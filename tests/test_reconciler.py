@@ -500,3 +500,25 @@ async def test_a_pair_the_state_db_cannot_record_ends_the_pass_only_after_the_ot
         store.close()
     (gid,) = world.cr.groups
     assert world.cr.active_emails(gid) == {"a@example.com"}
+
+
+async def test_members_built_in_bulk_are_frozen_out_of_collection_until_the_pass_ends(world: World) -> None:
+    """A collection that walks a million members stops the event loop: members built at once are frozen
+    (`connectors.base.in_bulk(freeze=True)`), and the pass unfreezes everything when it ends, so no garbage stays
+    frozen for good."""
+    import gc
+
+    from connectors.base import RemoteMember, in_bulk
+
+    gc.unfreeze()
+    with in_bulk(freeze=True):
+        made = [RemoteMember(f"m{i}@example.com") for i in range(100)]
+    frozen = gc.get_freeze_count()
+    assert frozen >= len(made) and gc.isenabled()
+    with in_bulk():  # without freeze: nothing more is frozen
+        more = [RemoteMember(f"n{i}@example.com") for i in range(100)]
+    assert gc.get_freeze_count() == frozen and len(more) == 100
+    people = emails(5)
+    world.people(people)
+    await world.run(world.config([{"name": "Team", "members": people}]))
+    assert gc.get_freeze_count() == 0
