@@ -432,6 +432,8 @@ def _named(entries: Sequence[_Entry], targets: Sequence[_Target]) -> tuple[dict[
 class Communic8Connector(Closing):
     """One Communic8 instance, speaking its `/int/v1` API through `connectors.http.ApiClient`."""
 
+    lookup_chunk = LOOKUP_CHUNK  # an instance may look up in smaller steps (a test's small directory)
+
     def __init__(
         self,
         name: str,
@@ -773,7 +775,7 @@ class Communic8Connector(Closing):
         chunk at a time, and no further than the first chunk with one the cache lacks: the directory read that
         follows tells about all of them."""
         it = iter(keys)
-        while chunk := set(itertools.islice(it, LOOKUP_CHUNK)):
+        while chunk := set(itertools.islice(it, self.lookup_chunk)):
             found = await off_loop(self.cache.get_many, list(chunk))
             self._ids.update(found)
             if len(found) < len(chunk):

@@ -35,16 +35,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from syncd.config import Config
 from syncd.errors import SyncdError
-from syncd.model import PairStatus, RunReport, Strategy
+from syncd.model import RunReport
+from syncd.report import STATUS_KEYS, status_entry_as_dict
 from syncd.scheduling.claims import PairsBusy, describe_lock
 from syncd.server import API_PREFIX, ASGIApp, Receive, Scope, Send, respond_json
 from syncd.state import PairRow, RunOutcome, Store
-from syncd.state.tables import pair_results, runs
+from syncd.state.records import PairState
 
 __all__ = [
     "KEEP_FOR",
@@ -209,12 +209,10 @@ def pair_status(store: Store, config: Config) -> dict[str, Any]:
     """``{"pairs": [...]}``: each configured pair (config order; then, when a SQL query names groups, the other
     pairs the state DB has of configured providers) with what its latest pass, dry or real, recorded.
 
-    ``actual`` is the members after that pass (before it, for a dry run); ``pending_add`` / ``pending_remove`` what
-    it left to do: a dry run's adds and removals, a real pass's removals held back by the guard or that the API
-    cannot make (its adds all went, unless it failed). Unknown values are null: a pair never worked, the members
-    of a failed one, the adds still pending after a partial or failed pass.
+    Each pair is what `syncd status -o json --include-dry-runs` says of it (`Store.pair_states`); a configured pair
+    that never had a pass has every value null.
     """
-    latest = {(row.group.casefold(), row.provider): (row, dry) for row, dry in _latest_pair_rows(store)}
+    latest = {(s.group.casefold(), s.provider): s for s in store.pair_states(include_dry_runs=True)}
     providers = {p.name for p in config.providers}
     out: list[dict[str, Any]] = []
     for group, targets in config.group_targets():
@@ -224,68 +222,16 @@ def pair_status(store: Store, config: Config) -> dict[str, Any]:
     if config.has_query_named_groups:
         for (_, provider), found in sorted(latest.items()):
             if provider in providers:
-                out.append(_status_json(found[0].group, provider, found))
+                out.append(_status_json(found.group, provider, found))
     return {"pairs": out}
 
 
-def _latest_pair_rows(store: Store) -> list[tuple[PairRow, bool]]:
-    """Each pair's latest result and whether its run was dry. A query of its own until the state DB has one
-    (`syncd status` needs the same): it reads through the store's transaction helper."""
-    latest = sa.select(sa.func.max(pair_results.c.id)).group_by(pair_results.c.group_name, pair_results.c.provider)
-    query = (
-        sa.select(pair_results, runs.c.dry_run.label("run_dry_run"))
-        .join(runs, runs.c.id == pair_results.c.run_id)
-        .where(pair_results.c.id.in_(latest))
-    )
-    with store._tx("pair status") as conn:
-        rows = list(conn.execute(query))
-    return [(_pair_row(row), bool(row.run_dry_run)) for row in rows]
-
-
-def _pair_row(row: sa.Row[Any]) -> PairRow:
-    return PairRow(
-        run_id=row.run_id,
-        recorded_at=row.recorded_at,
-        group=row.group_name,
-        provider=row.provider,
-        remote_group_id=row.remote_group_id,
-        strategy=Strategy(row.strategy),
-        status=PairStatus(row.status),
-        desired=row.desired,
-        actual_before=row.actual_before,
-        added=row.added,
-        removed=row.removed,
-        unsupported_remove=row.unsupported_remove,
-        held_back=row.held_back,
-        rejected=row.rejected,
-        read_requests=row.read_requests,
-        write_requests=row.write_requests,
-        error=row.error,
-        blocked_reason=row.blocked_reason,
-    )
-
-
-def _status_json(group: str, provider: str, found: tuple[PairRow, bool] | None) -> dict[str, Any]:
-    out: dict[str, Any] = dict.fromkeys(
-        ("status", "last_run", "desired", "actual", "pending_add", "pending_remove", "rejected", "blocked_reason")
-    )
-    out = {"group": group, "provider": provider, **out}
+def _status_json(group: str, provider: str, found: PairState | None) -> dict[str, Any]:
+    """The pair as `syncd status -o json --include-dry-runs` gives it (`syncd.report`), under the config's spelling
+    of the group; every value null for a pair that never had a pass."""
     if found is None:
-        return out
-    p, dry = found
-    failed = p.status is PairStatus.FAILED
-    unremovable = p.held_back + p.unsupported_remove
-    out.update(
-        status=str(p.status),
-        last_run=p.recorded_at.isoformat(),
-        desired=p.desired,
-        actual=None if failed else p.actual_before + (0 if dry else p.added - p.removed),
-        pending_add=p.added if dry else (None if p.status.is_error else 0),
-        pending_remove=(p.removed if dry else 0) + unremovable,
-        rejected=p.rejected,
-        blocked_reason=p.blocked_reason,
-    )
-    return out
+        return {**dict.fromkeys(STATUS_KEYS), "group": group, "provider": provider}
+    return {**status_entry_as_dict(found), "group": group}
 
 
 # ---------------------------------------------------------------------------------------- the requests

@@ -159,23 +159,37 @@ _COLOURS = {
 
 
 def status_as_dict(entries: Sequence[StatusEntry]) -> dict[str, Any]:
-    """`syncd status -o json` (and the HTTP API's `/api/v1/pairs`): `{"pairs": [...]}`, `last_run` in ISO 8601."""
+    """`syncd status -o json`: `{"pairs": [...]}`, `last_run` in ISO 8601."""
+    return {"pairs": [status_entry_as_dict(e) for e in entries]}
+
+
+STATUS_KEYS = (
+    "group",
+    "provider",
+    "status",
+    "last_run",
+    "desired",
+    "actual",
+    "pending_add",
+    "pending_remove",
+    "rejected",
+    "blocked_reason",
+)
+
+
+def status_entry_as_dict(e: StatusEntry) -> dict[str, Any]:
+    """One pair of `syncd status -o json` (and of the HTTP API's `/api/v1/pairs`), keys in `STATUS_KEYS` order."""
     return {
-        "pairs": [
-            {
-                "group": e.group,
-                "provider": e.provider,
-                "status": str(e.status),
-                "last_run": e.last_run.isoformat(),
-                "desired": e.desired,
-                "actual": e.actual,
-                "pending_add": e.pending_add,
-                "pending_remove": e.pending_remove,
-                "rejected": e.rejected,
-                "blocked_reason": e.blocked_reason,
-            }
-            for e in entries
-        ]
+        "group": e.group,
+        "provider": e.provider,
+        "status": str(e.status),
+        "last_run": e.last_run.isoformat(),
+        "desired": e.desired,
+        "actual": e.actual,
+        "pending_add": e.pending_add,
+        "pending_remove": e.pending_remove,
+        "rejected": e.rejected,
+        "blocked_reason": e.blocked_reason,
     }
 
 

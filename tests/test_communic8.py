@@ -984,10 +984,7 @@ async def test_a_lead_the_cache_lacks_costs_one_directory_read_that_writes_back_
         assert cache.ids == {e: sandbox._by_email[e] for e in emails}
 
 
-async def test_adds_stop_looking_up_at_the_first_chunk_the_cache_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import connectors.communic8 as c8
-
-    monkeypatch.setattr(c8, "LOOKUP_CHUNK", 10)
+async def test_adds_stop_looking_up_at_the_first_chunk_the_cache_lacks() -> None:
     sandbox = Communic8Sandbox()
     emails = people(100)
     for e in emails:
@@ -997,6 +994,7 @@ async def test_adds_stop_looking_up_at_the_first_chunk_the_cache_lacks(monkeypat
     cache.put_many({e: sandbox._by_email[e] for e in emails[:15]})  # the second chunk has unknown keys
     cache.calls.clear()
     async with connect(sandbox, cache=cache) as c:
+        c.lookup_chunk = 10
         rejects = await c.check_adds(RemoteGroup(gid, "G"), contacts([*emails, "nobody@example.com"]))
         assert [r.email for r in rejects] == ["nobody@example.com"]
         assert cache.calls == [("get_many", 10), ("get_many", 10), ("replace_all", 100)]

@@ -676,17 +676,13 @@ async def test_sql_check_runs_the_query_and_says_what_it_yields(crm_db: Any, tmp
     assert not ok and "the query failed" in text
 
 
-async def test_sql_rows_are_streamed_in_batches_and_repeated_names_are_kept_once(
-    crm_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import syncd.sources.sql as sql_module
-
-    monkeypatch.setattr(sql_module, "FETCH_ROWS", 4)  # 11 rows: 3 fetches, the contacts made as they come
+async def test_sql_rows_are_streamed_in_batches_and_repeated_names_are_kept_once(crm_db: Any, tmp_path: Path) -> None:
     rows = [("Big", f"p{i}@example.com", "Anna", f"Name{i % 2}", None, None, "Berlin") for i in range(10)]
     url = crm_db([*rows, ("Big", "  ", "No", "Email")])
     query = 'SELECT segment AS "group", email, first_name, last_name, city FROM members ORDER BY id'
     (source,) = build_sources(CrmWorld(tmp_path).config([], sources=[{"type": "sql", "url": url, "query": query}]))[1:]
     assert isinstance(source, SqlSource)
+    source.fetch_rows = 4  # 11 rows: 3 fetches, the contacts made as they come
     (group,) = await source.read()
     assert [m.email for m in group.members] == [f"p{i}@example.com" for i in range(10)]
     assert [r.reason for r in group.rejected] == ["row 11 of the query has no email"]

@@ -472,7 +472,27 @@ EXCLUDE_TEXT = (
 )
 
 
-class GroupSpec(BaseModel):
+class GroupKeyChecks(BaseModel):
+    """The checks of a group's `key`, `protected` and `exclude`, for every kind of group spec that has them (inline
+    groups, HubSpot's): each declares the fields where its own order wants them."""
+
+    @field_validator("key", check_fields=False)
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else check_group_name(value)
+
+    @field_validator("protected", check_fields=False)
+    @classmethod
+    def _protected(cls, value: list[str]) -> list[str]:
+        return check_protected(value)
+
+    @field_validator("exclude", check_fields=False)
+    @classmethod
+    def _exclude(cls, value: list[str]) -> list[str]:
+        return check_exclude(value)
+
+
+class GroupSpec(GroupKeyChecks):
     """A desired group, written inline in the config (the yaml source)."""
 
     model_config = MODEL_CONFIG
@@ -506,21 +526,6 @@ class GroupSpec(BaseModel):
         if not value:
             raise ValueError("must not be empty")
         return value
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str | None) -> str | None:
-        return None if value is None else check_group_name(value)
-
-    @field_validator("protected")
-    @classmethod
-    def _protected(cls, value: list[str]) -> list[str]:
-        return check_protected(value)
-
-    @field_validator("exclude")
-    @classmethod
-    def _exclude(cls, value: list[str]) -> list[str]:
-        return check_exclude(value)
 
     @model_validator(mode="after")
     def _targets_once(self) -> GroupSpec:

@@ -76,7 +76,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import (
     AuthError,
@@ -112,11 +112,10 @@ from syncd.config.models import (
     TARGETS_TEXT,
     Config,
     DeclaredGroup,
+    GroupKeyChecks,
     SourceSettings,
     TargetSpec,
-    check_exclude,
     check_group_name,
-    check_protected,
     check_targets_once,
 )
 from syncd.config.problems import ProblemList
@@ -167,7 +166,7 @@ HUBSPOT_BURST_WINDOW = 10.0  # seconds
 _HUBSPOT_PROPERTY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 
-class HubSpotGroupSpec(BaseModel):
+class HubSpotGroupSpec(GroupKeyChecks):
     """A desired group whose members are the contacts of one HubSpot list."""
 
     model_config = MODEL_CONFIG
@@ -194,21 +193,6 @@ class HubSpotGroupSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return check_group_name(value)
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str | None) -> str | None:
-        return None if value is None else check_group_name(value)
-
-    @field_validator("protected")
-    @classmethod
-    def _protected(cls, value: list[str]) -> list[str]:
-        return check_protected(value)
-
-    @field_validator("exclude")
-    @classmethod
-    def _exclude(cls, value: list[str]) -> list[str]:
-        return check_exclude(value)
 
     @field_validator("list_id", mode="before")
     @classmethod

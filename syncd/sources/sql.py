@@ -233,6 +233,8 @@ class _Interrupt:
 class SqlSource:
     """One `type: sql` source."""
 
+    fetch_rows = FETCH_ROWS  # rows per fetch; an instance may fetch in smaller steps (a test's small table)
+
     def __init__(self, settings: SqlSourceSettings, config: Config, *, name: str = "sql") -> None:
         self.settings = settings
         self.config = config
@@ -355,7 +357,7 @@ class SqlSource:
                 raise SourceError(self.name, "the query returns no rows (is it a SELECT?)")
             rows = _Rows(self, self._columns([str(c[0]) for c in cursor.description]))
             with in_bulk(freeze=True):  # a contact per row: a million of them, maybe
-                while fetched := cursor.fetchmany(FETCH_ROWS):
+                while fetched := cursor.fetchmany(self.fetch_rows):
                     for row in fetched:
                         rows.take(row)
             return rows
