@@ -39,6 +39,7 @@ from syncd.model import (
     Plan,
     Reject,
     RemoteMember,
+    describe_change,
 )
 from syncd.state import LedgerEntry
 
@@ -137,14 +138,7 @@ class Applier:
         """Apply the plan. `noted`: members whose removal the ledger already records as held back or unsupported
         (by key): the same state is not written down again every pass, only when it starts."""
         out = Applied(group=group)
-        notes = OpOutcome()
-        noted = noted or {}
-        held = [m for m in plan.held_back if noted.get(m.key) is not LedgerOutcome.BLOCKED]
-        _note_removes(notes, plan, held, LedgerOutcome.BLOCKED, f"held back: {plan.guard}")
-        unsupported = f"not in source, but {plan.provider}'s API cannot remove members"
-        cannot = [m for m in plan.unsupported if noted.get(m.key) is not LedgerOutcome.UNSUPPORTED]
-        _note_removes(notes, plan, cannot, LedgerOutcome.UNSUPPORTED, unsupported)
-        _note_refusals(notes, plan)
+        notes = await asyncio.to_thread(_unsent, plan, noted or {})  # a row per member: off the event loop
         if notes.ledger:
             await self.sink.recorded(notes)
 
@@ -165,12 +159,14 @@ class Applier:
 
     async def _prepare(self, plan: Plan) -> list[Op]:
         """Let the connector resolve the pass's adds in bulk; if it prefers another order, re-batch the adds
-        in that order (same batch size, same number of add ops)."""
+        in that order (same batch size, same number of add ops). A million adds are walked in worker threads."""
         ops = list(plan.ops)
-        adds = [c for op in ops if op.kind is OpKind.ADD for c in op.contacts]
+        if not isinstance(self.connector, AddPreparer):
+            return ops
+        adds = await asyncio.to_thread(_adds_of, ops)
         # A dry run prepares too: it only reads, and the real run reads the same (its report counts them).
         order = await self._preferred_order(plan, adds) if adds else None
-        return ops if order is None else _rebatched(plan, ops, order)
+        return ops if order is None else await asyncio.to_thread(_rebatched, plan, ops, order)
 
     async def _preferred_order(self, plan: Plan, adds: Sequence[Member]) -> Sequence[Member] | None:
         """The order in which the connector prefers the adds (the same members), once it prepared them; None
@@ -182,7 +178,7 @@ class Applier:
         except ConnectorError as exc:  # the adds will find out for themselves, one by one
             log.warning("%s: could not prepare adds to %r: %s", plan.provider, plan.group, exc.message)
             return None
-        if order is None or sorted(c.key for c in order) != sorted(c.key for c in adds):
+        if order is None or not await asyncio.to_thread(_same_members, order, adds):
             return None
         return order
 
@@ -191,14 +187,13 @@ class Applier:
         if len(phase) == 1:
             log.info("%s%s", prefix, first.describe())
         else:
-            total = Op(
-                first.kind,
-                first.group,
-                first.provider,
-                tuple(c for op in phase for c in op.contacts),
-                tuple(m for op in phase for m in op.members),
+            total = sum(op.size for op in phase)
+            log.info(
+                "%s%s in %d requests",
+                prefix,
+                describe_change(first.kind, first.group, first.provider, total),
+                len(phase),
             )
-            log.info("%s%s in %d requests", prefix, total.describe(), len(phase))
         for op in phase:
             log.debug("%s%s", prefix, op.describe(verbose=True))
 
@@ -295,6 +290,27 @@ def _rebatched(plan: Plan, ops: list[Op], order: Sequence[Member]) -> list[Op]:
         for i in range(0, len(order), size)
     ]
     return ops[:first] + rebatched + [op for op in ops[first:] if op.kind is not OpKind.ADD]
+
+
+def _unsent(plan: Plan, noted: Mapping[str, LedgerOutcome]) -> OpOutcome:
+    """The ledger rows of what the plan will not send: removals held back by the guard or that the API cannot
+    make (each written once: not again when `noted` has it), and the provider's refusals."""
+    notes = OpOutcome()
+    held = [m for m in plan.held_back if noted.get(m.key) is not LedgerOutcome.BLOCKED]
+    _note_removes(notes, plan, held, LedgerOutcome.BLOCKED, f"held back: {plan.guard}")
+    unsupported = f"not in source, but {plan.provider}'s API cannot remove members"
+    cannot = [m for m in plan.unsupported if noted.get(m.key) is not LedgerOutcome.UNSUPPORTED]
+    _note_removes(notes, plan, cannot, LedgerOutcome.UNSUPPORTED, unsupported)
+    _note_refusals(notes, plan)
+    return notes
+
+
+def _adds_of(ops: Sequence[Op]) -> list[Member]:
+    return [c for op in ops if op.kind is OpKind.ADD for c in op.contacts]
+
+
+def _same_members(order: Sequence[Member], adds: Sequence[Member]) -> bool:
+    return sorted(c.key for c in order) == sorted(c.key for c in adds)
 
 
 def _note_adds(outcome: OpOutcome, plan: Plan, members: Iterable[Member], result: LedgerOutcome, why: str) -> None:

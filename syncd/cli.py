@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from syncd import __version__
+from syncd.allocator import fix_mmap_threshold
 from syncd.errors import ConfigError, SyncdError
 from syncd.model import RunReport
 from syncd.report import render_report
@@ -407,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    fix_mmap_threshold()  # large blocks go back to the system when freed (syncd.allocator)
     from syncd.logs import setup_logging
 
     level = args.log_level or os.environ.get("SYNCD_LOG_LEVEL") or ("error" if args.command == "demo" else "info")

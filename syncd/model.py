@@ -175,6 +175,19 @@ class DesiredGroup:
             object.__setattr__(self, "protected", frozenset(email_key(k) for k in self.protected))
 
 
+def describe_change(kind: OpKind, group: str, provider: str, n: int) -> str:
+    """ "add 3 members to 'US Sales' on c8": the sentence of one op, or of a phase of ops of one kind."""
+    where = f"{group!r} on {provider}"
+    noun = "member" if n == 1 else "members"
+    if kind is OpKind.CREATE_GROUP:
+        return f"create group {where}"
+    if kind is OpKind.ADD:
+        return f"add {n} {noun} to {where}"
+    if kind is OpKind.REMOVE:
+        return f"remove {n} {noun} from {where}"
+    return f"reset {where} to exactly {n} {noun}"
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One API call's worth of change. It can say what it does, so dry run and real run log the same way."""
@@ -191,17 +204,8 @@ class Op:
 
     def describe(self, *, verbose: bool = False) -> str:
         """ "add 3 members to 'US Sales' on c8". Emails only when verbose (never at INFO: they are PII)."""
-        where = f"{self.group!r} on {self.provider}"
         n = self.size
-        noun = "member" if n == 1 else "members"
-        if self.kind is OpKind.CREATE_GROUP:
-            text = f"create group {where}"
-        elif self.kind is OpKind.ADD:
-            text = f"add {n} {noun} to {where}"
-        elif self.kind is OpKind.REMOVE:
-            text = f"remove {n} {noun} from {where}"
-        else:
-            text = f"reset {where} to exactly {n} {noun}"
+        text = describe_change(self.kind, self.group, self.provider, n)
         if verbose and n:
             emails = [c.email for c in self.contacts] or [m.email or f"id:{m.id}" for m in self.members]
             text += ": " + ", ".join(emails)

@@ -32,7 +32,7 @@ from connectors.base import (
     Suppression,
     email_key,
 )
-from connectors.http import RequestTally, count_requests
+from connectors.http import RequestTally, count_requests, let_go
 from connectors.registry import build_connector
 from connectors.settings import BuildContext, ProviderSettings
 from syncd import quarantine
@@ -54,7 +54,7 @@ from syncd.model import (
     Target,
     fingerprint,
 )
-from syncd.planning import Guard, missing_fields, plan
+from syncd.planning import Guard, key_set, missing_fields, plan
 from syncd.quarantine import Standing
 from syncd.sources import Source, build_sources, read_sources
 from syncd.state import Binding, Store, StoredReject
@@ -123,8 +123,15 @@ class _Pair:
 
 def _candidates(pair: _Pair, actual: Sequence[RemoteMember] | None) -> list[Member]:
     """The desired members an add would bring in: not in the group, nor remembered as a reject (unchanged)."""
-    present = {m.key for m in actual or ()}
+    present = key_set([m.key for m in actual or ()])
     return [m for m in pair.group.members if m.key not in present and not _remembered(pair, m)]
+
+
+def _addable(
+    candidates: Sequence[Member], suppressed: Mapping[str, Suppression], required: frozenset[str]
+) -> list[Member]:
+    """The candidates an add may send: not held as unsubscribed or bounced, with every field the API requires."""
+    return [m for m in candidates if m.key not in suppressed and not missing_fields(m, required)]
 
 
 def _remembered(pair: _Pair, member: Member) -> bool:
@@ -354,6 +361,10 @@ class Reconciler:
             selected = self._select(groups, providers, options)
             ran = await self._run_pairs(selected, providers, options, run_id, stop)
         results = await self._collect(selected, providers, ran, run_id)
+        # The desired members go a slice at a time (`let_go`) once nothing but these lists holds them.
+        members = [list(g.members) for g in groups]
+        del groups, selected, providers, ran
+        await let_go(*members)
         return await self._record_run(run_id, options, stop, started, results, errors)
 
     async def _read_sources(self, options: PassOptions) -> tuple[list[DesiredGroup], list[str], dict[str, str]]:
@@ -574,6 +585,8 @@ class Reconciler:
                 reason = held.remove_reason(REMOVE_REASONS[policy])
                 applied = await applier.apply(the_plan, remote, remove_reason=reason, noted=noted)
                 change = await self._settle(pair, bound_as, held, run_id, options, the_plan, applied)
+                if actual is not None:
+                    await let_go(actual)  # a million members freed a slice at a time, not in one stall of the loop
             except FencedOut:
                 raise  # another replica has the pair now: nothing more is written for it here
             except (ConnectorError, SyncdError) as exc:
@@ -624,7 +637,7 @@ class Reconciler:
         candidates = await asyncio.to_thread(_candidates, pair, actual)
         suppressed = await self._suppressed(pair, remote, candidates, bound_as)
         required = pair.connector.capabilities.required_fields
-        addable = [m for m in candidates if m.key not in suppressed and not missing_fields(m, required)]
+        addable = await asyncio.to_thread(_addable, candidates, suppressed, required)
         return suppressed, await _refused(pair.connector, remote, addable)
 
     async def _suppressed(
@@ -633,7 +646,7 @@ class Reconciler:
         connector = pair.connector
         if not candidates or not isinstance(connector, ConsentReader):
             return {}
-        keys = [m.key for m in candidates]
+        keys = await asyncio.to_thread(lambda: [m.key for m in candidates])  # a million: off the event loop
         removed = await _db(self.store.removals_by_syncd, bound_as, pair.target.provider, keys) if remote else {}
         undo = {key: at.timestamp() for key, at in removed.items()}
         return await connector.suppressed(remote, keys, undo=undo)

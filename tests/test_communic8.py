@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -32,7 +34,7 @@ from connectors.communic8 import (
     build,
     classify,
 )
-from connectors.http import count_requests
+from connectors.http import count_requests, parse_json
 from connectors.settings import BuildContext
 from sandboxes._core import Fault, Mount, Request, Response
 from sandboxes.communic8 import DEFAULT_KEYS, Communic8Sandbox, ErrorLogStyle
@@ -1001,19 +1003,22 @@ async def test_adds_stop_looking_up_at_the_first_chunk_the_cache_lacks() -> None
         assert sandbox.count(path=RECIPIENTS) == 1
 
 
-async def test_every_answer_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_every_answer_is_parsed_once() -> None:
+    """Watched with a profile hook: every call of the one JSON parser (`connectors.http.parse_json`), by body."""
     parsed: list[int] = []
-    original = httpx.Response.json
 
-    def counting(self: httpx.Response, **kwargs: Any) -> Any:
-        parsed.append(id(self))
-        return original(self, **kwargs)
+    def watch(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is parse_json.__code__:
+            parsed.append(id(frame.f_locals["content"]))
 
-    monkeypatch.setattr(httpx.Response, "json", counting)
     sandbox = Communic8Sandbox()
     gid = sandbox.add_group("G", people(250))
     async with connect(sandbox) as c:  # a cold cache: the group, then the directory's 3 pages
-        assert len(await c.read_members(RemoteGroup(gid, "G"))) == 250
+        sys.setprofile(watch)
+        try:
+            assert len(await c.read_members(RemoteGroup(gid, "G"))) == 250
+        finally:
+            sys.setprofile(None)
     assert sandbox.count() == 4
     assert len(parsed) == len(set(parsed)) == 4  # classified and read: one parse each
 
