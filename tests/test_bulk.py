@@ -57,6 +57,14 @@ def test_a_large_body_is_handed_to_the_parser_a_slice_at_a_time() -> None:
     assert len(reads) >= len(body) // PARSE_SLICE
 
 
+def test_a_large_top_level_array_with_surrounding_whitespace() -> None:
+    """A page of members (CleverReach answers a bare array)."""
+    page = [{"id": i, "email": f"p{i}@example.org", "activated": 1700000000, "score": 1.5} for i in range(20_000)]
+    body = b"  " + json.dumps(page).encode() + b"\n"
+    assert len(body) > LARGE_BODY
+    assert parse_json(body) == json.loads(body) == page
+
+
 def test_duplicate_keys_keep_the_last_as_json_loads_does() -> None:
     body = b'{"a": 1, "pad": "' + b"x" * LARGE_BODY + b'", "a": 2}'
     assert parse_json(body)["a"] == json.loads(body)["a"] == 2
