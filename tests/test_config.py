@@ -11,7 +11,6 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-import syncd.config.loading
 from connectors.base import Contact, PostalAddress
 from connectors.registry import PROVIDERS
 from syncd.config import (
@@ -30,6 +29,7 @@ from syncd.config import (
     load_state_settings,
     parse_duration,
 )
+from syncd.config.loading import read_yaml
 from syncd.errors import ConfigError
 from syncd.model import RemovalPolicy
 from syncd.sources.hubspot import HubSpotGroupSpec, HubSpotSourceSettings
@@ -1191,20 +1191,23 @@ YAML_ERRORS = [
         "a tab character: YAML is indented with spaces, not tabs",
     ),
 ]
-LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])
+LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])  # the last: the default
 
 
 @pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
 @pytest.mark.parametrize(("text", "line", "message"), [c[1:] for c in YAML_ERRORS], ids=[c[0] for c in YAML_ERRORS])
 def test_a_yaml_syntax_error_names_the_line_of_its_cause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: type, text: str, line: int, message: str
+    tmp_path: Path, loader: type, text: str, line: int, message: str
 ) -> None:
-    # Both of PyYAML's parsers (libyaml's words differ from the pure-Python one's): the same line, the same message
-    monkeypatch.setattr(syncd.config.loading, "_LOADER", loader)
+    # Both of PyYAML's parsers (libyaml's words differ from the pure-Python one's): the same line, the same message,
+    # from the file reader both loading functions use (with the default loader, through each of them too).
     path = write(tmp_path, text)
-    for load_it in (load_config, load_state_settings):
+    readers = [lambda p: read_yaml(p, loader)]
+    if loader is LOADERS[-1]:
+        readers += [lambda p: load_config(p, env={}), lambda p: load_state_settings(p, env={})]
+    for read in readers:
         with pytest.raises(ConfigError) as info:
-            load_it(path, env={})
+            read(path)
         err = info.value
         assert (err.file, err.line, err.key) == (str(path), line, None)
         if message.endswith("…"):  # PyYAML's own words follow, in libyaml's wording or the pure-Python one's

@@ -109,8 +109,9 @@ def config_model() -> type[Config]:
     return with_sources({name: spec.settings for name, spec in SOURCES.items()})
 
 
-def read_yaml(path: Path) -> tuple[str, yaml.Node | None]:
-    """The file's name as messages give it, and its YAML node tree (None for an empty file)."""
+def read_yaml(path: Path, loader: Any = _LOADER) -> tuple[str, yaml.Node | None]:
+    """The file's name as messages give it, and its YAML node tree (None for an empty file). `loader`: one of
+    PyYAML's safe loaders (libyaml's by default, where PyYAML has it)."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -121,9 +122,9 @@ def read_yaml(path: Path) -> tuple[str, yaml.Node | None]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=file) from None
     try:
-        root: yaml.Node | None = yaml.compose(text, Loader=_LOADER)
+        root: yaml.Node | None = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
-        line, message = yaml_problem(exc, text, _LOADER)
+        line, message = yaml_problem(exc, text, loader)
         raise ConfigError(f"invalid YAML: {message}", file=file, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {one_line(str(exc))}", file=file) from None
