@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from connectors.registry import PROVIDERS
+from sandboxes.server import ServerThread
 from tests.contract.harness import Harness
+from tests.e2e import World
+
+if TYPE_CHECKING:
+    from tests.test_serve import Daemon
 
 PROVIDER_TYPES = tuple(PROVIDERS)
 
@@ -47,3 +55,20 @@ def harness(request: pytest.FixtureRequest) -> Harness:
 @pytest.fixture(autouse=True)
 def _quiet_httpx() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[World, str]]:
+    """A world of sandboxes served on a loopback port, for `syncd` subprocesses: the world and its URL."""
+    world = World(tmp_path)
+    with ServerThread(world.app) as server:
+        yield world, server.url
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """The `syncd serve` subprocesses a test starts (tests.test_serve.Daemon), killed when it ends."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.close()

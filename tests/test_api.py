@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from sandboxes._core import Fault
-from sandboxes.server import ServerThread, free_port
+from sandboxes.server import ServerThread
 from syncd.config import load_config
 from syncd.errors import ConfigError
 from syncd.state import Store
-from tests import test_replicas
-from tests.e2e import World, emails, provider_entries
+from tests import test_replicas, test_serve
+from tests.e2e import World, emails
 from tests.test_serve import Daemon
 
 TOKEN = "api-token-for-tests-0123456789abcdef"
@@ -87,21 +87,6 @@ def start_run_when_free(daemon: Daemon, body: dict[str, Any], timeout: float = 3
     raise AssertionError(f"no API pass could start within {timeout}s:\n{daemon.logs()}")
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[World, str]]:
-    world = World(tmp_path)
-    with ServerThread(world.app) as server:
-        yield world, server.url
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
 def serve(
     daemons: list[Daemon],
     world: World,
@@ -111,16 +96,9 @@ def serve(
     token: str | None = TOKEN,
     **top: Any,
 ) -> Daemon:
-    port = free_port()
     top.setdefault("schedule", {"every": "1h"})
-    top.setdefault("providers", provider_entries(url))
-    server: dict[str, Any] = {"listen": f"127.0.0.1:{port}"}
-    if token is not None:
-        server["api_token"] = token
-    path = world.write_config(groups, server=server, **top)
-    daemon = Daemon(path, port, world.tmp / f"serve-{len(daemons)}.log", *args)
-    daemons.append(daemon)
-    return daemon.up()
+    server = {} if token is None else {"api_token": token}
+    return test_serve.start(daemons, world, url, groups, *args, server=server, **top).up()
 
 
 def runs_in_db(world: World) -> list[Any]:

@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from sandboxes.server import ServerThread
 from syncd.model import LedgerOutcome, OpKind, PairStatus
 from syncd.state import LedgerEntry, Store
 from syncd.state.store import HistoryRow
@@ -36,13 +35,6 @@ def syncd(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
         timeout=120,
         check=False,
     )
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[World, str]]:
-    world = World(tmp_path)
-    with ServerThread(world.app) as server:
-        yield world, server.url
 
 
 def write(world: World, url: str, groups: list[dict[str, Any]], **top: Any) -> Path:

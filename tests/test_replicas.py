@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +19,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.engine import make_url
 
 from sandboxes._core import Fault, RateLimit
 from sandboxes.server import ServerThread, free_port
@@ -33,32 +30,16 @@ from syncd.reconciler import PassOptions, Reconciler
 from syncd.state import LedgerEntry, Store
 from syncd.state.fence import Fence, FencedOut, current_fence
 from tests.e2e import World, emails, provider_entries
+from tests.postgres import pg_schema
 from tests.test_serve import Daemon
-
-PG_URL = os.environ.get("SYNCD_TEST_POSTGRES_URL", "")
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh schema of the test PostgreSQL, as a state URL."""
-    if not PG_URL:
-        if os.environ.get("SYNCD_REQUIRE_POSTGRES"):
-            pytest.fail("SYNCD_REQUIRE_POSTGRES is set but SYNCD_TEST_POSTGRES_URL is not")
-        pytest.skip("replicas share a PostgreSQL state DB: set SYNCD_TEST_POSTGRES_URL=postgresql+psycopg://…")
-    schema = f"replicas_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield (
-            make_url(PG_URL)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    reason = "replicas share a PostgreSQL state DB: set SYNCD_TEST_POSTGRES_URL=postgresql+psycopg://…"
+    with pg_schema("replicas", skip_reason=reason) as url:
+        yield url
 
 
 def sql(url: str, query: str, **params: Any) -> list[Any]:

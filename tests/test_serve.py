@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandboxes._core import Fault
-from sandboxes.server import ServerThread, free_port
+from sandboxes.server import free_port
 from syncd.cli import build_parser
 from syncd.config import ScheduleSettings, load_config
 from syncd.model import PairResult, PairStatus, Strategy
@@ -131,21 +131,6 @@ class Daemon:
         self._stderr.close()
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[World, str]]:
-    world = World(tmp_path)
-    with ServerThread(world.app) as server:
-        yield world, server.url
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
 def start(
     daemons: list[Daemon],
     world: World,
@@ -153,12 +138,14 @@ def start(
     groups: list[dict[str, Any]],
     *args: str,
     python: Sequence[str] = ("-m", "syncd"),
+    server: Mapping[str, Any] | None = None,
     **top: Any,
 ) -> Daemon:
+    """A `syncd serve` (not started yet: `.up()`) on a free port; `server`: more of its server settings."""
     port = free_port()
     top.setdefault("schedule", {"every": "1s"})
     top.setdefault("providers", provider_entries(url))
-    path = world.write_config(groups, server={"listen": f"127.0.0.1:{port}"}, **top)
+    path = world.write_config(groups, server={"listen": f"127.0.0.1:{port}", **(server or {})}, **top)
     daemon = Daemon(path, port, world.tmp / f"serve-{len(daemons)}.log", *args, python=python)
     daemons.append(daemon)
     return daemon

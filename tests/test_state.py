@@ -6,11 +6,9 @@ For PostgreSQL each test gets a fresh schema (through the connection's search_pa
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
@@ -48,8 +46,8 @@ from syncd.state.budget import RateRule, RateSignals
 from syncd.state.migrate import alembic_config, ours
 from syncd.state.store import BULK_ROWS
 from syncd.state.tables import ledger, metadata, recipient_ids
+from tests.postgres import pg_schema
 
-PG_URL = os.environ.get("SYNCD_TEST_POSTGRES_URL")
 TABLES = {
     "runs",
     "pair_results",
@@ -63,32 +61,14 @@ TABLES = {
 }
 
 
-def _pg_admin_url() -> sa.URL:
-    assert PG_URL
-    url = make_url(PG_URL)
-    return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/state.db"
         return
-    if not PG_URL:
-        if os.environ.get("SYNCD_REQUIRE_POSTGRES"):  # CI sets this: a skipped PostgreSQL test would hide a gap
-            pytest.fail("SYNCD_REQUIRE_POSTGRES is set but SYNCD_TEST_POSTGRES_URL is not")
-        pytest.skip("set SYNCD_TEST_POSTGRES_URL=postgresql+psycopg://… to run the store tests on PostgreSQL")
-    schema = f"syncd_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(_pg_admin_url())
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = _pg_admin_url().update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    reason = "set SYNCD_TEST_POSTGRES_URL=postgresql+psycopg://… to run the store tests on PostgreSQL"
+    with pg_schema("syncd_test", skip_reason=reason) as url:
+        yield url
 
 
 @pytest.fixture

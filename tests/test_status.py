@@ -12,7 +12,6 @@ import os
 import pty
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from sandboxes.server import ServerThread
 from syncd.model import PairStatus
@@ -30,8 +27,8 @@ from syncd.report import render_status, short_time
 from syncd.state import Store
 from syncd.state.records import PairState
 from tests.e2e import World, emails, provider_entries
+from tests.postgres import pg_schema
 
-PG_URL = os.environ.get("SYNCD_TEST_POSTGRES_URL")
 HEADER = "GROUP  PROVIDER  STATUS   LAST PASS  DESIRED  ACTUAL  PENDING  REJECTED  WHY BLOCKED"
 
 
@@ -61,20 +58,8 @@ def state_db(kind: str, tmp_path: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path}/state.db"
         return
-    if not PG_URL:
-        if os.environ.get("SYNCD_REQUIRE_POSTGRES"):  # CI sets this: a skipped PostgreSQL test would hide a gap
-            pytest.fail("SYNCD_REQUIRE_POSTGRES is set but SYNCD_TEST_POSTGRES_URL is not")
-        pytest.skip("set SYNCD_TEST_POSTGRES_URL=postgresql+psycopg://… to run these tests on PostgreSQL too")
-    schema = f"syncd_cli_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with pg_schema("syncd_cli") as url:
+        yield url
 
 
 def state_only_config(tmp_path: Path, state_url: str) -> Path:
