@@ -56,6 +56,11 @@ def _config_option(argument_default: object = None) -> argparse.ArgumentParser:
     return options
 
 
+def _output_option(parser: argparse.ArgumentParser, help: str, formats: tuple[str, ...] = ("text", "json")) -> None:
+    """The `--output/-o` option of a command: one of `formats`, text by default; `help` says what each gives."""
+    parser.add_argument("--output", "-o", choices=list(formats), default="text", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     logging_options = _logging_options()  # every command
     common = [_config_option(), logging_options]
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one reconciliation pass over every (group, provider) pair",
     )
     run.add_argument("--dry-run", action="store_true", help="plan and report, send nothing that changes anything")
-    run.add_argument("--output", "-o", choices=["text", "json"], default="text", help=report_help)
+    _output_option(run, report_help)
     run.add_argument(
         "--member",
         action="append",
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply a saved plan; refused, sending nothing, if the sources or provider groups changed since",
     )
     apply.add_argument("plan_file", metavar="PLAN.json", help="a plan saved by syncd plan -o PLAN.json")
-    apply.add_argument("--output", "-o", choices=["text", "json"], default="text", help=report_help)
+    _output_option(apply, report_help)
 
     validate = sub.add_parser("validate", parents=common, help="check the config (offline unless --online)")
     validate.add_argument(
@@ -150,12 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also show the entries of dry runs (what they would have done, and what they found refused)",
     )
-    history.add_argument(
-        "--output",
-        "-o",
-        choices=["text", "json"],
-        default="text",
-        help="one line per entry (text, the default), or a JSON array with one entry object per line (json)",
+    _output_option(
+        history,
+        "one line per entry (text, the default), or a JSON array with one entry object per line (json)",
     )
 
     _status_parser(sub, common)
@@ -221,12 +223,9 @@ def _status_parser(
         action="store_true",
         help="a dry run may be a pair's last pass too (then its status is what it would have done)",
     )
-    status.add_argument(
-        "--output",
-        "-o",
-        choices=["text", "json"],
-        default="text",
-        help="a table (text, the default; coloured on a terminal unless NO_COLOR is set), or one JSON object: "
+    _output_option(
+        status,
+        "a table (text, the default; coloured on a terminal unless NO_COLOR is set), or one JSON object: "
         '{"pairs": [{"group", "provider", "status", "last_run", "desired", "actual", "pending_add", '
         '"pending_remove", "rejected", "blocked_reason"}]} (json)',
     )
@@ -276,13 +275,11 @@ def _rejects_parser(
         "--group", metavar="NAME", help="only this group's rejects (and those remembered for every group)"
     )
     rejects.add_argument("--provider", metavar="NAME", help="only this provider's rejects")
-    rejects.add_argument(
-        "--output",
-        "-o",
-        choices=["text", "json", "csv"],
-        default="text",
-        help='a table (text, the default), one JSON object {"rejects": [{"provider", "group", "email", "code", '
+    _output_option(
+        rejects,
+        'a table (text, the default), one JSON object {"rejects": [{"provider", "group", "email", "code", '
         '"reason", "first_seen", "last_seen"}]} (json), or CSV with a header row and those columns (csv)',
+        formats=("text", "json", "csv"),
     )
     actions = rejects.add_subparsers(dest="rejects_command", metavar="ACTION")
     # The options `rejects` itself takes default to "not given" here, so `syncd rejects --group G clear` keeps G.
@@ -335,12 +332,9 @@ def _explain_parser(
         help="contact no provider (no credentials needed for them): membership and consent are 'not checked', "
         "and the verdict says whether syncd wants them on the list",
     )
-    explain.add_argument(
-        "--output",
-        "-o",
-        choices=["text", "json"],
-        default="text",
-        help='a short block per pair (text, the default), or one JSON object, {"email", "checked_at_provider", '
+    _output_option(
+        explain,
+        'a short block per pair (text, the default), or one JSON object, {"email", "checked_at_provider", '
         '"listed_in", "errors", "pairs": [{"group", "provider", "verdict", "summary", "desired", "source", '
         '"source_reject", "excluded", "protected", "removal_policy", "added_by_syncd", "member", "consent", '
         '"refused", "remembered_reject", "quarantined", "last_pass", "ledger", "error"}]} (json; see syncd/explain.py)',

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,6 +64,7 @@ from connectors.base import (
     ConsentReader,
     MemberReject,
     NotFound,
+    NullRecipientCache,
     RemoteGroup,
     RemoteMember,
     Suppression,
@@ -451,9 +452,9 @@ async def _read(
     return remote, (await connector.read_members(remote) if remote is not None else ())
 
 
-class _ReadOnlyCache:
+class _ReadOnlyCache(NullRecipientCache):
     """The state DB's recipient-id cache for reading only (`connectors.base.RecipientCache`): what the connector
-    learns is dropped, since explain writes nothing."""
+    learns is dropped (the writes of `NullRecipientCache`), since explain writes nothing."""
 
     def __init__(self, cache: StateRecipientCache) -> None:
         self._cache = cache
@@ -466,15 +467,6 @@ class _ReadOnlyCache:
 
     def all(self) -> dict[str, str]:
         return self._cache.all()
-
-    def put_many(self, ids: Mapping[str, str]) -> None:
-        return None
-
-    def replace_all(self, ids: Mapping[str, str]) -> None:
-        return None
-
-    def forget(self, keys: Sequence[str]) -> None:
-        return None
 
 
 # -------------------------------------------------------------------------------------------- verdicts
